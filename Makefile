@@ -1,0 +1,80 @@
+# Sprout build. `make` builds the three programs; `make run` and `make test`
+# also install Debian packages and build the guest image when missing.
+#
+#   build/sproutd       the daemon (src/ + proto/)
+#   build/sprout        the CLI (cli/)
+#   build/sprout-agent  the static guest agent (agent/ + proto/, musl)
+#   build/test-unit     unit tests; build/asan/test-unit the same under ASan+UBSan
+
+CC       ?= cc
+MUSLCC   ?= musl-gcc
+WERROR   ?= -Werror
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -D_GNU_SOURCE -Iproto -Isrc
+PKGS      = libmicrohttpd jansson sqlite3
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CURL_LIBS  = $(shell pkg-config --libs libcurl jansson 2>/dev/null)
+SANFLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SPROUT_CACHE ?= $(HOME)/.cache/sprout
+export SPROUT_CACHE
+IMAGE_DIR = $(SPROUT_CACHE)/images/current
+PORT     ?= 8080
+DATA_DIR ?= $(HOME)/.local/share/sprout
+
+DAEMON_SRCS := $(filter-out src/main.c,$(wildcard src/*.c)) proto/proto.c
+DAEMON_HDRS := $(wildcard src/*.h) proto/proto.h
+AGENT_SRCS  := $(wildcard agent/*.c) proto/proto.c
+CLI_SRCS    := $(wildcard cli/*.c)
+UNIT_SRCS   := $(wildcard tests/unit/*.c)
+
+.PHONY: all deps image run test test-unit bench clean format
+all: build/sproutd build/sprout build/sprout-agent
+
+build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ src/main.c $(DAEMON_SRCS) $(PKG_LIBS) -pthread
+
+build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(CLI_SRCS) $(CURL_LIBS)
+
+# The agent is static so the guest needs nothing but the binary.
+build/sprout-agent: $(AGENT_SRCS) $(wildcard agent/*.h) proto/proto.h | build
+	$(MUSLCC) $(CFLAGS) -static -o $@ $(AGENT_SRCS)
+
+build/test-unit: $(UNIT_SRCS) $(DAEMON_SRCS) $(DAEMON_HDRS) $(wildcard tests/unit/*.h) | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/unit -pthread -o $@ $(UNIT_SRCS) $(DAEMON_SRCS) $(PKG_LIBS) -pthread
+
+build/asan/test-unit: $(UNIT_SRCS) $(DAEMON_SRCS) $(DAEMON_HDRS) $(wildcard tests/unit/*.h) | build
+	@mkdir -p build/asan
+	$(CC) $(CFLAGS) $(SANFLAGS) $(PKG_CFLAGS) -Itests/unit -pthread -o $@ $(UNIT_SRCS) $(DAEMON_SRCS) $(PKG_LIBS) -pthread
+
+build:
+	@mkdir -p build
+
+deps:
+	@scripts/deps.sh
+
+image: build/sprout-agent
+	@scripts/build-image.sh build/sprout-agent
+
+run: deps
+	@$(MAKE) --no-print-directory all image
+	@scripts/run.sh $(PORT) $(DATA_DIR)
+
+test: deps
+	@$(MAKE) --no-print-directory all image build/test-unit build/asan/test-unit
+	@tests/run.sh
+
+test-unit: build/test-unit build/asan/test-unit
+	@build/test-unit && build/asan/test-unit
+
+bench: deps
+	@$(MAKE) --no-print-directory all image
+	@bench/run.sh
+
+format:
+	clang-format -i src/*.c src/*.h agent/*.c cli/*.c proto/*.c proto/*.h
+
+clean:
+	rm -rf build

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sprout needs to build, run and test, if any is
+# missing. Runs apt-get only when something is absent, so it is cheap to call
+# before every build.
+set -euo pipefail
+
+PKGS=(build-essential pkg-config musl-tools
+      libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
+      qemu-system-x86 qemu-utils debootstrap e2fsprogs
+      curl ca-certificates git nodejs npm)
+
+missing=()
+for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# A machine may have node from elsewhere; only ask apt for it when absent.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+        filtered=()
+        for p in "${missing[@]}"; do
+                [[ $p == nodejs || $p == npm ]] || filtered+=("$p")
+        done
+        missing=("${filtered[@]}")
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "==> installing Debian packages: ${missing[*]}"
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
