@@ -1,0 +1,398 @@
+/*
+ * agentc: multiplexed client for sprout-agent. Depends on proto and util.
+ * Frames from the guest are untrusted: every header is checked by
+ * proto_hdr_decode, payloads are read into bounded buffers, and frames for
+ * streams nobody waits on are dropped.
+ */
+#include "agentc.h"
+#include "util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AGENTC_CHUNK (64 * 1024)
+
+struct stream {
+        uint32_t id;
+        int done;
+        size_t cap;
+        struct agentc_reply reply;
+        struct stream *next;
+};
+
+struct agentc {
+        int fd;
+        int refs;       /* under lock */
+        int dead;       /* transport closed; under lock */
+        uint32_t next_id;
+        pthread_mutex_t lock;      /* streams, refs, dead */
+        pthread_mutex_t write_lock; /* whole frames go out one at a time */
+        pthread_cond_t cond;       /* a stream finished or the transport died */
+        pthread_t reader;
+        struct stream *streams;
+};
+
+static int read_full(int fd, void *buf, size_t n)
+{
+        uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t r = read(fd, p, n);
+
+                if (r < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (r == 0)
+                        return -ECONNRESET;
+                p += r;
+                n -= (size_t)r;
+        }
+        return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+        const uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+
+                if (r < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += r;
+                n -= (size_t)r;
+        }
+        return 0;
+}
+
+static int send_frame(struct agentc *a, uint32_t stream, uint16_t type, const void *payload, size_t len)
+{
+        uint8_t hdr[PROTO_HDR_SIZE];
+        int r;
+
+        if (len > PROTO_MAX_PAYLOAD)
+                return -EMSGSIZE;
+        proto_hdr_encode(hdr, (uint32_t)len, stream, type);
+        pthread_mutex_lock(&a->write_lock);
+        r = write_full(a->fd, hdr, sizeof(hdr));
+        if (r == 0 && len)
+                r = write_full(a->fd, payload, len);
+        pthread_mutex_unlock(&a->write_lock);
+        return r;
+}
+
+static struct stream *stream_find(struct agentc *a, uint32_t id)
+{
+        for (struct stream *s = a->streams; s; s = s->next)
+                if (s->id == id)
+                        return s;
+        return NULL;
+}
+
+static void stream_unlink(struct agentc *a, struct stream *s)
+{
+        for (struct stream **pp = &a->streams; *pp; pp = &(*pp)->next) {
+                if (*pp == s) {
+                        *pp = s->next;
+                        return;
+                }
+        }
+}
+
+/* Appends to a bounded collection; past the cap it only records overflow. */
+static void collect(struct stream *s, struct proto_buf *b, const uint8_t *p, size_t n)
+{
+        if (b->len + n > s->cap) {
+                s->reply.overflow = 1;
+                return;
+        }
+        proto_buf_append(b, p, n);
+}
+
+static void *reader_main(void *arg)
+{
+        struct agentc *a = arg;
+        uint8_t *payload = malloc(PROTO_MAX_PAYLOAD);
+
+        while (payload) {
+                uint8_t hdr[PROTO_HDR_SIZE];
+                struct proto_hdr h;
+                struct stream *s;
+
+                if (read_full(a->fd, hdr, sizeof(hdr)) < 0)
+                        break;
+                /* A bad header means the byte stream cannot be trusted any
+                 * more: drop the connection rather than guess. */
+                if (proto_hdr_decode(hdr, &h) < 0)
+                        break;
+                if (read_full(a->fd, payload, h.len) < 0)
+                        break;
+                pthread_mutex_lock(&a->lock);
+                s = stream_find(a, h.stream);
+                if (s && !s->done) {
+                        switch (h.type) {
+                        case PROTO_T_DATA:
+                                collect(s, &s->reply.data, payload, h.len);
+                                break;
+                        case PROTO_T_STDOUT:
+                                collect(s, &s->reply.out, payload, h.len);
+                                break;
+                        case PROTO_T_STDERR:
+                                collect(s, &s->reply.err, payload, h.len);
+                                break;
+                        case PROTO_T_RESULT:
+                        case PROTO_T_HELLO:
+                                s->reply.result = malloc(h.len ? h.len : 1);
+                                if (s->reply.result) {
+                                        memcpy(s->reply.result, payload, h.len);
+                                        s->reply.result_len = h.len;
+                                }
+                                s->done = 1;
+                                pthread_cond_broadcast(&a->cond);
+                                break;
+                        default:
+                                break;
+                        }
+                }
+                pthread_mutex_unlock(&a->lock);
+        }
+        free(payload);
+        pthread_mutex_lock(&a->lock);
+        a->dead = 1;
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->lock);
+        return NULL;
+}
+
+int agentc_connect(const char *path, int timeout_ms, struct agentc **ret)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int64_t deadline = now_ms() + timeout_ms;
+        struct agentc *a;
+        int fd, r;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        for (;;) {
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return -errno;
+                if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                        break;
+                r = -errno;
+                close(fd);
+                if ((r != -ENOENT && r != -ECONNREFUSED) || now_ms() >= deadline)
+                        return r == -ENOENT || r == -ECONNREFUSED ? -ETIMEDOUT : r;
+                sleep_ms(2);
+        }
+        a = calloc(1, sizeof(*a));
+        if (!a) {
+                close(fd);
+                return -ENOMEM;
+        }
+        a->fd = fd;
+        a->refs = 1;
+        a->next_id = 1;
+        pthread_mutex_init(&a->lock, NULL);
+        pthread_mutex_init(&a->write_lock, NULL);
+        pthread_cond_init(&a->cond, NULL);
+        r = pthread_create(&a->reader, NULL, reader_main, a);
+        if (r != 0) {
+                close(fd);
+                free(a);
+                return -r;
+        }
+        *ret = a;
+        return 0;
+}
+
+struct agentc *agentc_ref(struct agentc *a)
+{
+        pthread_mutex_lock(&a->lock);
+        a->refs++;
+        pthread_mutex_unlock(&a->lock);
+        return a;
+}
+
+void agentc_shutdown(struct agentc *a)
+{
+        if (a)
+                shutdown(a->fd, SHUT_RDWR);
+}
+
+void agentc_unref(struct agentc *a)
+{
+        int last;
+
+        if (!a)
+                return;
+        pthread_mutex_lock(&a->lock);
+        last = --a->refs == 0;
+        pthread_mutex_unlock(&a->lock);
+        if (!last)
+                return;
+        shutdown(a->fd, SHUT_RDWR);
+        pthread_join(a->reader, NULL);
+        close(a->fd);
+        pthread_mutex_destroy(&a->lock);
+        pthread_mutex_destroy(&a->write_lock);
+        pthread_cond_destroy(&a->cond);
+        free(a);
+}
+
+int agentc_alive(struct agentc *a)
+{
+        int alive;
+
+        pthread_mutex_lock(&a->lock);
+        alive = !a->dead;
+        pthread_mutex_unlock(&a->lock);
+        return alive;
+}
+
+void agentc_reply_free(struct agentc_reply *r)
+{
+        if (!r)
+                return;
+        free(r->result);
+        proto_buf_free(&r->data);
+        proto_buf_free(&r->out);
+        proto_buf_free(&r->err);
+        memset(r, 0, sizeof(*r));
+}
+
+static struct stream *stream_open(struct agentc *a, size_t cap)
+{
+        struct stream *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return NULL;
+        s->cap = cap;
+        pthread_mutex_lock(&a->lock);
+        do {
+                s->id = a->next_id++;
+        } while (s->id == 0 || stream_find(a, s->id));
+        s->next = a->streams;
+        a->streams = s;
+        pthread_mutex_unlock(&a->lock);
+        return s;
+}
+
+/* Waits until the stream is done, the transport dies or deadline (now_ms()
+ * value, <0 for none) passes. Called with a->lock held. */
+static int stream_wait(struct agentc *a, struct stream *s, int64_t deadline)
+{
+        while (!s->done && !a->dead) {
+                struct timespec ts;
+                int64_t left;
+
+                if (deadline < 0) {
+                        pthread_cond_wait(&a->cond, &a->lock);
+                        continue;
+                }
+                left = deadline - now_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += left / 1000;
+                ts.tv_nsec += (left % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+        }
+        return s->done ? 0 : -ECONNRESET;
+}
+
+int agentc_ping(struct agentc *a, int timeout_ms)
+{
+        struct proto_buf b = {0};
+        struct timespec ts;
+        uint8_t entropy[64];
+        struct stream *s = stream_open(a, 0);
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        proto_put_u64(&b, PROTO_TAG_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+        if (random_bytes(entropy, sizeof(entropy)) == 0)
+                proto_put_bytes(&b, PROTO_TAG_ENTROPY, entropy, sizeof(entropy));
+        r = b.oom ? -ENOMEM : send_frame(a, s->id, PROTO_T_PING, b.data, b.len);
+        proto_buf_free(&b);
+        pthread_mutex_lock(&a->lock);
+        if (r == 0)
+                r = stream_wait(a, s, now_ms() + timeout_ms);
+        stream_unlink(a, s);
+        pthread_mutex_unlock(&a->lock);
+        agentc_reply_free(&s->reply);
+        free(s);
+        return r;
+}
+
+int agentc_request(struct agentc *a, const struct proto_buf *req, const void *upload, size_t upload_len,
+                   size_t cap, int64_t timeout_ms, struct agentc_reply *ret)
+{
+        int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+        struct stream *s;
+        int r;
+
+        if (req->oom)
+                return -ENOMEM;
+        s = stream_open(a, cap);
+        if (!s)
+                return -ENOMEM;
+        r = send_frame(a, s->id, PROTO_T_REQ, req->data, req->len);
+        if (r == 0 && upload) {
+                const uint8_t *p = upload;
+
+                for (size_t off = 0; r == 0 && off < upload_len; off += AGENTC_CHUNK) {
+                        size_t n = upload_len - off < AGENTC_CHUNK ? upload_len - off : AGENTC_CHUNK;
+                        int done;
+
+                        /* The agent may have refused the upload already. */
+                        pthread_mutex_lock(&a->lock);
+                        done = s->done || a->dead;
+                        pthread_mutex_unlock(&a->lock);
+                        if (done)
+                                break;
+                        r = send_frame(a, s->id, PROTO_T_DATA, p + off, n);
+                }
+                if (r == 0)
+                        r = send_frame(a, s->id, PROTO_T_EOF, NULL, 0);
+        }
+        pthread_mutex_lock(&a->lock);
+        if (r == 0)
+                r = stream_wait(a, s, deadline);
+        if (r == -ETIMEDOUT) {
+                /* Let the agent kill what it runs; give it a moment to say
+                 * so, so the caller gets the output produced so far. */
+                pthread_mutex_unlock(&a->lock);
+                send_frame(a, s->id, PROTO_T_CANCEL, NULL, 0);
+                pthread_mutex_lock(&a->lock);
+                if (stream_wait(a, s, now_ms() + 2000) == 0)
+                        r = -ETIMEDOUT;
+        }
+        stream_unlink(a, s);
+        pthread_mutex_unlock(&a->lock);
+        if (r == 0 || r == -ETIMEDOUT)
+                *ret = s->reply;
+        else
+                agentc_reply_free(&s->reply);
+        free(s);
+        return r;
+}

@@ -1,0 +1,852 @@
+/*
+ * api: request routing and handlers. Depends on http (request access and
+ * error bodies), vmm, store, jansson, util. It must never reveal whether a
+ * VM of another account exists (always VM_NOT_FOUND), never pass a request
+ * value to a host path, and answer every bad input with a JSON error.
+ */
+#include "api.h"
+#include "store.h"
+#include "util.h"
+#include "vmm.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define USER_HEADER "X-Freestyle-Vm-Linux-User-Id"
+
+/* The caller, once authenticated. */
+struct caller {
+        char *account;
+        int admin;
+};
+
+int api_parse_vm_id(const char *s, char out[21])
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 20)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i])))
+                        return -EINVAL;
+        memcpy(out, s, n);
+        memset(out + n, '0', 20 - n);
+        out[20] = 0;
+        return 0;
+}
+
+static json_t *str_or_null(const char *s)
+{
+        return s ? json_string(s) : json_null();
+}
+
+/* Parses the body as a JSON object; an empty body counts as {}. */
+static json_t *parse_body(const struct http_req *req, struct http_resp *resp, const char *code)
+{
+        json_error_t err;
+        json_t *j;
+
+        if (req->body_len == 0)
+                return json_object();
+        j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+        if (!j) {
+                http_error(resp, 400, code, "malformed JSON body: %s (line %d, column %d)", err.text, err.line,
+                           err.column);
+                return NULL;
+        }
+        if (!json_is_object(j)) {
+                json_decref(j);
+                http_error(resp, 400, code, "the request body must be a JSON object");
+                return NULL;
+        }
+        return j;
+}
+
+/* Fetches an optional string field; 0 ok (absent or null gives NULL),
+ * -EINVAL when it has another type (resp is set). */
+static int opt_string(json_t *obj, const char *key, const char **ret, struct http_resp *resp, const char *code)
+{
+        json_t *v = json_object_get(obj, key);
+
+        *ret = NULL;
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_string(v)) {
+                http_error(resp, 400, code, "field '%s' must be a string", key);
+                return -EINVAL;
+        }
+        *ret = json_string_value(v);
+        return 0;
+}
+
+static int opt_int(json_t *obj, const char *key, int64_t min, int64_t max, int64_t *ret, struct http_resp *resp,
+                   const char *code)
+{
+        json_t *v = json_object_get(obj, key);
+
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+                http_error(resp, 400, code, "field '%s' must be an integer from %lld to %lld", key,
+                           (long long)min, (long long)max);
+                return -EINVAL;
+        }
+        *ret = json_integer_value(v);
+        return 0;
+}
+
+/* Maps a failure to reach a VM onto the API's errors. */
+static void vm_error(struct http_resp *resp, int r, const char *id)
+{
+        switch (r) {
+        case -ENOENT:
+                http_error(resp, 404, "VM_NOT_FOUND", "VM %s not found", id);
+                break;
+        case -ENOTCONN:
+                http_error(resp, 400, "VM_NOT_RUNNING", "VM %s is not running", id);
+                break;
+        case -ECONNRESET:
+                http_error(resp, 500, "VM_CONNECTION_LOST", "lost the connection to VM %s (it stopped or was deleted)",
+                           id);
+                break;
+        case -ETIMEDOUT:
+                http_error(resp, 504, "AGENT_TIMEOUT", "VM %s did not answer in time", id);
+                break;
+        default:
+                http_error(resp, 500, "INTERNAL_ERROR", "VM %s: %s", id, strerror(-r));
+                break;
+        }
+}
+
+/* A Linux user name from the header, validated; NULL when absent. */
+static int linux_user(const struct http_req *req, char **ret, struct http_resp *resp)
+{
+        char *u = http_header(req, USER_HEADER);
+
+        *ret = NULL;
+        if (!u || !*u) {
+                free(u);
+                return 0;
+        }
+        for (size_t i = 0; u[i]; i++) {
+                unsigned char c = (unsigned char)u[i];
+
+                if (i >= 32 || !(islower(c) || c == '_' || (i > 0 && (isdigit(c) || c == '-' || c == '.')))) {
+                        http_error(resp, 400, "INVALID_PARAMETERS", "invalid Linux user name in %s", USER_HEADER);
+                        free(u);
+                        return -EINVAL;
+                }
+        }
+        *ret = u;
+        return 0;
+}
+
+/* ---- /healthz and auth ---- */
+
+static void handle_healthz(struct sprout *d, struct http_resp *resp)
+{
+        char status[256];
+
+        if (vmm_ready(d->vmm, status, sizeof(status))) {
+                resp->status = 200;
+                resp->body = json_pack("{s:s}", "status", "ok");
+        } else {
+                http_error(resp, 503, "NOT_READY", "%s", status);
+        }
+}
+
+static int authenticate(struct sprout *d, const struct http_req *req, struct caller *c, struct http_resp *resp)
+{
+        char *h = http_header(req, "Authorization");
+        const char *key = NULL;
+        int r = -EACCES;
+
+        if (h && !strncasecmp(h, "Bearer ", 7)) {
+                key = h + 7;
+                while (*key == ' ')
+                        key++;
+        }
+        if (key && *key && strlen(key) <= 256)
+                r = store_auth(d->store, key, &c->account, &c->admin);
+        free(h);
+        if (r == 0)
+                return 0;
+        if (r == -ENOENT || r == -EACCES)
+                http_error(resp, 401, "UNAUTHORIZED", "a valid API key is required (Authorization: Bearer KEY)");
+        else
+                http_error(resp, 500, "INTERNAL_ERROR", "could not check the API key: %s", strerror(-r));
+        return -EACCES;
+}
+
+static void handle_create_key(struct sprout *d, const struct http_req *req, const struct caller *c,
+                              struct http_resp *resp)
+{
+        const char *account = NULL;
+        char *key = NULL, *account_id = NULL, *account_name = NULL;
+        json_t *body;
+        int r;
+
+        if (!c->admin) {
+                http_error(resp, 403, "FORBIDDEN", "creating API keys needs an admin key");
+                return;
+        }
+        body = parse_body(req, resp, "INVALID_PARAMETERS");
+        if (!body)
+                return;
+        if (opt_string(body, "account", &account, resp, "INVALID_PARAMETERS") < 0)
+                goto out;
+        if (account) {
+                size_t n = strlen(account);
+                int ok = n > 0 && n <= 64;
+
+                for (size_t i = 0; ok && i < n; i++)
+                        ok = isalnum((unsigned char)account[i]) || strchr("._-@", account[i]);
+                if (!ok) {
+                        http_error(resp, 400, "INVALID_PARAMETERS",
+                                   "account names are 1 to 64 letters, digits, '.', '_', '-' or '@'");
+                        goto out;
+                }
+        }
+        r = store_create_key(d->store, account, 0, &key, &account_id, &account_name);
+        if (r < 0) {
+                http_error(resp, 500, "INTERNAL_ERROR", "could not create a key: %s", strerror(-r));
+                goto out;
+        }
+        log_info("api key created for account %s (%s)", account_name, account_id);
+        resp->status = 200;
+        resp->body = json_pack("{s:s,s:s,s:s}", "key", key, "accountId", account_id, "account", account_name);
+out:
+        free(key);
+        free(account_id);
+        free(account_name);
+        json_decref(body);
+}
+
+/* ---- VMs ---- */
+
+static json_t *vm_json(const struct vmm_info *i, int full)
+{
+        char created[32];
+        json_t *j;
+
+        format_time(i->created_at, created);
+        j = json_pack("{s:s,s:o,s:s,s:s,s:n,s:n}", "id", i->id, "name", str_or_null(i->name), "state",
+                      vm_state_name(i->state), "createdAt", created, "lastNetworkActivity", "cpuTimeSeconds");
+        if (!j)
+                return NULL;
+        json_object_set_new(j, "workdir", str_or_null(i->workdir));
+        json_object_set_new(j, "memSizeMb", json_integer(i->mem_mb));
+        json_object_set_new(j, "vcpuCount", json_integer(i->vcpus));
+        if (full) {
+                json_object_set_new(j, "vmInstanceId", json_null());
+                json_object_set_new(j, "buildId", json_null());
+        } else {
+                json_object_set_new(j, "deleted", json_false());
+                json_object_set_new(j, "createdDeclaratively", json_false());
+                json_object_set_new(j, "metrics", json_null());
+                json_object_set_new(j, "snapshotId", json_null());
+        }
+        return j;
+}
+
+/* Create-time fields this server does not act on yet. Refusing them is
+ * better than creating a VM that silently lacks what was asked for. */
+static int refuse_unsupported(json_t *body, struct http_resp *resp)
+{
+        static const char *const fields[] = {"systemd", "users", "groups", "aptDeps", "template", "spec"};
+        json_t *git = json_object_get(body, "git");
+
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+                json_t *v = json_object_get(body, fields[i]);
+
+                if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0) &&
+                    !(json_is_object(v) && json_object_size(v) == 0)) {
+                        /* The SDK always sends systemd: {services: []}-like empties. */
+                        if (json_is_object(v)) {
+                                const char *k;
+                                json_t *x;
+                                int empty = 1;
+
+                                json_object_foreach(v, k, x) if (!json_is_null(x) &&
+                                                                 !(json_is_array(x) && json_array_size(x) == 0))
+                                        empty = 0;
+                                if (empty)
+                                        continue;
+                        }
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "'%s' is not supported by this server yet",
+                                   fields[i]);
+                        return -EINVAL;
+                }
+        }
+        if (git && json_is_object(git)) {
+                json_t *repos = json_object_get(git, "repos");
+
+                if (repos && json_is_array(repos) && json_array_size(repos) > 0) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "'git.repos' is not supported by this server yet");
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* additionalFiles: {path: {content, encoding?, executable?}} written into
+ * the new VM before the create call returns. */
+static int write_additional_files(struct sprout *d, const struct caller *c, const char *id, json_t *files,
+                                  struct http_resp *resp)
+{
+        const char *path;
+        json_t *f;
+
+        json_object_foreach(files, path, f) {
+                const char *content = json_string_value(json_object_get(f, "content"));
+                const char *enc = json_string_value(json_object_get(f, "encoding"));
+                int exe = json_is_true(json_object_get(f, "executable"));
+                struct vmm_result res = {0};
+                uint8_t *data = NULL;
+                size_t len = 0;
+                int r;
+
+                if (!content) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "additionalFiles['%s'].content must be a string",
+                                   path);
+                        return -EINVAL;
+                }
+                if (enc && !strcmp(enc, "base64")) {
+                        if (base64_decode(content, strlen(content), &data, &len) < 0) {
+                                http_error(resp, 400, "CREATE_VM_BAD_REQUEST",
+                                           "additionalFiles['%s'] is not valid base64", path);
+                                return -EINVAL;
+                        }
+                }
+                r = vmm_write(d->vmm, c->account, id, path, NULL, data ? (void *)data : (void *)content,
+                              data ? len : strlen(content), exe ? 0755 : 0644, &res);
+                free(data);
+                if (r < 0 || res.agent_errno) {
+                        http_error(resp, 400, "VM_SETUP_FAILED", "writing additional file %s failed: %s", path,
+                                   r < 0 ? strerror(-r) : res.errmsg ? res.errmsg : strerror(res.agent_errno));
+                        vmm_result_clear(&res);
+                        return -EIO;
+                }
+                vmm_result_clear(&res);
+        }
+        return 0;
+}
+
+static void handle_create_vm(struct sprout *d, const struct http_req *req, const struct caller *c,
+                             struct http_resp *resp)
+{
+        const char *name = NULL, *workdir = NULL, *snapshot = NULL;
+        int64_t idle = 300, ready_timeout = 120;
+        char id[21], *persistence = NULL;
+        json_t *body, *v, *files;
+        int r;
+
+        body = parse_body(req, resp, "CREATE_VM_BAD_REQUEST");
+        if (!body)
+                return;
+        if (opt_string(body, "name", &name, resp, "CREATE_VM_BAD_REQUEST") < 0 ||
+            opt_string(body, "workdir", &workdir, resp, "CREATE_VM_BAD_REQUEST") < 0 ||
+            opt_string(body, "snapshotId", &snapshot, resp, "CREATE_VM_BAD_REQUEST") < 0 ||
+            opt_int(body, "idleTimeoutSeconds", 0, 365 * 86400, &idle, resp, "CREATE_VM_BAD_REQUEST") < 0 ||
+            opt_int(body, "readySignalTimeoutSeconds", 0, 3600, &ready_timeout, resp, "CREATE_VM_BAD_REQUEST") < 0 ||
+            refuse_unsupported(body, resp) < 0)
+                goto out;
+        if (name && strlen(name) > 256) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "name is longer than 256 bytes");
+                goto out;
+        }
+        if (workdir && (workdir[0] != '/' || strlen(workdir) > 1024)) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "workdir must be an absolute path");
+                goto out;
+        }
+        if (snapshot) {
+                http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %s not found", snapshot);
+                goto out;
+        }
+        v = json_object_get(body, "waitForReadySignal");
+        if (v && !json_is_null(v) && !json_is_boolean(v)) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "field 'waitForReadySignal' must be a boolean");
+                goto out;
+        }
+        files = json_object_get(body, "additionalFiles");
+        if (files && !json_is_null(files) && !json_is_object(files)) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "field 'additionalFiles' must be an object");
+                goto out;
+        }
+        v = json_object_get(body, "persistence");
+        if (v && !json_is_null(v)) {
+                const char *type = json_string_value(json_object_get(v, "type"));
+
+                if (!json_is_object(v) || !type ||
+                    (strcmp(type, "sticky") && strcmp(type, "ephemeral") && strcmp(type, "persistent"))) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST",
+                                   "persistence.type must be sticky, ephemeral or persistent");
+                        goto out;
+                }
+                persistence = json_dumps(v, JSON_COMPACT);
+        }
+
+        struct vmm_create opts = {
+                .name = name,
+                .workdir = workdir,
+                .idle_timeout_s = idle,
+                .persistence = persistence,
+        };
+        r = vmm_create(d->vmm, c->account, &opts, id);
+        if (r == -EAGAIN) {
+                http_error(resp, 503, "NOT_READY", "the server is still preparing its base snapshot; retry shortly");
+                goto out;
+        }
+        if (r == -EUSERS) {
+                http_error(resp, 429, "VM_LIMIT_REACHED", "this server's limit on VMs is reached");
+                goto out;
+        }
+        if (r < 0) {
+                http_error(resp, 500, "INTERNAL_ERROR", "could not create the VM: %s", strerror(-r));
+                goto out;
+        }
+        if (files && json_is_object(files) && write_additional_files(d, c, id, files, resp) < 0) {
+                vmm_delete(d->vmm, c->account, id);
+                goto out;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:s,s:[],s:n,s:n}", "id", id, "domains", "consoleUrl", "snapshotId");
+out:
+        free(persistence);
+        json_decref(body);
+}
+
+struct list_ctx {
+        json_t *vms;
+        int state_filter; /* -1: any */
+        const char *search;
+        int64_t limit, offset;
+        int64_t matched;
+        int64_t counts[VM_STATE_COUNT];
+};
+
+static int list_one(const struct vmm_info *i, void *ud)
+{
+        struct list_ctx *l = ud;
+
+        l->counts[i->state]++;
+        if (l->state_filter >= 0 && (int)i->state != l->state_filter)
+                return 0;
+        if (l->search && !strstr(i->id, l->search) && !(i->name && strstr(i->name, l->search)))
+                return 0;
+        if (l->matched++ < l->offset)
+                return 0;
+        if (l->limit >= 0 && (int64_t)json_array_size(l->vms) >= l->limit)
+                return 0;
+        return json_array_append_new(l->vms, vm_json(i, 0)) < 0 ? -ENOMEM : 0;
+}
+
+static int query_int(const struct http_req *req, const char *name, int64_t *ret, struct http_resp *resp)
+{
+        char *v = http_query(req, name), *end;
+        long long x;
+
+        if (!v || !*v) {
+                free(v);
+                return 0;
+        }
+        errno = 0;
+        x = strtoll(v, &end, 10);
+        if (*end || errno || x < 0 || x > 1000000000) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "query parameter '%s' must be a non-negative integer",
+                           name);
+                free(v);
+                return -EINVAL;
+        }
+        free(v);
+        *ret = x;
+        return 0;
+}
+
+static void handle_list_vms(struct sprout *d, const struct http_req *req, const struct caller *c,
+                            struct http_resp *resp)
+{
+        struct list_ctx l = {.state_filter = -1, .limit = -1};
+        char *state = NULL, *search = NULL;
+        int r;
+
+        if (query_int(req, "limit", &l.limit, resp) < 0 || query_int(req, "offset", &l.offset, resp) < 0)
+                return;
+        state = http_query(req, "vmState");
+        if (state && *state && (l.state_filter = vm_state_parse(state)) < 0) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "unknown vmState '%s'", state);
+                goto out;
+        }
+        search = http_query(req, "search");
+        l.search = search && *search ? search : NULL;
+        l.vms = json_array();
+        r = vmm_list(d->vmm, c->account, list_one, &l);
+        if (r < 0 || !l.vms) {
+                http_error(resp, 500, "INTERNAL_ERROR", "could not list VMs");
+                json_decref(l.vms);
+                goto out;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:n}", "vms", l.vms, "totalCount",
+                               (json_int_t)l.matched, "buildingCount", (json_int_t)l.counts[VM_BUILDING],
+                               "runningCount", (json_int_t)l.counts[VM_RUNNING], "startingCount",
+                               (json_int_t)l.counts[VM_STARTING], "suspendingCount",
+                               (json_int_t)l.counts[VM_SUSPENDING], "suspendedCount",
+                               (json_int_t)l.counts[VM_SUSPENDED], "stoppedCount", (json_int_t)l.counts[VM_STOPPED],
+                               "lostCount", (json_int_t)l.counts[VM_LOST], "userId");
+out:
+        free(state);
+        free(search);
+}
+
+static void handle_get_vm(struct sprout *d, const struct caller *c, const char *id, struct http_resp *resp)
+{
+        struct vmm_info i = {0};
+        int r = vmm_get(d->vmm, c->account, id, &i);
+
+        if (r < 0) {
+                vm_error(resp, r, id);
+                return;
+        }
+        resp->status = 200;
+        resp->body = vm_json(&i, 1);
+        vmm_info_clear(&i);
+}
+
+static void handle_delete_vm(struct sprout *d, const struct caller *c, const char *id, struct http_resp *resp)
+{
+        int r = vmm_delete(d->vmm, c->account, id);
+
+        if (r < 0) {
+                vm_error(resp, r, id);
+                return;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:s}", "id", id);
+}
+
+/* Puts guest output into a JSON string, replacing invalid UTF-8. */
+static json_t *output_json(const struct proto_buf *b)
+{
+        size_t n;
+        char *s = utf8_sanitize(b->data ? (const char *)b->data : "", b->len, &n);
+        json_t *j = s ? json_stringn_nocheck(s, n) : NULL;
+
+        free(s);
+        return j;
+}
+
+static void handle_exec(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                        struct http_resp *resp)
+{
+        struct vmm_result res = {0};
+        const char *command = NULL, *terminal = NULL;
+        int64_t timeout = 0;
+        char *user = NULL;
+        json_t *body;
+        int r;
+
+        body = parse_body(req, resp, "INVALID_PARAMETERS");
+        if (!body)
+                return;
+        if (opt_string(body, "command", &command, resp, "INVALID_PARAMETERS") < 0 ||
+            opt_string(body, "terminal", &terminal, resp, "INVALID_PARAMETERS") < 0 ||
+            opt_int(body, "timeoutMs", 0, 24LL * 3600 * 1000, &timeout, resp, "INVALID_PARAMETERS") < 0 ||
+            linux_user(req, &user, resp) < 0)
+                goto out;
+        if (!command) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "field 'command' is required");
+                goto out;
+        }
+        struct vmm_exec e = {.command = command, .user = user, .timeout_ms = timeout};
+        r = vmm_exec(d->vmm, c->account, id, &e, &res);
+        if (r < 0) {
+                vm_error(resp, r, id);
+                goto out;
+        }
+        if (res.timed_out) {
+                http_error(resp, 408, "EXEC_TIMED_OUT", "command did not finish within %lld ms", (long long)timeout);
+                json_object_set_new(resp->body, "stdout", output_json(&res.reply.out));
+                json_object_set_new(resp->body, "stderr", output_json(&res.reply.err));
+        } else if (res.agent_errno == E2BIG || res.reply.overflow) {
+                http_error(resp, 400, "EXEC_OUTPUT_TOO_LARGE", "%s; redirect large output to a file",
+                           res.errmsg ? res.errmsg : "command output exceeds the limit");
+        } else if (res.agent_errno == ESRCH) {
+                http_error(resp, 404, "USER_NOT_FOUND", "%s", res.errmsg ? res.errmsg : "Linux user not found");
+        } else if (res.agent_errno) {
+                http_error(resp, 500, "EXEC_FAILED", "%s", res.errmsg ? res.errmsg : strerror(res.agent_errno));
+        } else {
+                resp->status = 200;
+                resp->body = json_pack("{s:o,s:o,s:i}", "stdout", output_json(&res.reply.out), "stderr",
+                                       output_json(&res.reply.err), "statusCode", res.exit_code);
+        }
+out:
+        vmm_result_clear(&res);
+        free(user);
+        json_decref(body);
+}
+
+/* Maps a file operation's errno inside the guest onto the API's errors. */
+static void file_error(struct http_resp *resp, const struct vmm_result *res, const char *path)
+{
+        const char *msg = res->errmsg ? res->errmsg : strerror(res->agent_errno);
+
+        switch (res->agent_errno) {
+        case ENOENT:
+                http_error(resp, 404, "FILE_NOT_FOUND", "%s: no such file or directory", path);
+                break;
+        case EFBIG:
+                http_error(resp, 413, "FILE_TOO_LARGE", "%s: %s", path, msg);
+                break;
+        case EACCES:
+        case EPERM:
+                http_error(resp, 403, "FORBIDDEN", "%s: permission denied", path);
+                break;
+        case ESRCH:
+                http_error(resp, 404, "USER_NOT_FOUND", "%s", msg);
+                break;
+        case EISDIR:
+        case ENOTDIR:
+        case EINVAL:
+        case ENAMETOOLONG:
+        case ELOOP:
+                http_error(resp, 400, "FILES_BAD_REQUEST", "%s: %s", path, msg);
+                break;
+        default:
+                http_error(resp, 500, "INTERNAL_ERROR", "%s: %s", path, msg);
+                break;
+        }
+}
+
+static json_t *dir_json(const struct vmm_result *res)
+{
+        json_t *files = json_array();
+        struct proto_iter it;
+        struct proto_tlv t;
+
+        proto_iter_init(&it, res->reply.result, res->reply.result_len);
+        while (files && proto_iter_next(&it, &t) > 0) {
+                size_t n;
+                char *name;
+
+                if (t.tag != PROTO_TAG_ENTRY || t.len < 2)
+                        continue;
+                name = utf8_sanitize(t.val + 1, t.len - 1, &n);
+                if (!name)
+                        continue;
+                json_array_append_new(files, json_pack("{s:s%,s:s}", "name", name, n, "kind",
+                                                       t.val[0] == PROTO_KIND_DIR ? "directory" : "file"));
+                free(name);
+        }
+        return json_pack("{s:o}", "files", files);
+}
+
+static void handle_read_file(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                             const char *path, struct http_resp *resp)
+{
+        struct vmm_result res = {0};
+        char *user = NULL;
+        int r;
+
+        if (linux_user(req, &user, resp) < 0)
+                return;
+        r = vmm_read(d->vmm, c->account, id, path, user, &res);
+        free(user);
+        if (r < 0) {
+                vm_error(resp, r, id);
+                return;
+        }
+        if (res.agent_errno) {
+                file_error(resp, &res, path);
+        } else if (res.reply.overflow) {
+                http_error(resp, 413, "FILE_TOO_LARGE", "%s is larger than the server's limit", path);
+        } else if (res.kind == PROTO_KIND_DIR) {
+                resp->status = 200;
+                resp->body = dir_json(&res);
+        } else {
+                const struct proto_buf *b = &res.reply.data;
+                const char *bytes = b->data ? (const char *)b->data : "";
+
+                resp->status = 200;
+                if (utf8_valid(bytes, b->len)) {
+                        resp->body = json_pack("{s:s%,s:s}", "content", bytes, b->len, "encoding", "utf8");
+                } else {
+                        char *enc = base64_encode(bytes, b->len);
+
+                        resp->body = enc ? json_pack("{s:s,s:s}", "content", enc, "encoding", "base64") : NULL;
+                        free(enc);
+                }
+                if (!resp->body)
+                        http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+        }
+        vmm_result_clear(&res);
+}
+
+static void handle_write_file(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                              const char *path, struct http_resp *resp)
+{
+        struct vmm_result res = {0};
+        const char *content = NULL, *encoding = NULL;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        char *user = NULL;
+        json_t *body, *exe;
+        int r;
+
+        body = parse_body(req, resp, "FILES_BAD_REQUEST");
+        if (!body)
+                return;
+        if (opt_string(body, "content", &content, resp, "FILES_BAD_REQUEST") < 0 ||
+            opt_string(body, "encoding", &encoding, resp, "FILES_BAD_REQUEST") < 0 ||
+            linux_user(req, &user, resp) < 0)
+                goto out;
+        exe = json_object_get(body, "executable");
+        if (!content) {
+                http_error(resp, 400, "FILES_BAD_REQUEST", "field 'content' is required");
+                goto out;
+        }
+        if (encoding && !strcmp(encoding, "base64")) {
+                if (base64_decode(content, strlen(content), &data, &len) < 0) {
+                        http_error(resp, 400, "FILES_BAD_REQUEST", "content is not valid base64");
+                        goto out;
+                }
+        } else if (encoding && strcmp(encoding, "utf8") && strcmp(encoding, "utf-8")) {
+                http_error(resp, 400, "FILES_BAD_REQUEST", "encoding must be 'utf8' or 'base64'");
+                goto out;
+        }
+        if (exe && !json_is_boolean(exe)) {
+                http_error(resp, 400, "FILES_BAD_REQUEST", "field 'executable' must be a boolean");
+                goto out;
+        }
+        r = vmm_write(d->vmm, c->account, id, path, user, data ? (void *)data : (void *)content,
+                      data ? len : strlen(content), json_is_true(exe) ? 0755 : 0644, &res);
+        if (r < 0)
+                vm_error(resp, r, id);
+        else if (res.agent_errno)
+                file_error(resp, &res, path);
+        else {
+                resp->status = 200;
+                resp->body = json_object();
+        }
+out:
+        vmm_result_clear(&res);
+        free(data);
+        free(user);
+        json_decref(body);
+}
+
+/* ---- routing ---- */
+
+/* Splits the raw path into at most max segments (still encoded); the last
+ * one keeps any remaining '/'. Returns the count. */
+static int split_path(const char *path, char *buf, size_t size, char **segs, int max)
+{
+        int n = 0;
+        char *p;
+
+        if (path_fmt(buf, size, "%s", path[0] == '/' ? path + 1 : path) < 0)
+                return -1;
+        p = buf;
+        while (*p && n < max) {
+                segs[n++] = p;
+                if (n == max)
+                        break;
+                p = strchr(p, '/');
+                if (!p)
+                        break;
+                *p++ = 0;
+        }
+        /* A trailing slash leaves an empty last segment: drop it. */
+        if (n > 0 && n < max && segs[n - 1][0] == 0)
+                n--;
+        return n;
+}
+
+static int method_is(const struct http_req *req, const char *m)
+{
+        return !strcmp(req->method, m);
+}
+
+void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *resp)
+{
+        char buf[8192], *seg[8], id[21];
+        struct caller c = {0};
+        int n = split_path(req->path, buf, sizeof(buf), seg, 8);
+
+        if (n < 0) {
+                http_error(resp, 414, "URI_TOO_LONG", "the request path is too long");
+                return;
+        }
+        if (n == 1 && !strcmp(seg[0], "healthz")) {
+                handle_healthz(d, resp);
+                return;
+        }
+        if (authenticate(d, req, &c, resp) < 0)
+                return;
+
+        if (n == 3 && !strcmp(seg[0], "admin") && !strcmp(seg[1], "v1") && !strcmp(seg[2], "keys")) {
+                if (method_is(req, "POST"))
+                        handle_create_key(d, req, &c, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                goto out;
+        }
+        if (n < 2 || strcmp(seg[0], "v1") || strcmp(seg[1], "vms")) {
+                http_error(resp, 404, "NOT_FOUND", "no such endpoint: %s %s", req->method, req->path);
+                goto out;
+        }
+        if (n == 2) {
+                if (method_is(req, "GET"))
+                        handle_list_vms(d, req, &c, resp);
+                else if (method_is(req, "POST"))
+                        handle_create_vm(d, req, &c, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET or POST");
+                goto out;
+        }
+        if (api_parse_vm_id(seg[2], id) < 0) {
+                http_error(resp, 404, "VM_NOT_FOUND", "VM %.40s not found", seg[2]);
+                goto out;
+        }
+        if (n == 3) {
+                if (method_is(req, "GET"))
+                        handle_get_vm(d, &c, id, resp);
+                else if (method_is(req, "DELETE"))
+                        handle_delete_vm(d, &c, id, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET or DELETE");
+                goto out;
+        }
+        if (n == 4 && !strcmp(seg[3], "exec-await")) {
+                if (method_is(req, "POST"))
+                        handle_exec(d, req, &c, id, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                goto out;
+        }
+        if (n >= 4 && !strcmp(seg[3], "files")) {
+                /* Everything after "files/" is the path: usually one segment
+                 * with "%2F" inside, but plain slashes work too. */
+                const char *raw = n >= 5 ? req->path + (req->path[0] == '/') + (seg[4] - buf) : "";
+                char *path = http_decode(raw, strlen(raw), 0);
+
+                if (!path || !*path) {
+                        http_error(resp, 400, "FILES_BAD_REQUEST", "a file path is required after /files/");
+                } else if (strlen(path) > 4096) {
+                        http_error(resp, 400, "FILES_BAD_REQUEST", "the file path is too long");
+                } else if (method_is(req, "GET")) {
+                        handle_read_file(d, req, &c, id, path, resp);
+                } else if (method_is(req, "PUT")) {
+                        handle_write_file(d, req, &c, id, path, resp);
+                } else {
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET or PUT");
+                }
+                free(path);
+                goto out;
+        }
+        http_error(resp, 404, "NOT_FOUND", "no such endpoint: %s %s", req->method, req->path);
+out:
+        free(c.account);
+}

@@ -1,0 +1,224 @@
+/*
+ * http: libmicrohttpd glue. Depends on api (for dispatch), jansson, util.
+ * It must never buffer more than max_body bytes of a request, and every
+ * answer it sends is JSON.
+ */
+#include "http.h"
+#include "api.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per-connection request state, kept between the handler's calls. */
+struct req_ctx {
+        char *body;
+        size_t len;
+        size_t cap;
+        int too_large;
+};
+
+static int hexval(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+char *http_decode(const char *s, size_t len, int plus)
+{
+        char *out = malloc(len + 1);
+        size_t o = 0;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                char c = s[i];
+
+                if (c == '%') {
+                        int hi, lo;
+
+                        if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0 ||
+                            (hi == 0 && lo == 0)) {
+                                free(out);
+                                return NULL;
+                        }
+                        out[o++] = (char)(hi << 4 | lo);
+                        i += 2;
+                } else if (c == '+' && plus) {
+                        out[o++] = ' ';
+                } else if (c == 0) {
+                        free(out);
+                        return NULL;
+                } else {
+                        out[o++] = c;
+                }
+        }
+        out[o] = 0;
+        return out;
+}
+
+char *http_header(const struct http_req *r, const char *name)
+{
+        const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+
+        return v ? strdup(v) : NULL;
+}
+
+char *http_query(const struct http_req *r, const char *name)
+{
+        const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+
+        return v ? http_decode(v, strlen(v), 1) : NULL;
+}
+
+void http_error(struct http_resp *resp, unsigned status, const char *code, const char *fmt, ...)
+{
+        char msg[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        json_decref(resp->body);
+        resp->status = status;
+        resp->body = json_pack("{s:s,s:s,s:s}", "error", code, "code", code, "message", msg);
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, const struct http_resp *resp)
+{
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+        char *text = resp->body ? json_dumps(resp->body, JSON_COMPACT) : strdup("{}");
+
+        if (!text)
+                return MHD_NO;
+        r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+                free(text);
+                return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "application/json");
+        ret = MHD_queue_response(conn, resp->status, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+        struct sprout *d = cls;
+        struct req_ctx *ctx = *con_cls;
+        struct http_resp resp = {0};
+        enum MHD_Result ret;
+
+        (void)version;
+        if (!ctx) {
+                const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+
+                ctx = calloc(1, sizeof(*ctx));
+                if (!ctx)
+                        return MHD_NO;
+                *con_cls = ctx;
+                /* Refuse a body announced too large before reading any of it. */
+                if (cl && strtoull(cl, NULL, 10) > d->max_body)
+                        ctx->too_large = 1;
+                if (!ctx->too_large)
+                        return MHD_YES;
+        }
+        if (*upload_data_size > 0 && !ctx->too_large) {
+                size_t n = *upload_data_size;
+
+                if (ctx->len + n > d->max_body) {
+                        ctx->too_large = 1;
+                } else {
+                        if (ctx->len + n + 1 > ctx->cap) {
+                                size_t cap = ctx->cap ? ctx->cap : 4096;
+                                char *b;
+
+                                while (cap < ctx->len + n + 1)
+                                        cap *= 2;
+                                b = realloc(ctx->body, cap);
+                                if (!b)
+                                        return MHD_NO;
+                                ctx->body = b;
+                                ctx->cap = cap;
+                        }
+                        memcpy(ctx->body + ctx->len, upload_data, n);
+                        ctx->len += n;
+                        ctx->body[ctx->len] = 0;
+                }
+                *upload_data_size = 0;
+                if (!ctx->too_large)
+                        return MHD_YES;
+        }
+        if (ctx->too_large) {
+                http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", d->max_body);
+        } else {
+                struct http_req req = {
+                        .conn = conn,
+                        .method = method,
+                        .path = url,
+                        .body = ctx->body ? ctx->body : "",
+                        .body_len = ctx->len,
+                };
+
+                api_handle(d, &req, &resp);
+        }
+        if (resp.status == 0)
+                http_error(&resp, 500, "INTERNAL_ERROR", "no answer");
+        ret = send_json(conn, &resp);
+        json_decref(resp.body);
+        return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+        struct req_ctx *ctx = *con_cls;
+
+        (void)cls, (void)conn, (void)toe;
+        if (ctx) {
+                free(ctx->body);
+                free(ctx);
+                *con_cls = NULL;
+        }
+}
+
+/* Keep the URL and query exactly as sent: the API decodes per segment. */
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+        (void)cls, (void)c;
+        return strlen(s);
+}
+
+int http_start(struct sprout *d, const char *host, int port)
+{
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+        if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+                return -EINVAL;
+        d->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                          MHD_USE_ERROR_LOG,
+                                  (uint16_t)port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, &sa,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_UNESCAPE_CALLBACK,
+                                  unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT, d->max_connections,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+        return d->mhd ? 0 : -EADDRINUSE;
+}
+
+void http_stop(struct sprout *d)
+{
+        if (d->mhd)
+                MHD_stop_daemon(d->mhd);
+        d->mhd = NULL;
+}

@@ -1,0 +1,50 @@
+/*
+ * http: the HTTP server glue around libmicrohttpd. Accepts connections (one
+ * thread each, so a handler may block on a VM), collects request bodies up
+ * to a cap, and hands complete requests to the API layer; sends its JSON
+ * answers. The URL path arrives undecoded so that "%2F" inside a segment
+ * stays part of that segment; the API layer decodes segment by segment.
+ */
+#ifndef SPROUT_HTTP_H
+#define SPROUT_HTTP_H
+
+#include "daemon.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct MHD_Connection;
+
+/* One request as the API layer sees it. */
+struct http_req {
+        struct MHD_Connection *conn;
+        const char *method;
+        const char *path; /* raw, percent-encoded, no query string */
+        const char *body; /* NUL-terminated; may contain NULs before body_len */
+        size_t body_len;
+};
+
+/* What the API layer answers: a status and a JSON body (owned, may be
+ * NULL for an empty body). */
+struct http_resp {
+        unsigned status;
+        json_t *body;
+};
+
+/* Looks up a request header (case-insensitive) or a query argument, decoded.
+ * The returned string is malloc'd; NULL when absent. */
+char *http_header(const struct http_req *r, const char *name);
+char *http_query(const struct http_req *r, const char *name);
+
+/* Percent-decodes s (and '+' as space when plus is set) into a malloc'd
+ * string. Returns NULL on a malformed escape or an encoded NUL byte. */
+char *http_decode(const char *s, size_t len, int plus);
+
+/* Sets resp to an error: {"error": code, "code": code, "message": ...}. */
+void http_error(struct http_resp *resp, unsigned status, const char *code, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+int http_start(struct sprout *d, const char *host, int port);
+void http_stop(struct sprout *d);
+
+#endif

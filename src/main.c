@@ -1,0 +1,177 @@
+/*
+ * sproutd: the Sprout daemon. Parses flags, opens the store, starts the VM
+ * manager and the HTTP server, and waits for SIGTERM or SIGINT. VMs keep
+ * running across a daemon restart; the next start re-attaches them.
+ */
+#include "daemon.h"
+#include "http.h"
+#include "qemu.h"
+#include "store.h"
+#include "util.h"
+#include "vmm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+        fprintf(f, "usage: sproutd --listen HOST:PORT --data-dir DIR [options]\n"
+                   "  --image DIR            guest image (default $SPROUT_CACHE/images/current)\n"
+                   "  --accel auto|kvm|tcg   accelerator (default auto)\n"
+                   "  --mem-mb N             guest RAM for new VMs (default 1024)\n"
+                   "  --vcpus N              vCPUs for new VMs (default 1)\n"
+                   "  --max-vms N            VMs that may exist at once (default 64)\n"
+                   "  --max-body-bytes N     cap on an HTTP request body (default 100 MiB)\n"
+                   "  --max-file-bytes N     cap on one file read or written (default 64 MiB)\n"
+                   "  --max-output-bytes N   cap on an exec's output (default 16 MiB)\n"
+                   "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists\n");
+}
+
+static long long parse_num(const char *s, const char *flag, long long min, long long max)
+{
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || *end || v < min || v > max) {
+                fprintf(stderr, "sproutd: %s wants a number from %lld to %lld\n", flag, min, max);
+                exit(2);
+        }
+        return v;
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                {"listen", required_argument, NULL, 'l'},    {"data-dir", required_argument, NULL, 'd'},
+                {"image", required_argument, NULL, 'i'},     {"accel", required_argument, NULL, 'a'},
+                {"mem-mb", required_argument, NULL, 'm'},    {"vcpus", required_argument, NULL, 'c'},
+                {"max-vms", required_argument, NULL, 'v'},   {"max-body-bytes", required_argument, NULL, 'b'},
+                {"max-file-bytes", required_argument, NULL, 'f'},
+                {"max-output-bytes", required_argument, NULL, 'o'},
+                {"help", no_argument, NULL, 'h'},            {0},
+        };
+        struct sprout d = {.max_body = 100u << 20, .max_connections = 512};
+        struct vmm_config vc = {
+                .mem_mb = 1024, .vcpus = 1, .max_vms = 64, .max_file_size = 64u << 20, .max_output = 16u << 20};
+        const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
+        char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
+        sigset_t set;
+        int opt, port, sig, lock_fd, r;
+        char *colon;
+
+        while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (opt) {
+                case 'l': listen = optarg; break;
+                case 'd': data_dir = optarg; break;
+                case 'i': image = optarg; break;
+                case 'a': accel = optarg; break;
+                case 'm': vc.mem_mb = (int)parse_num(optarg, "--mem-mb", 128, 65536); break;
+                case 'c': vc.vcpus = (int)parse_num(optarg, "--vcpus", 1, 64); break;
+                case 'v': vc.max_vms = (int)parse_num(optarg, "--max-vms", 1, 4096); break;
+                case 'b': d.max_body = (size_t)parse_num(optarg, "--max-body-bytes", 1024, 1LL << 32); break;
+                case 'f': vc.max_file_size = (size_t)parse_num(optarg, "--max-file-bytes", 1, 1LL << 32); break;
+                case 'o': vc.max_output = (size_t)parse_num(optarg, "--max-output-bytes", 1024, 1LL << 32); break;
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+        }
+        if (!listen || !data_dir || optind != argc) {
+                usage(stderr);
+                return 2;
+        }
+        colon = strrchr(listen, ':');
+        if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof(host)) {
+                fprintf(stderr, "sproutd: --listen wants HOST:PORT\n");
+                return 2;
+        }
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = 0;
+        port = (int)parse_num(colon + 1, "--listen port", 1, 65535);
+        if (!image) {
+                const char *cache = getenv("SPROUT_CACHE"), *home = getenv("HOME");
+
+                if (cache && *cache)
+                        r = path_fmt(image_buf, sizeof(image_buf), "%s/images/current", cache);
+                else
+                        r = path_fmt(image_buf, sizeof(image_buf), "%s/.cache/sprout/images/current",
+                                     home ? home : "/root");
+                if (r < 0)
+                        return 2;
+                image = image_buf;
+        }
+        if (qemu_pick_accel(accel, &vc.accel) < 0) {
+                fprintf(stderr, "sproutd: --accel wants auto, kvm or tcg\n");
+                return 2;
+        }
+
+        r = mkdir_p(data_dir, 0700);
+        if (r < 0 || path_fmt(db, sizeof(db), "%s/sprout.db", data_dir) < 0 ||
+            path_fmt(lock_path, sizeof(lock_path), "%s/sproutd.lock", data_dir) < 0) {
+                log_err("cannot use data dir %s: %s", data_dir, strerror(r < 0 ? -r : ENAMETOOLONG));
+                return 1;
+        }
+        /* One daemon per data dir: two would fight over the same VMs. */
+        lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                log_err("data dir %s is in use by another sproutd", data_dir);
+                return 1;
+        }
+
+        /* Signals are taken synchronously by the main thread only. */
+        signal(SIGPIPE, SIG_IGN);
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+        r = store_open(db, &d.store);
+        if (r < 0) {
+                log_err("cannot open the store %s: %s", db, strerror(-r));
+                return 1;
+        }
+        key = getenv("SPROUT_BOOTSTRAP_KEY");
+        if (key && *key) {
+                r = store_ensure_admin_key(d.store, key, "admin");
+                if (r < 0) {
+                        log_err("cannot store the bootstrap key: %s", strerror(-r));
+                        return 1;
+                }
+        }
+        vc.data_dir = data_dir;
+        vc.image_dir = image;
+        log_info("sproutd starting: data dir %s, image %s, accelerator %s%s", data_dir, image,
+                 qemu_accel_name(vc.accel), strcmp(accel, "auto") ? " (forced)" : " (auto-detected)");
+        r = vmm_new(&vc, d.store, &d.vmm);
+        if (r == 0)
+                r = vmm_start(d.vmm);
+        if (r < 0) {
+                log_err("cannot start the VM manager: %s", strerror(-r));
+                return 1;
+        }
+        r = http_start(&d, host, port);
+        if (r < 0) {
+                log_err("cannot listen on %s:%d: %s", host, port, strerror(-r));
+                return 1;
+        }
+        log_info("listening on http://%s:%d", host, port);
+
+        while (sigwait(&set, &sig) != 0)
+                ;
+        log_info("signal %d: shutting down (VMs keep running)", sig);
+        http_stop(&d);
+        vmm_free(d.vmm);
+        store_close(d.store);
+        close(lock_fd);
+        log_info("stopped");
+        return 0;
+}

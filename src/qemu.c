@@ -1,0 +1,366 @@
+/*
+ * qemu: spawns and controls QEMU processes. Depends on qmp and util.
+ * It must never pass anything from an API request onto QEMU's command line:
+ * every argument is built from daemon configuration and paths it made.
+ */
+#include "qemu.h"
+#include "qmp.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int qemu_pick_accel(const char *want, enum qemu_accel *ret)
+{
+        if (want && !strcmp(want, "kvm")) {
+                *ret = QEMU_ACCEL_KVM;
+                return 0;
+        }
+        if (want && !strcmp(want, "tcg")) {
+                *ret = QEMU_ACCEL_TCG;
+                return 0;
+        }
+        if (want && strcmp(want, "auto"))
+                return -EINVAL;
+        /* /dev/kvm alone is not enough: nested paravirtual KVM (kvm_pvm)
+         * opens fine but runs guest kernels hundreds of times slower than
+         * TCG. Only real VT-x/AMD-V modules mean KVM is worth using. */
+        if ((access("/sys/module/kvm_intel", F_OK) == 0 || access("/sys/module/kvm_amd", F_OK) == 0) &&
+            access("/dev/kvm", R_OK | W_OK) == 0)
+                *ret = QEMU_ACCEL_KVM;
+        else
+                *ret = QEMU_ACCEL_TCG;
+        return 0;
+}
+
+const char *qemu_accel_name(enum qemu_accel a)
+{
+        return a == QEMU_ACCEL_KVM ? "kvm" : "tcg";
+}
+
+static int pidfd_open_(pid_t pid)
+{
+        return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
+{
+        char qmp_arg[4200], agent_arg[4200], serial_arg[4200], mem_arg[4300], drive_arg[4200], m_arg[64];
+        char log_path[4096], pid_path[4096], qmp_path[4096], pid_text[32];
+        posix_spawnattr_t attr;
+        posix_spawn_file_actions_t fa;
+        struct qemu *q;
+        pid_t pid;
+        int r;
+
+        if (path_fmt(qmp_path, sizeof(qmp_path), "%s/qmp.sock", c->dir) < 0 ||
+            path_fmt(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path) < 0 ||
+            path_fmt(agent_arg, sizeof(agent_arg), "socket,id=agent,path=%s/agent.sock,server=on,wait=off",
+                     c->dir) < 0 ||
+            path_fmt(serial_arg, sizeof(serial_arg), "file,id=ser0,path=%s/console.log,append=on", c->dir) < 0 ||
+            path_fmt(mem_arg, sizeof(mem_arg), "memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
+                     c->mem_mb, c->mem_path, c->mem_shared ? "on" : "off") < 0 ||
+            path_fmt(drive_arg, sizeof(drive_arg), "id=root,file=%s,format=qcow2,if=none,discard=unmap",
+                     c->disk) < 0 ||
+            path_fmt(log_path, sizeof(log_path), "%s/qemu.log", c->dir) < 0 ||
+            path_fmt(pid_path, sizeof(pid_path), "%s/qemu.pid", c->dir) < 0)
+                return -ENAMETOOLONG;
+        snprintf(m_arg, sizeof(m_arg), "%dM", c->mem_mb);
+        /* Stale sockets from an earlier run would make QEMU fail to bind. */
+        unlink(qmp_path);
+
+        char smp[16];
+        snprintf(smp, sizeof(smp), "%d", c->vcpus);
+        const char *argv[64];
+        int n = 0;
+        argv[n++] = "qemu-system-x86_64";
+        argv[n++] = "-nodefaults";
+        argv[n++] = "-no-user-config";
+        argv[n++] = "-nographic";
+        argv[n++] = "-no-reboot";
+        argv[n++] = "-M";
+        argv[n++] = "microvm,rtc=on,memory-backend=mem";
+        argv[n++] = "-cpu";
+        argv[n++] = "max";
+        argv[n++] = "-accel";
+        argv[n++] = c->accel == QEMU_ACCEL_KVM ? "kvm" : "tcg,thread=multi";
+        argv[n++] = "-smp";
+        argv[n++] = smp;
+        argv[n++] = "-m";
+        argv[n++] = m_arg;
+        argv[n++] = "-object";
+        argv[n++] = mem_arg;
+        argv[n++] = "-kernel";
+        argv[n++] = c->kernel;
+        argv[n++] = "-initrd";
+        argv[n++] = c->initrd;
+        argv[n++] = "-append";
+        argv[n++] = c->cmdline;
+        argv[n++] = "-chardev";
+        argv[n++] = serial_arg;
+        argv[n++] = "-serial";
+        argv[n++] = "chardev:ser0";
+        argv[n++] = "-drive";
+        argv[n++] = drive_arg;
+        argv[n++] = "-device";
+        argv[n++] = "virtio-blk-device,drive=root";
+        argv[n++] = "-netdev";
+        argv[n++] = "user,id=net0";
+        argv[n++] = "-device";
+        argv[n++] = "virtio-net-device,netdev=net0";
+        argv[n++] = "-device";
+        argv[n++] = "virtio-serial-device";
+        argv[n++] = "-chardev";
+        argv[n++] = agent_arg;
+        argv[n++] = "-device";
+        argv[n++] = "virtserialport,chardev=agent,name=agent";
+        argv[n++] = "-qmp";
+        argv[n++] = qmp_arg;
+        if (c->incoming) {
+                argv[n++] = "-incoming";
+                argv[n++] = "defer";
+        }
+        argv[n] = NULL;
+
+        posix_spawnattr_init(&attr);
+        /* Its own session: a signal to the daemon's process group (Ctrl-C,
+         * a test harness killing the daemon) must not take the VMs down. */
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+        r = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        if (r != 0)
+                return -r;
+
+        q = calloc(1, sizeof(*q));
+        if (!q) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+                return -ENOMEM;
+        }
+        q->pid = pid;
+        q->pidfd = pidfd_open_(pid);
+        snprintf(pid_text, sizeof(pid_text), "%d\n", (int)pid);
+        r = write_file_atomic(pid_path, pid_text, strlen(pid_text), 0644);
+        if (r == 0)
+                r = qmp_connect(qmp_path, timeout_ms, &q->qmp);
+        if (r < 0) {
+                qemu_stop(q, 0);
+                qemu_free(q);
+                return r;
+        }
+        *ret = q;
+        return 0;
+}
+
+int qemu_attach(const char *dir, int timeout_ms, struct qemu **ret)
+{
+        char path[4096], *text = NULL, *cmdline = NULL;
+        size_t len = 0;
+        struct qemu *q;
+        long pid;
+        int r;
+
+        if (path_fmt(path, sizeof(path), "%s/qemu.pid", dir) < 0)
+                return -ENAMETOOLONG;
+        r = read_file(path, 64, &text, NULL);
+        if (r < 0)
+                return r;
+        pid = strtol(text, NULL, 10);
+        free(text);
+        if (pid <= 1)
+                return -EBADMSG;
+        /* The pid may have been reused: accept it only if that process's
+         * command line names this VM's directory. */
+        snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        r = read_file(path, 1 << 20, &cmdline, &len);
+        if (r < 0)
+                return -ESRCH;
+        for (size_t i = 0; i < len; i++)
+                if (cmdline[i] == 0)
+                        cmdline[i] = ' ';
+        r = strstr(cmdline, dir) ? 0 : -ESRCH;
+        free(cmdline);
+        if (r < 0)
+                return r;
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->pid = (pid_t)pid;
+        q->pidfd = pidfd_open_(q->pid);
+        if (q->pidfd < 0) {
+                free(q);
+                return -ESRCH;
+        }
+        if (path_fmt(path, sizeof(path), "%s/qmp.sock", dir) < 0)
+                r = -ENAMETOOLONG;
+        else
+                r = qmp_connect(path, timeout_ms, &q->qmp);
+        if (r < 0) {
+                qemu_free(q);
+                return r;
+        }
+        *ret = q;
+        return 0;
+}
+
+/* Polls query-status (or query-migrate) until want is reached. */
+static int wait_status(struct qemu *q, const char *cmd, const char *key, const char *want, const char *fail,
+                       int timeout_ms)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+
+        for (;;) {
+                json_t *st = NULL;
+                const char *s;
+                int r = qmp_call(q->qmp, cmd, NULL, timeout_ms, &st, NULL);
+
+                if (r < 0)
+                        return r;
+                s = json_string_value(json_object_get(st, key));
+                r = s && !strcmp(s, want) ? 1 : s && fail && !strcmp(s, fail) ? -EIO : 0;
+                json_decref(st);
+                if (r)
+                        return r < 0 ? r : 0;
+                if (qemu_reap(q))
+                        return -ECHILD;
+                if (now_ms() >= deadline)
+                        return -ETIMEDOUT;
+                sleep_ms(2);
+        }
+}
+
+static int set_ignore_shared(struct qemu *q, int timeout_ms)
+{
+        json_t *args = json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared", "state", 1);
+        int r;
+
+        if (!args)
+                return -ENOMEM;
+        r = qmp_call(q->qmp, "migrate-set-capabilities", args, timeout_ms, NULL, NULL);
+        json_decref(args);
+        return r;
+}
+
+/* Quotes a path for the "exec:" migration URI, which QEMU runs through
+ * /bin/sh. Our paths never contain a single quote; refuse one anyway. */
+static int exec_uri(char *out, size_t size, const char *fmt, const char *path)
+{
+        if (strchr(path, '\''))
+                return -EINVAL;
+        return path_fmt(out, size, fmt, path);
+}
+
+int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
+{
+        char uri[4200];
+        json_t *args;
+        int r = exec_uri(uri, sizeof(uri), "exec:cat '%s'", state_path);
+
+        if (r < 0)
+                return r;
+        r = set_ignore_shared(q, timeout_ms);
+        if (r < 0)
+                return r;
+        args = json_pack("{s:s}", "uri", uri);
+        if (!args)
+                return -ENOMEM;
+        r = qmp_call(q->qmp, "migrate-incoming", args, timeout_ms, NULL, NULL);
+        json_decref(args);
+        if (r < 0)
+                return r;
+        /* Without -S the guest starts by itself once the state is loaded. */
+        return wait_status(q, "query-status", "status", "running", "internal-error", timeout_ms);
+}
+
+int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
+{
+        char uri[4200];
+        json_t *args;
+        int r = exec_uri(uri, sizeof(uri), "exec:cat > '%s'", state_path);
+
+        if (r < 0)
+                return r;
+        r = qmp_call(q->qmp, "stop", NULL, timeout_ms, NULL, NULL);
+        if (r == 0)
+                r = set_ignore_shared(q, timeout_ms);
+        if (r < 0)
+                return r;
+        args = json_pack("{s:s}", "uri", uri);
+        if (!args)
+                return -ENOMEM;
+        r = qmp_call(q->qmp, "migrate", args, timeout_ms, NULL, NULL);
+        json_decref(args);
+        if (r < 0)
+                return r;
+        return wait_status(q, "query-migrate", "status", "completed", "failed", timeout_ms);
+}
+
+int qemu_reap(struct qemu *q)
+{
+        int status;
+        pid_t r;
+
+        if (q->exited)
+                return 1;
+        r = waitpid(q->pid, &status, WNOHANG);
+        if (r == q->pid) {
+                q->exited = 1;
+                q->status = status;
+                return 1;
+        }
+        if (r < 0 && errno == ECHILD) {
+                /* Not our child (re-attached after a restart): the pidfd
+                 * says whether it is still there. */
+                struct pollfd p = {.fd = q->pidfd, .events = POLLIN};
+
+                if (q->pidfd < 0 || poll(&p, 1, 0) == 1) {
+                        q->exited = 1;
+                        return 1;
+                }
+        }
+        return 0;
+}
+
+void qemu_stop(struct qemu *q, int timeout_ms)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+
+        if (qemu_reap(q))
+                return;
+        if (q->qmp && timeout_ms > 0)
+                qmp_call(q->qmp, "quit", NULL, timeout_ms, NULL, NULL);
+        while (!qemu_reap(q) && now_ms() < deadline)
+                sleep_ms(5);
+        if (!qemu_reap(q)) {
+                kill(q->pid, SIGKILL);
+                while (!qemu_reap(q))
+                        sleep_ms(2);
+        }
+}
+
+void qemu_free(struct qemu *q)
+{
+        if (!q)
+                return;
+        qmp_close(q->qmp);
+        if (q->pidfd >= 0)
+                close(q->pidfd);
+        free(q);
+}

@@ -1,0 +1,75 @@
+/*
+ * qemu: the hypervisor driver. Runs one QEMU process per VM (microvm
+ * machine, virtio-blk on a qcow2 overlay, the agent on a virtio-serial port,
+ * user-mode networking) and drives it through QMP: restore from a saved
+ * device state, save device state, quit. Each VM's files live in its own
+ * directory: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid.
+ * QEMU runs in its own session so it outlives a crash of the daemon.
+ * Never logs; the VM manager logs with the VM id.
+ */
+#ifndef SPROUT_QEMU_H
+#define SPROUT_QEMU_H
+
+#include <sys/types.h>
+
+enum qemu_accel {
+        QEMU_ACCEL_TCG,
+        QEMU_ACCEL_KVM,
+};
+
+/* Picks the accelerator: "kvm" or "tcg" force one; NULL or "auto" choose
+ * KVM only where the host has hardware virtualisation (kvm_intel or kvm_amd
+ * loaded and /dev/kvm usable), TCG otherwise. -EINVAL for other names. */
+int qemu_pick_accel(const char *want, enum qemu_accel *ret);
+const char *qemu_accel_name(enum qemu_accel a);
+
+struct qemu_config {
+        const char *dir;      /* per-VM directory for sockets and logs */
+        const char *kernel;
+        const char *initrd;
+        const char *cmdline;  /* full kernel command line */
+        const char *disk;     /* qcow2 root disk */
+        const char *mem_path; /* file backing guest RAM */
+        int mem_shared;       /* 1: MAP_SHARED (writes reach the file); 0: copy-on-write */
+        int mem_mb;
+        int vcpus;
+        int incoming;         /* 1: wait for qemu_restore instead of booting */
+        enum qemu_accel accel;
+};
+
+struct qemu {
+        pid_t pid;
+        int pidfd;            /* readable once the process has exited */
+        struct qmp *qmp;
+        int exited;           /* under the caller's serialisation */
+        int status;           /* wait status once exited */
+};
+
+/* Starts QEMU for config c, waits until its QMP socket answers, and returns
+ * the handle. On failure nothing is left running. */
+int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret);
+
+/* Re-attaches to a QEMU started earlier from dir (after a daemon restart):
+ * reads qemu.pid, checks the process is that VM's QEMU, connects QMP. */
+int qemu_attach(const char *dir, int timeout_ms, struct qemu **ret);
+
+/* Loads device state saved by qemu_save into a QEMU spawned with
+ * incoming=1 and waits until the guest runs. */
+int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms);
+
+/* Pauses the guest and writes its device state (not its RAM, which lives in
+ * the shared memory file) to state_path. The guest stays paused. */
+int qemu_save(struct qemu *q, const char *state_path, int timeout_ms);
+
+/* Asks QEMU to quit, then kills it if it has not exited within timeout_ms,
+ * and reaps it. */
+void qemu_stop(struct qemu *q, int timeout_ms);
+
+/* Reaps the process if it has exited. Returns 1 if it has, 0 if it still
+ * runs. Safe to call repeatedly. */
+int qemu_reap(struct qemu *q);
+
+/* Frees the handle (does not stop the process); NULL is a no-op. */
+void qemu_free(struct qemu *q);
+
+#endif

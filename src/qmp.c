@@ -1,0 +1,228 @@
+/*
+ * qmp: QMP client over a Unix socket. Depends on jansson and util. Reply
+ * lines longer than QMP_MAX_LINE are treated as a protocol failure rather
+ * than buffered without bound.
+ */
+#include "qmp.h"
+#include "util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define QMP_MAX_LINE (1024 * 1024)
+
+struct qmp {
+        int fd;
+        pthread_mutex_t lock;
+        char *buf; /* bytes received and not yet consumed */
+        size_t len;
+        size_t cap;
+};
+
+static int unix_connect(const char *path)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int fd;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int r = -errno;
+
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* Reads one line (without the newline) into a malloc'd string, waiting at
+ * most until deadline (a now_ms() value). */
+static int read_line(struct qmp *q, int64_t deadline, char **ret)
+{
+        for (;;) {
+                char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
+                struct pollfd pfd = {.fd = q->fd, .events = POLLIN};
+                int64_t left;
+                ssize_t n;
+
+                if (nl) {
+                        size_t l = (size_t)(nl - q->buf);
+                        char *line = malloc(l + 1);
+
+                        if (!line)
+                                return -ENOMEM;
+                        memcpy(line, q->buf, l);
+                        line[l] = 0;
+                        memmove(q->buf, nl + 1, q->len - l - 1);
+                        q->len -= l + 1;
+                        *ret = line;
+                        return 0;
+                }
+                if (q->len >= QMP_MAX_LINE)
+                        return -EMSGSIZE;
+                if (q->cap - q->len < 4096) {
+                        size_t cap = q->cap ? q->cap * 2 : 8192;
+                        char *b = realloc(q->buf, cap);
+
+                        if (!b)
+                                return -ENOMEM;
+                        q->buf = b;
+                        q->cap = cap;
+                }
+                left = deadline - now_ms();
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                n = poll(&pfd, 1, (int)left);
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                if (n <= 0)
+                        continue;
+                n = read(q->fd, q->buf + q->len, q->cap - q->len);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -ECONNRESET;
+                q->len += (size_t)n;
+        }
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+        while (n > 0) {
+                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t)w;
+        }
+        return 0;
+}
+
+/* Sends a command and waits for its reply, skipping events. */
+static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return,
+                       char **ret_error)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        json_t *req = json_pack("{s:s}", "execute", cmd);
+        char *text;
+        int r;
+
+        if (!req)
+                return -ENOMEM;
+        if (args)
+                json_object_set(req, "arguments", args);
+        text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        if (!text)
+                return -ENOMEM;
+        r = write_all(q->fd, text, strlen(text));
+        free(text);
+        if (r == 0)
+                r = write_all(q->fd, "\n", 1);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                char *line;
+                json_t *msg, *v;
+
+                r = read_line(q, deadline, &line);
+                if (r < 0)
+                        return r;
+                msg = json_loads(line, 0, NULL);
+                free(line);
+                if (!json_is_object(msg)) {
+                        json_decref(msg);
+                        return -EBADMSG;
+                }
+                if ((v = json_object_get(msg, "return"))) {
+                        if (ret_return)
+                                *ret_return = json_incref(v);
+                        json_decref(msg);
+                        return 0;
+                }
+                if ((v = json_object_get(msg, "error"))) {
+                        const char *desc = json_string_value(json_object_get(v, "desc"));
+
+                        if (ret_error)
+                                *ret_error = strdup(desc ? desc : "unknown QMP error");
+                        json_decref(msg);
+                        return -EPROTO;
+                }
+                /* An asynchronous event; the caller polls state instead. */
+                json_decref(msg);
+        }
+}
+
+int qmp_connect(const char *path, int timeout_ms, struct qmp **ret)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        struct qmp *q;
+        char *greeting = NULL;
+        int fd, r;
+
+        for (;;) {
+                fd = unix_connect(path);
+                if (fd >= 0)
+                        break;
+                if (fd != -ENOENT && fd != -ECONNREFUSED)
+                        return fd;
+                if (now_ms() >= deadline)
+                        return -ETIMEDOUT;
+                sleep_ms(2);
+        }
+        q = calloc(1, sizeof(*q));
+        if (!q) {
+                close(fd);
+                return -ENOMEM;
+        }
+        q->fd = fd;
+        pthread_mutex_init(&q->lock, NULL);
+        r = read_line(q, deadline, &greeting);
+        free(greeting);
+        if (r == 0)
+                r = call_locked(q, "qmp_capabilities", NULL, timeout_ms, NULL, NULL);
+        if (r < 0) {
+                qmp_close(q);
+                return r;
+        }
+        *ret = q;
+        return 0;
+}
+
+int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return, char **ret_error)
+{
+        int r;
+
+        pthread_mutex_lock(&q->lock);
+        r = call_locked(q, cmd, args, timeout_ms, ret_return, ret_error);
+        pthread_mutex_unlock(&q->lock);
+        return r;
+}
+
+void qmp_close(struct qmp *q)
+{
+        if (!q)
+                return;
+        close(q->fd);
+        pthread_mutex_destroy(&q->lock);
+        free(q->buf);
+        free(q);
+}

@@ -1,0 +1,29 @@
+/*
+ * qmp: a small client for QEMU's machine protocol (JSON lines over a Unix
+ * socket). Connects, negotiates capabilities and runs one command at a time,
+ * skipping asynchronous events. Every reply line is size-checked before it
+ * is parsed. Thread-safe: calls on one connection are serialised by its own
+ * lock. Never logs; errors are returned.
+ */
+#ifndef SPROUT_QMP_H
+#define SPROUT_QMP_H
+
+#include <jansson.h>
+
+struct qmp;
+
+/* Connects to the QMP socket at path, retrying until it accepts or
+ * timeout_ms passes, then reads the greeting and enters command mode.
+ * 0 or -errno (-ETIMEDOUT). */
+int qmp_connect(const char *path, int timeout_ms, struct qmp **ret);
+
+/* Runs cmd with args (borrowed; may be NULL). On success returns 0 and, if
+ * ret_return is not NULL, a new reference to the "return" value. A QMP error
+ * reply returns -EPROTO and, if ret_error is not NULL, its description
+ * (malloc'd). Transport failures return -errno (-ETIMEDOUT, -ECONNRESET). */
+int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return, char **ret_error);
+
+/* Closes the connection and frees q; NULL is a no-op. */
+void qmp_close(struct qmp *q);
+
+#endif

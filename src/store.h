@@ -1,0 +1,59 @@
+/*
+ * store: the daemon's durable state in SQLite (WAL mode), in the data dir:
+ * accounts, API keys (only their SHA-256 is kept) and VM records. The store
+ * never calls out to other modules; the VM manager owns the runtime state
+ * and writes through to here. One connection serialised by SQLite's own
+ * mutex (SQLITE_OPEN_FULLMUTEX), so any thread may call any function.
+ */
+#ifndef SPROUT_STORE_H
+#define SPROUT_STORE_H
+
+#include <stdint.h>
+
+struct store;
+
+/* A VM's durable record. Strings are owned by the struct; free with
+ * store_vm_clear. */
+struct store_vm {
+        char *id;
+        char *account_id;
+        char *name;        /* may be NULL */
+        char *state;       /* a VMState name */
+        char *snapshot_id; /* may be NULL */
+        char *workdir;     /* may be NULL */
+        char *persistence; /* JSON text, may be NULL */
+        int64_t created_at;  /* wall-clock ms */
+        int64_t idle_timeout_s;
+        int mem_mb;
+        int vcpus;
+};
+
+int store_open(const char *path, struct store **ret);
+void store_close(struct store *s);
+
+/* Makes sure a key whose plaintext is `key` exists and is an admin key of
+ * the account named `account` (created when missing). 0 or -errno. */
+int store_ensure_admin_key(struct store *s, const char *key, const char *account);
+
+/* Creates a new random API key for the account named `account`, created if
+ * missing, or for a new account with a random name when account is NULL.
+ * *ret_key (plaintext, shown once) and *ret_account_id and *ret_account_name
+ * are malloc'd and owned by the caller. 0 or -errno. */
+int store_create_key(struct store *s, const char *account, int admin, char **ret_key, char **ret_account_id,
+                     char **ret_account_name);
+
+/* Looks up a key's plaintext. Returns 0 and the account id (malloc'd) and
+ * admin flag, -ENOENT when the key is unknown, or -errno. */
+int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin);
+
+int store_vm_insert(struct store *s, const struct store_vm *vm);
+int store_vm_set_state(struct store *s, const char *id, const char *state);
+int store_vm_delete(struct store *s, const char *id);
+
+/* Calls fn for every VM record, in creation order. Stops and returns fn's
+ * value if it is non-zero. */
+int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void *userdata), void *userdata);
+
+void store_vm_clear(struct store_vm *vm);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * util: small helpers shared by the daemon's modules: logging, clocks,
+ * random ids, SHA-256, base64, UTF-8 checks, file-system helpers and running
+ * a helper program to completion. Nothing here keeps state between calls
+ * except the log lock; everything is safe to call from any thread.
+ */
+#ifndef SPROUT_UTIL_H
+#define SPROUT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Logging goes to stderr, one line per call, with a timestamp and level.
+ * Log once, where a decision is made (STYLE.md rule 6). */
+void log_msg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_info(...) log_msg("info", __VA_ARGS__)
+#define log_warn(...) log_msg("warn", __VA_ARGS__)
+#define log_err(...) log_msg("error", __VA_ARGS__)
+
+int64_t now_ms(void);      /* CLOCK_MONOTONIC in milliseconds */
+int64_t wall_ms(void);     /* CLOCK_REALTIME in milliseconds */
+void sleep_ms(int ms);
+
+/* Writes an RFC 3339 UTC timestamp ("2026-11-24T10:00:00.000Z") for a
+ * wall-clock time in milliseconds. out must hold 32 bytes. */
+void format_time(int64_t wall, char out[32]);
+
+/* Fills buf with n random bytes from the kernel. Returns 0 or -errno. */
+int random_bytes(void *buf, size_t n);
+
+/* Writes n random characters from [a-z0-9] and a NUL into out (n+1 bytes).
+ * Returns 0 or -errno. */
+int random_id(char *out, size_t n);
+
+/* SHA-256 of data as 64 lowercase hex characters plus NUL. */
+void sha256_hex(const void *data, size_t len, char out[65]);
+
+/* base64 (RFC 4648, with padding). encode returns a malloc'd NUL-terminated
+ * string, or NULL when out of memory. decode returns 0 and a malloc'd buffer
+ * in *ret (owned by the caller; may be NULL when the length is 0), or -EINVAL
+ * for malformed input, -ENOMEM. */
+char *base64_encode(const void *data, size_t len);
+int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len);
+
+/* 1 if the bytes are valid UTF-8 with no NUL byte, else 0. */
+int utf8_valid(const void *data, size_t len);
+
+/* Copies data into a new NUL-terminated string, replacing invalid UTF-8
+ * sequences with U+FFFD, so it can be placed in a JSON string. Returns NULL
+ * when out of memory; *ret_len gets the length without the NUL. */
+char *utf8_sanitize(const void *data, size_t len, size_t *ret_len);
+
+/* mkdir -p with mode; 0 or -errno. */
+int mkdir_p(const char *path, unsigned mode);
+
+/* rm -rf; a missing path is success. 0 or -errno. */
+int rm_rf(const char *path);
+
+/* Writes data to path atomically (temp file next to it, then rename).
+ * 0 or -errno. */
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
+/* Reads a whole small file (up to max bytes) into a malloc'd NUL-terminated
+ * buffer. 0 or -errno (-EFBIG past max). */
+int read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Runs argv[0] with argv (PATH searched), stdin from /dev/null, stdout and
+ * stderr appended to log_path (or /dev/null when NULL), and waits for it.
+ * Returns its exit status (0..255), 128+signal, or -errno if it could not
+ * be started. */
+int run_wait(char *const argv[], const char *log_path);
+
+/* snprintf into a fixed buffer; returns 0, or -ENAMETOOLONG on truncation. */
+int path_fmt(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,1004 @@
+/*
+ * vmm: VM lifecycle and guest operations. Depends on qemu, agentc, store
+ * and util. Locking: m->lock protects the VM list, every vm's refs and
+ * state; vm->lock serialises transitions of one VM (create, delete) and
+ * guards its qemu and agent pointers. Lock order: vm->lock, then m->lock.
+ * A guest operation holds its own agent reference, never vm->lock, while
+ * it waits on the guest, so many run at once.
+ */
+#include "vmm.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define COLD_BOOT_TIMEOUT_MS (300 * 1000)
+#define COLD_BOOT_TRIES 3
+#define RESTORE_TIMEOUT_MS (60 * 1000)
+#define AGENT_TIMEOUT_MS (60 * 1000)
+
+static const char *const state_names[VM_STATE_COUNT] = {
+        "building", "starting", "running", "suspending", "suspended", "stopped", "lost",
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+        return s < VM_STATE_COUNT ? state_names[s] : "lost";
+}
+
+int vm_state_parse(const char *name)
+{
+        for (int i = 0; i < VM_STATE_COUNT; i++)
+                if (!strcmp(name, state_names[i]))
+                        return i;
+        return -1;
+}
+
+struct vm {
+        char id[21];
+        char *account;
+        char *name;
+        char *workdir;
+        int64_t created_at;
+        int mem_mb;
+        int vcpus;
+        enum vm_state state; /* under m->lock */
+        int refs;            /* under m->lock */
+        int removed;         /* unlinked from the list; under m->lock */
+        char dir[PATH_MAX];
+        pthread_mutex_t lock;
+        struct qemu *qemu;    /* under lock */
+        struct agentc *agent; /* under lock */
+        struct vm *next;
+};
+
+struct vmm {
+        struct vmm_config cfg;
+        char *data_dir;
+        char *image_dir;
+        struct store *store;
+        pthread_mutex_t lock;
+        struct vm *vms; /* creation order */
+        int nvms;
+        /* default snapshot */
+        char base_dir[PATH_MAX];
+        int ready;
+        int stopping;
+        char status[512];
+        pthread_t bg;
+        pthread_t monitor;
+        int threads_started;
+};
+
+/* ------------------------------------------------------------------ */
+/* VM objects and lookup                                               */
+/* ------------------------------------------------------------------ */
+
+static void vm_free(struct vm *vm)
+{
+        if (!vm)
+                return;
+        agentc_unref(vm->agent);
+        qemu_free(vm->qemu);
+        pthread_mutex_destroy(&vm->lock);
+        free(vm->account);
+        free(vm->name);
+        free(vm->workdir);
+        free(vm);
+}
+
+static void vm_put(struct vmm *m, struct vm *vm)
+{
+        int last;
+
+        pthread_mutex_lock(&m->lock);
+        last = --vm->refs == 0;
+        pthread_mutex_unlock(&m->lock);
+        if (last)
+                vm_free(vm);
+}
+
+/* Finds a VM of account (any account when NULL) and takes a reference. */
+static struct vm *vm_get(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *found = NULL;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                if (!strcmp(vm->id, id) && (!account || !strcmp(vm->account, account))) {
+                        vm->refs++;
+                        found = vm;
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+        return found;
+}
+
+static void vm_set_state(struct vmm *m, struct vm *vm, enum vm_state s)
+{
+        pthread_mutex_lock(&m->lock);
+        vm->state = s;
+        pthread_mutex_unlock(&m->lock);
+        store_vm_set_state(m->store, vm->id, vm_state_name(s));
+}
+
+static void vm_unlink(struct vmm *m, struct vm *vm)
+{
+        pthread_mutex_lock(&m->lock);
+        for (struct vm **pp = &m->vms; *pp; pp = &(*pp)->next) {
+                if (*pp == vm) {
+                        *pp = vm->next;
+                        vm->removed = 1;
+                        m->nvms--;
+                        vm->refs--; /* the list's reference */
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void fill_info(const struct vm *vm, struct vmm_info *ret)
+{
+        memcpy(ret->id, vm->id, sizeof(ret->id));
+        ret->name = vm->name ? strdup(vm->name) : NULL;
+        ret->workdir = vm->workdir ? strdup(vm->workdir) : NULL;
+        ret->state = vm->state;
+        ret->created_at = vm->created_at;
+        ret->mem_mb = vm->mem_mb;
+        ret->vcpus = vm->vcpus;
+}
+
+void vmm_info_clear(struct vmm_info *i)
+{
+        if (!i)
+                return;
+        free(i->name);
+        free(i->workdir);
+        i->name = i->workdir = NULL;
+}
+
+int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret)
+{
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                if (!strcmp(vm->id, id) && !strcmp(vm->account, account)) {
+                        fill_info(vm, ret);
+                        r = 0;
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+        return r;
+}
+
+int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info *vm, void *ud), void *ud)
+{
+        struct vmm_info *infos = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        /* Copy under the lock, call back without it. */
+        pthread_mutex_lock(&m->lock);
+        infos = calloc((size_t)m->nvms + 1, sizeof(*infos));
+        if (infos)
+                for (struct vm *vm = m->vms; vm; vm = vm->next)
+                        if (!strcmp(vm->account, account))
+                                fill_info(vm, &infos[n++]);
+        pthread_mutex_unlock(&m->lock);
+        if (!infos)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                if (r == 0)
+                        r = fn(&infos[i], ud);
+                vmm_info_clear(&infos[i]);
+        }
+        free(infos);
+        return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* QEMU configuration                                                  */
+/* ------------------------------------------------------------------ */
+
+/* The guest kernel command line: the image's own fragment plus the host's
+ * TSC rate, which spares the guest a PIT calibration that sometimes hangs
+ * for good under TCG (PLATFORM.md). */
+static int kernel_cmdline(struct vmm *m, char *out, size_t size)
+{
+        char path[PATH_MAX], *frag = NULL, *cpuinfo = NULL;
+        const char *mhz;
+        long khz = 0;
+        int r;
+
+        if (path_fmt(path, sizeof(path), "%s/cmdline", m->image_dir) < 0)
+                return -ENAMETOOLONG;
+        if (read_file(path, 4096, &frag, NULL) < 0)
+                frag = strdup("console=ttyS0 root=/dev/vda rw");
+        if (!frag)
+                return -ENOMEM;
+        frag[strcspn(frag, "\n")] = 0;
+        if (read_file("/proc/cpuinfo", 4 << 20, &cpuinfo, NULL) == 0) {
+                mhz = strstr(cpuinfo, "cpu MHz");
+                if (mhz && (mhz = strchr(mhz, ':')))
+                        khz = (long)(strtod(mhz + 1, NULL) * 1000);
+                free(cpuinfo);
+        }
+        if (khz > 0)
+                r = path_fmt(out, size, "%s tsc_early_khz=%ld", frag, khz);
+        else
+                r = path_fmt(out, size, "%s", frag);
+        free(frag);
+        return r;
+}
+
+static int image_path(struct vmm *m, char *out, const char *name)
+{
+        return path_fmt(out, PATH_MAX, "%s/%s", m->image_dir, name);
+}
+
+/* ------------------------------------------------------------------ */
+/* Default snapshot                                                    */
+/* ------------------------------------------------------------------ */
+
+static void set_status(struct vmm *m, const char *fmt, const char *arg)
+{
+        pthread_mutex_lock(&m->lock);
+        snprintf(m->status, sizeof(m->status), fmt, arg);
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* Waits for a freshly booted guest's agent: connects, then pings until it
+ * answers, the deadline passes or QEMU dies. */
+static int wait_agent(struct qemu *q, const char *sock, int64_t deadline, struct agentc **ret)
+{
+        struct agentc *a = NULL;
+        int r;
+
+        r = agentc_connect(sock, 10000, &a);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = agentc_ping(a, 1000);
+                if (r == 0) {
+                        *ret = a;
+                        return 0;
+                }
+                if (qemu_reap(q)) {
+                        r = -ECHILD;
+                        break;
+                }
+                if (now_ms() >= deadline) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                if (!agentc_alive(a))
+                        break;
+        }
+        agentc_unref(a);
+        return r;
+}
+
+/* Runs a shell command in the guest and returns its exit code (or -errno). */
+static int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms)
+{
+        struct proto_buf b = {0};
+        struct agentc_reply rep = {0};
+        uint32_t code = 0, err = 0;
+        int r;
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_EXEC);
+        proto_put_str(&b, PROTO_TAG_CMD, cmd);
+        proto_put_u64(&b, PROTO_TAG_TIMEOUT_MS, (uint64_t)timeout_ms);
+        r = agentc_request(a, &b, NULL, 0, 1 << 20, timeout_ms + 5000, &rep);
+        proto_buf_free(&b);
+        if (r < 0)
+                return r;
+        if (proto_get_u32(rep.result, rep.result_len, PROTO_TAG_ERRNO, &err) == 0 && err)
+                r = -(int)err;
+        else if (proto_get_u32(rep.result, rep.result_len, PROTO_TAG_EXIT_CODE, &code) == 0)
+                r = (int)code;
+        else
+                r = -EBADMSG;
+        agentc_reply_free(&rep);
+        return r;
+}
+
+/* One cold boot of the base image in dir, ending with a saved snapshot:
+ * device state in dir/state, RAM in dir/mem, disk in dir/disk.qcow2. */
+static int cold_boot_snapshot(struct vmm *m, const char *dir)
+{
+        char disk[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], sock[PATH_MAX], rootfs[PATH_MAX];
+        char kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096], log[PATH_MAX];
+        struct qemu *q = NULL;
+        struct agentc *a = NULL;
+        int64_t t0 = now_ms();
+        int r;
+
+        if (path_fmt(disk, sizeof(disk), "%s/disk.qcow2", dir) < 0 ||
+            path_fmt(mem, sizeof(mem), "%s/mem", dir) < 0 || path_fmt(state, sizeof(state), "%s/state", dir) < 0 ||
+            path_fmt(sock, sizeof(sock), "%s/agent.sock", dir) < 0 ||
+            path_fmt(log, sizeof(log), "%s/qemu-img.log", dir) < 0 || image_path(m, rootfs, "rootfs.img") < 0 ||
+            image_path(m, kernel, "vmlinuz") < 0 || image_path(m, initrd, "initrd.img") < 0)
+                return -ENAMETOOLONG;
+        r = kernel_cmdline(m, cmdline, sizeof(cmdline));
+        if (r < 0)
+                return r;
+        if (access(rootfs, R_OK) < 0 || access(kernel, R_OK) < 0 || access(initrd, R_OK) < 0)
+                return -ENOENT;
+        {
+                char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", rootfs, disk, NULL};
+
+                r = run_wait(argv, log);
+                if (r != 0)
+                        return r < 0 ? r : -EIO;
+        }
+        struct qemu_config c = {
+                .dir = dir,
+                .kernel = kernel,
+                .initrd = initrd,
+                .cmdline = cmdline,
+                .disk = disk,
+                .mem_path = mem,
+                .mem_shared = 1,
+                .mem_mb = m->cfg.mem_mb,
+                .vcpus = m->cfg.vcpus,
+                .accel = m->cfg.accel,
+        };
+        r = qemu_spawn(&c, 10000, &q);
+        if (r < 0)
+                return r;
+        r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
+        if (r < 0)
+                goto out;
+        log_info("default snapshot: agent answered %lld ms after QEMU start", (long long)(now_ms() - t0));
+        /* Snapshot a settled system: boot finished (or failed units are
+         * known), and the disk layer holds everything written so far. */
+        r = guest_run(a, "systemctl is-system-running --wait >/dev/null 2>&1; sync", 180000);
+        if (r < 0)
+                goto out;
+        r = qemu_save(q, state, 60000);
+        if (r < 0)
+                goto out;
+        log_info("default snapshot: saved %lld ms after QEMU start", (long long)(now_ms() - t0));
+out:
+        agentc_unref(a);
+        qemu_stop(q, 5000);
+        qemu_free(q);
+        return r;
+}
+
+static int snapshot_key(struct vmm *m, char *out, size_t size)
+{
+        char real[PATH_MAX];
+        const char *base;
+
+        if (!realpath(m->image_dir, real))
+                return -errno;
+        base = strrchr(real, '/');
+        base = base ? base + 1 : real;
+        return path_fmt(out, size, "base-%s-%s-%dm-%dc", base, qemu_accel_name(m->cfg.accel), m->cfg.mem_mb,
+                        m->cfg.vcpus);
+}
+
+/* Makes sure the default snapshot exists, cold-booting the image to make it.
+ * The snapshot directory appears under its final name only when complete. */
+static int ensure_base(struct vmm *m)
+{
+        char key[256], dir[PATH_MAX], tmp[PATH_MAX], marker[PATH_MAX];
+        int r;
+
+        r = snapshot_key(m, key, sizeof(key));
+        if (r < 0) {
+                set_status(m, "guest image not found at %s (run `make image`)", m->image_dir);
+                return r;
+        }
+        if (path_fmt(dir, sizeof(dir), "%s/snapshots/%s", m->data_dir, key) < 0 ||
+            path_fmt(tmp, sizeof(tmp), "%s/snapshots/.tmp-%s", m->data_dir, key) < 0 ||
+            path_fmt(marker, sizeof(marker), "%s/ready", dir) < 0)
+                return -ENAMETOOLONG;
+        memcpy(m->base_dir, dir, sizeof(dir));
+        if (access(marker, F_OK) == 0)
+                return 0;
+        for (int attempt = 1; attempt <= COLD_BOOT_TRIES && !m->stopping; attempt++) {
+                set_status(m, "making the default snapshot: cold-booting the guest (%s)", key);
+                log_info("default snapshot %s: cold boot, attempt %d of %d, accelerator %s", key, attempt,
+                         COLD_BOOT_TRIES, qemu_accel_name(m->cfg.accel));
+                rm_rf(tmp);
+                r = mkdir_p(tmp, 0700);
+                if (r == 0)
+                        r = cold_boot_snapshot(m, tmp);
+                if (r == 0) {
+                        char tmp_marker[PATH_MAX];
+
+                        rm_rf(dir);
+                        if (path_fmt(tmp_marker, sizeof(tmp_marker), "%s/ready", tmp) < 0)
+                                return -ENAMETOOLONG;
+                        r = write_file_atomic(tmp_marker, "ok\n", 3, 0644);
+                        if (r == 0 && rename(tmp, dir) < 0)
+                                r = -errno;
+                        if (r == 0)
+                                return 0;
+                }
+                log_warn("default snapshot %s: attempt %d failed: %s (serial log: %s/console.log)", key, attempt,
+                         strerror(-r), tmp);
+        }
+        set_status(m, "could not make the default snapshot: %s; see the daemon log", strerror(-r));
+        return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up, re-attach and monitoring                                  */
+/* ------------------------------------------------------------------ */
+
+static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
+{
+        struct vm *vm = calloc(1, sizeof(*vm));
+
+        if (!vm)
+                return NULL;
+        snprintf(vm->id, sizeof(vm->id), "%s", s->id);
+        vm->account = strdup(s->account_id);
+        vm->name = s->name ? strdup(s->name) : NULL;
+        vm->workdir = s->workdir ? strdup(s->workdir) : NULL;
+        vm->created_at = s->created_at;
+        vm->mem_mb = s->mem_mb;
+        vm->vcpus = s->vcpus;
+        vm->refs = 1; /* the list's */
+        pthread_mutex_init(&vm->lock, NULL);
+        if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) ||
+            path_fmt(vm->dir, sizeof(vm->dir), "%s/vms/%s", data_dir, s->id) < 0) {
+                vm_free(vm);
+                return NULL;
+        }
+        return vm;
+}
+
+static void vm_link(struct vmm *m, struct vm *vm)
+{
+        struct vm **pp;
+
+        pthread_mutex_lock(&m->lock);
+        for (pp = &m->vms; *pp; pp = &(*pp)->next)
+                ;
+        *pp = vm;
+        m->nvms++;
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* Takes back a VM that was running when the daemon last stopped. */
+static void reattach(struct vmm *m, struct vm *vm)
+{
+        char sock[PATH_MAX];
+        struct qemu *q = NULL;
+        struct agentc *a = NULL;
+        int r;
+
+        pthread_mutex_lock(&vm->lock);
+        r = qemu_attach(vm->dir, 2000, &q);
+        if (r == 0 && path_fmt(sock, sizeof(sock), "%s/agent.sock", vm->dir) == 0) {
+                r = agentc_connect(sock, 2000, &a);
+                if (r == 0)
+                        r = agentc_ping(a, 10000);
+        }
+        if (r == 0) {
+                vm->qemu = q;
+                vm->agent = a;
+                vm_set_state(m, vm, VM_RUNNING);
+                log_info("vm %s: re-attached to QEMU pid %d", vm->id, (int)q->pid);
+        } else {
+                agentc_unref(a);
+                if (q) {
+                        qemu_stop(q, 2000);
+                        qemu_free(q);
+                }
+                vm_set_state(m, vm, VM_STOPPED);
+                log_warn("vm %s: could not re-attach after restart (%s); marked stopped, disk kept", vm->id,
+                         strerror(-r));
+        }
+        pthread_mutex_unlock(&vm->lock);
+}
+
+static int load_vm(const struct store_vm *s, void *ud)
+{
+        struct vmm *m = ud;
+        struct vm *vm = vm_alloc(s, m->data_dir);
+        int st = vm_state_parse(s->state);
+
+        if (!vm)
+                return -ENOMEM;
+        vm->state = st < 0 ? VM_LOST : (enum vm_state)st;
+        vm_link(m, vm);
+        return 0;
+}
+
+static void *bg_main(void *arg)
+{
+        struct vmm *m = arg;
+        struct vm *vm;
+
+        /* VMs that were running (or half-way through a transition) when the
+         * daemon stopped: take them back or mark them. */
+        for (;;) {
+                struct vm *todo = NULL;
+
+                pthread_mutex_lock(&m->lock);
+                for (vm = m->vms; vm; vm = vm->next) {
+                        if (vm->state == VM_RUNNING || vm->state == VM_STARTING || vm->state == VM_BUILDING ||
+                            vm->state == VM_SUSPENDING) {
+                                vm->state = VM_STARTING;
+                                vm->refs++;
+                                todo = vm;
+                                break;
+                        }
+                }
+                pthread_mutex_unlock(&m->lock);
+                if (!todo)
+                        break;
+                reattach(m, todo);
+                vm_put(m, todo);
+        }
+        if (ensure_base(m) == 0) {
+                pthread_mutex_lock(&m->lock);
+                m->ready = 1;
+                snprintf(m->status, sizeof(m->status), "ready");
+                pthread_mutex_unlock(&m->lock);
+                log_info("ready: default snapshot %s", m->base_dir);
+        }
+        return NULL;
+}
+
+/* Notices QEMU processes that exit under running VMs (guest shutdown,
+ * crash, kill) and updates their state within half a second. */
+static void *monitor_main(void *arg)
+{
+        struct vmm *m = arg;
+
+        while (!m->stopping) {
+                struct vm *list[256];
+                int n = 0;
+
+                sleep_ms(500);
+                pthread_mutex_lock(&m->lock);
+                for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
+                        if (vm->state == VM_RUNNING) {
+                                vm->refs++;
+                                list[n++] = vm;
+                        }
+                }
+                pthread_mutex_unlock(&m->lock);
+                for (int i = 0; i < n; i++) {
+                        struct vm *vm = list[i];
+
+                        /* A VM in a transition is watched by that transition. */
+                        if (pthread_mutex_trylock(&vm->lock) == 0) {
+                                if (vm->qemu && qemu_reap(vm->qemu) && !vm->removed) {
+                                        int st = vm->qemu->status;
+                                        int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+                                        log_warn("vm %s: QEMU exited (%s %d); state %s", vm->id,
+                                                 WIFSIGNALED(st) ? "signal" : "status",
+                                                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+                                                 clean ? "stopped" : "lost");
+                                        agentc_shutdown(vm->agent);
+                                        agentc_unref(vm->agent);
+                                        vm->agent = NULL;
+                                        qemu_free(vm->qemu);
+                                        vm->qemu = NULL;
+                                        vm_set_state(m, vm, clean ? VM_STOPPED : VM_LOST);
+                                }
+                                pthread_mutex_unlock(&vm->lock);
+                        }
+                        vm_put(m, vm);
+                }
+        }
+        return NULL;
+}
+
+int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
+{
+        struct vmm *m = calloc(1, sizeof(*m));
+        char path[PATH_MAX];
+        int r = 0;
+
+        if (!m)
+                return -ENOMEM;
+        m->cfg = *c;
+        m->store = store;
+        m->data_dir = strdup(c->data_dir);
+        m->image_dir = strdup(c->image_dir);
+        pthread_mutex_init(&m->lock, NULL);
+        snprintf(m->status, sizeof(m->status), "starting");
+        if (!m->data_dir || !m->image_dir) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        m->cfg.data_dir = m->data_dir;
+        m->cfg.image_dir = m->image_dir;
+        if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
+            path_fmt(path, sizeof(path), "%s/snapshots", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0)
+                goto fail;
+        r = store_vm_foreach(store, load_vm, m);
+        if (r < 0)
+                goto fail;
+        *ret = m;
+        return 0;
+fail:
+        vmm_free(m);
+        return r < 0 ? r : -ENAMETOOLONG;
+}
+
+int vmm_start(struct vmm *m)
+{
+        int r = pthread_create(&m->bg, NULL, bg_main, m);
+
+        if (r != 0)
+                return -r;
+        r = pthread_create(&m->monitor, NULL, monitor_main, m);
+        if (r != 0) {
+                m->stopping = 1;
+                pthread_join(m->bg, NULL);
+                return -r;
+        }
+        m->threads_started = 1;
+        return 0;
+}
+
+int vmm_ready(struct vmm *m, char *buf, size_t size)
+{
+        int ready;
+
+        pthread_mutex_lock(&m->lock);
+        ready = m->ready;
+        if (buf)
+                snprintf(buf, size, "%s", m->status);
+        pthread_mutex_unlock(&m->lock);
+        return ready;
+}
+
+void vmm_free(struct vmm *m)
+{
+        if (!m)
+                return;
+        m->stopping = 1;
+        if (m->threads_started) {
+                /* A cold boot in progress is abandoned by the process exit;
+                 * do not wait minutes for it. */
+                pthread_cancel(m->bg);
+                pthread_join(m->bg, NULL);
+                pthread_join(m->monitor, NULL);
+        }
+        while (m->vms) {
+                struct vm *vm = m->vms;
+
+                m->vms = vm->next;
+                vm_free(vm);
+        }
+        pthread_mutex_destroy(&m->lock);
+        free(m->data_dir);
+        free(m->image_dir);
+        free(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Create and delete                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Restores vm from the default snapshot: a fresh overlay on the frozen disk
+ * layer, RAM mapped copy-on-write from the memory file, device state
+ * loaded, then the agent pinged. Called with vm->lock held. */
+static int restore_from_base(struct vmm *m, struct vm *vm)
+{
+        char disk[PATH_MAX], base_disk[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], sock[PATH_MAX];
+        char kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096], log[PATH_MAX];
+        struct qemu *q = NULL;
+        struct agentc *a = NULL;
+        int r;
+
+        if (path_fmt(disk, sizeof(disk), "%s/disk.qcow2", vm->dir) < 0 ||
+            path_fmt(base_disk, sizeof(base_disk), "%s/disk.qcow2", m->base_dir) < 0 ||
+            path_fmt(mem, sizeof(mem), "%s/mem", m->base_dir) < 0 ||
+            path_fmt(state, sizeof(state), "%s/state", m->base_dir) < 0 ||
+            path_fmt(sock, sizeof(sock), "%s/agent.sock", vm->dir) < 0 ||
+            path_fmt(log, sizeof(log), "%s/qemu-img.log", vm->dir) < 0 || image_path(m, kernel, "vmlinuz") < 0 ||
+            image_path(m, initrd, "initrd.img") < 0)
+                return -ENAMETOOLONG;
+        r = kernel_cmdline(m, cmdline, sizeof(cmdline));
+        if (r < 0)
+                return r;
+        {
+                char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base_disk, disk, NULL};
+
+                r = run_wait(argv, log);
+                if (r != 0)
+                        return r < 0 ? r : -EIO;
+        }
+        struct qemu_config c = {
+                .dir = vm->dir,
+                .kernel = kernel,
+                .initrd = initrd,
+                .cmdline = cmdline,
+                .disk = disk,
+                .mem_path = mem,
+                .mem_shared = 0,
+                .mem_mb = vm->mem_mb,
+                .vcpus = vm->vcpus,
+                .incoming = 1,
+                .accel = m->cfg.accel,
+        };
+        r = qemu_spawn(&c, 10000, &q);
+        if (r < 0)
+                return r;
+        r = qemu_restore(q, state, RESTORE_TIMEOUT_MS);
+        if (r == 0)
+                r = agentc_connect(sock, 5000, &a);
+        if (r == 0)
+                r = agentc_ping(a, AGENT_TIMEOUT_MS);
+        if (r < 0) {
+                agentc_unref(a);
+                qemu_stop(q, 0);
+                qemu_free(q);
+                return r;
+        }
+        vm->qemu = q;
+        vm->agent = a;
+        return 0;
+}
+
+int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21])
+{
+        struct store_vm rec = {0};
+        struct vm *vm;
+        char id[21];
+        int64_t t0 = now_ms();
+        int r;
+
+        pthread_mutex_lock(&m->lock);
+        r = !m->ready ? -EAGAIN : m->nvms >= m->cfg.max_vms ? -EUSERS : 0;
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0)
+                return r;
+        r = random_id(id, 20);
+        if (r < 0)
+                return r;
+        rec.id = id;
+        rec.account_id = (char *)account;
+        rec.name = (char *)opts->name;
+        rec.state = (char *)"starting";
+        rec.workdir = (char *)opts->workdir;
+        rec.persistence = (char *)opts->persistence;
+        rec.created_at = wall_ms();
+        rec.idle_timeout_s = opts->idle_timeout_s;
+        rec.mem_mb = m->cfg.mem_mb;
+        rec.vcpus = m->cfg.vcpus;
+        vm = vm_alloc(&rec, m->data_dir);
+        if (!vm)
+                return -ENOMEM;
+        vm->state = VM_STARTING;
+        vm->refs = 2; /* the list's and ours, until this call returns */
+        r = mkdir_p(vm->dir, 0700);
+        if (r == 0)
+                r = store_vm_insert(m->store, &rec);
+        if (r < 0) {
+                rm_rf(vm->dir);
+                vm_free(vm);
+                return r;
+        }
+        /* Visible (as starting) while it restores; operations on it wait on
+         * vm->lock until the restore is done. */
+        pthread_mutex_lock(&vm->lock);
+        vm_link(m, vm);
+        r = restore_from_base(m, vm);
+        if (r < 0) {
+                log_err("vm %s: create failed: %s (logs in %s)", id, strerror(-r), vm->dir);
+                vm_unlink(m, vm);
+                store_vm_delete(m->store, id);
+                rm_rf(vm->dir);
+                pthread_mutex_unlock(&vm->lock);
+                vm_put(m, vm);
+                return r;
+        }
+        vm_set_state(m, vm, VM_RUNNING);
+        pthread_mutex_unlock(&vm->lock);
+        vm_put(m, vm);
+        log_info("vm %s: created for account %s in %lld ms", id, account, (long long)(now_ms() - t0));
+        memcpy(ret_id, id, 21);
+        return 0;
+}
+
+int vmm_delete(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_get(m, account, id);
+
+        if (!vm)
+                return -ENOENT;
+        pthread_mutex_lock(&vm->lock);
+        if (vm->removed) {
+                pthread_mutex_unlock(&vm->lock);
+                vm_put(m, vm);
+                return -ENOENT;
+        }
+        vm_unlink(m, vm);
+        agentc_shutdown(vm->agent);
+        if (vm->qemu) {
+                qemu_stop(vm->qemu, 2000);
+                qemu_free(vm->qemu);
+                vm->qemu = NULL;
+        }
+        store_vm_delete(m->store, vm->id);
+        rm_rf(vm->dir);
+        pthread_mutex_unlock(&vm->lock);
+        log_info("vm %s: deleted", vm->id);
+        vm_put(m, vm);
+        return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Guest operations                                                    */
+/* ------------------------------------------------------------------ */
+
+void vmm_result_clear(struct vmm_result *r)
+{
+        if (!r)
+                return;
+        free(r->errmsg);
+        agentc_reply_free(&r->reply);
+        memset(r, 0, sizeof(*r));
+}
+
+/* Gets a reference to a running VM's agent, waiting for any transition in
+ * progress to finish first. */
+static int agent_for(struct vmm *m, const char *account, const char *id, struct agentc **ret_agent,
+                     char **ret_workdir)
+{
+        struct vm *vm = vm_get(m, account, id);
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        pthread_mutex_lock(&vm->lock);
+        if (vm->removed)
+                r = -ENOENT;
+        else if (!vm->agent || vm->state != VM_RUNNING)
+                r = -ENOTCONN;
+        else {
+                *ret_agent = agentc_ref(vm->agent);
+                if (ret_workdir)
+                        *ret_workdir = vm->workdir ? strdup(vm->workdir) : NULL;
+        }
+        pthread_mutex_unlock(&vm->lock);
+        vm_put(m, vm);
+        return r;
+}
+
+/* Fills the common result fields from the RESULT TLV. */
+static void parse_result(struct vmm_result *ret)
+{
+        uint32_t v;
+
+        if (proto_get_u32(ret->reply.result, ret->reply.result_len, PROTO_TAG_ERRNO, &v) == 0)
+                ret->agent_errno = (int)v;
+        proto_get_str(ret->reply.result, ret->reply.result_len, PROTO_TAG_ERRMSG, &ret->errmsg);
+        if (proto_get_u32(ret->reply.result, ret->reply.result_len, PROTO_TAG_EXIT_CODE, &v) == 0)
+                ret->exit_code = (int)v;
+        if (proto_get_u32(ret->reply.result, ret->reply.result_len, PROTO_TAG_TIMED_OUT, &v) == 0)
+                ret->timed_out = v != 0;
+        if (proto_get_u32(ret->reply.result, ret->reply.result_len, PROTO_TAG_KIND, &v) == 0)
+                ret->kind = (int)v;
+}
+
+/* Relative paths are taken from the VM's working directory. */
+static char *resolve_path(const char *path, const char *workdir)
+{
+        char *out = NULL;
+
+        if (path[0] == '/')
+                return strdup(path);
+        if (asprintf(&out, "%s/%s", workdir ? workdir : "/root", path) < 0)
+                return NULL;
+        return out;
+}
+
+int vmm_exec(struct vmm *m, const char *account, const char *id, const struct vmm_exec *e,
+             struct vmm_result *ret)
+{
+        struct proto_buf b = {0};
+        struct agentc *a = NULL;
+        char *workdir = NULL;
+        int r = agent_for(m, account, id, &a, &workdir);
+
+        if (r < 0)
+                return r;
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_EXEC);
+        proto_put_str(&b, PROTO_TAG_CMD, e->command);
+        if (workdir)
+                proto_put_str(&b, PROTO_TAG_CWD, workdir);
+        if (e->user)
+                proto_put_str(&b, PROTO_TAG_USER, e->user);
+        if (e->timeout_ms > 0)
+                proto_put_u64(&b, PROTO_TAG_TIMEOUT_MS, (uint64_t)e->timeout_ms);
+        proto_put_u64(&b, PROTO_TAG_MAX_OUTPUT, m->cfg.max_output);
+        memset(ret, 0, sizeof(*ret));
+        /* The agent enforces the timeout and answers; the host waits a little
+         * longer so that a dead guest cannot hang the request. */
+        r = agentc_request(a, &b, NULL, 0, m->cfg.max_output, e->timeout_ms > 0 ? e->timeout_ms + 10000 : -1,
+                           &ret->reply);
+        proto_buf_free(&b);
+        if (r == 0)
+                parse_result(ret);
+        else if (r == -ETIMEDOUT)
+                ret->timed_out = 1, r = 0;
+        free(workdir);
+        agentc_unref(a);
+        return r;
+}
+
+int vmm_read(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+             struct vmm_result *ret)
+{
+        struct proto_buf b = {0};
+        struct agentc *a = NULL;
+        char *workdir = NULL, *full;
+        int r = agent_for(m, account, id, &a, &workdir);
+
+        if (r < 0)
+                return r;
+        full = resolve_path(path, workdir);
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_READ);
+        proto_put_str(&b, PROTO_TAG_PATH, full ? full : path);
+        proto_put_u64(&b, PROTO_TAG_MAX_SIZE, m->cfg.max_file_size);
+        if (user)
+                proto_put_str(&b, PROTO_TAG_USER, user);
+        memset(ret, 0, sizeof(*ret));
+        r = full ? agentc_request(a, &b, NULL, 0, m->cfg.max_file_size, AGENT_TIMEOUT_MS * 5, &ret->reply)
+                 : -ENOMEM;
+        if (r == 0)
+                parse_result(ret);
+        else if (r == -ETIMEDOUT)
+                agentc_reply_free(&ret->reply);
+        proto_buf_free(&b);
+        free(full);
+        free(workdir);
+        agentc_unref(a);
+        return r;
+}
+
+int vmm_write(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+              const void *data, size_t len, unsigned mode, struct vmm_result *ret)
+{
+        struct proto_buf b = {0};
+        struct agentc *a = NULL;
+        char *workdir = NULL, *full;
+        int r = agent_for(m, account, id, &a, &workdir);
+
+        if (r < 0)
+                return r;
+        full = resolve_path(path, workdir);
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_WRITE);
+        proto_put_str(&b, PROTO_TAG_PATH, full ? full : path);
+        proto_put_u32(&b, PROTO_TAG_MODE, mode);
+        proto_put_u64(&b, PROTO_TAG_MAX_SIZE, m->cfg.max_file_size);
+        if (user)
+                proto_put_str(&b, PROTO_TAG_USER, user);
+        memset(ret, 0, sizeof(*ret));
+        r = full ? agentc_request(a, &b, data ? data : "", len, 1 << 16, AGENT_TIMEOUT_MS * 5, &ret->reply)
+                 : -ENOMEM;
+        if (r == 0)
+                parse_result(ret);
+        else if (r == -ETIMEDOUT)
+                agentc_reply_free(&ret->reply);
+        proto_buf_free(&b);
+        free(full);
+        free(workdir);
+        agentc_unref(a);
+        return r;
+}

@@ -1,0 +1,132 @@
+/*
+ * vmm: the VM manager. Owns every VM's state machine and its runtime
+ * resources (QEMU process, agent connection, directory), writes state
+ * through to the store, and keeps the default snapshot that new VMs are
+ * restored from. HTTP handlers call in here; this module calls the
+ * hypervisor driver (qemu) and the agent client (agentc), never the other
+ * way round. All functions are thread-safe. Account scoping is enforced
+ * here: a VM of another account is reported as not found (-ENOENT).
+ */
+#ifndef SPROUT_VMM_H
+#define SPROUT_VMM_H
+
+#include "agentc.h"
+#include "qemu.h"
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum vm_state {
+        VM_BUILDING,
+        VM_STARTING,
+        VM_RUNNING,
+        VM_SUSPENDING,
+        VM_SUSPENDED,
+        VM_STOPPED,
+        VM_LOST,
+        VM_STATE_COUNT,
+};
+
+const char *vm_state_name(enum vm_state s);
+/* Returns the state for a name, or -1. */
+int vm_state_parse(const char *name);
+
+struct vmm_config {
+        const char *data_dir;
+        const char *image_dir;
+        enum qemu_accel accel;
+        int mem_mb;
+        int vcpus;
+        int max_vms;          /* cap on VMs that exist at once */
+        size_t max_file_size; /* cap on one file read or written */
+        size_t max_output;    /* cap on an exec's stdout+stderr */
+};
+
+/* A copy of a VM's public facts, owned by the caller (vmm_info_clear). */
+struct vmm_info {
+        char id[21];
+        char *name;
+        char *workdir;
+        enum vm_state state;
+        int64_t created_at; /* wall-clock ms */
+        int mem_mb;
+        int vcpus;
+};
+
+struct vmm;
+
+int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret);
+
+/* Starts the background work that makes the manager ready: re-attaching
+ * VMs that were running before a restart, and making the default snapshot
+ * (a cold boot, tens of seconds under TCG) unless it exists. */
+int vmm_start(struct vmm *m);
+
+/* 1 once VMs can be created. While not ready, *ret_status (optional) says
+ * what it is doing or why it failed; the string stays valid until the next
+ * call. */
+int vmm_ready(struct vmm *m, char *buf, size_t size);
+
+/* Stops background work and releases connections. QEMU processes are left
+ * running so a restarted daemon can take them back. */
+void vmm_free(struct vmm *m);
+
+struct vmm_create {
+        const char *name;    /* may be NULL */
+        const char *workdir; /* may be NULL: the agent's default */
+        int64_t idle_timeout_s;
+        const char *persistence; /* JSON text, may be NULL */
+};
+
+/* Creates a VM for account from the default snapshot and returns once it
+ * runs and its agent answers. -EAGAIN when the manager is not ready,
+ * -EUSERS past max_vms, other -errno on failure (nothing is left behind). */
+int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21]);
+
+int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret);
+
+/* Calls fn for each VM of account in creation order. */
+int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info *vm, void *ud), void *ud);
+
+void vmm_info_clear(struct vmm_info *i);
+
+/* Stops the VM's QEMU, removes its files and its record. */
+int vmm_delete(struct vmm *m, const char *account, const char *id);
+
+/*
+ * Guest operations. Each returns 0 when the agent answered, with the
+ * outcome in the result (agent_errno != 0 for a failure inside the guest,
+ * with errmsg), or -errno when the VM could not be reached: -ENOENT no such
+ * VM, -ENOTCONN not running, -ETIMEDOUT, -ECONNRESET (VM went away).
+ */
+struct vmm_result {
+        int agent_errno;
+        char *errmsg;       /* from the agent; may be NULL */
+        int exit_code;
+        int timed_out;
+        int kind;           /* PROTO_KIND_* for reads */
+        struct agentc_reply reply; /* data/out/err bytes; result TLV */
+};
+
+void vmm_result_clear(struct vmm_result *r);
+
+struct vmm_exec {
+        const char *command;
+        const char *user;   /* Linux user or NULL for root */
+        int64_t timeout_ms; /* <= 0: none */
+};
+
+int vmm_exec(struct vmm *m, const char *account, const char *id, const struct vmm_exec *e,
+             struct vmm_result *ret);
+
+/* Reads a file (bytes in reply.data) or a directory (ENTRY records in
+ * reply.result; kind says which). Relative paths are taken from the VM's
+ * working directory. */
+int vmm_read(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+             struct vmm_result *ret);
+
+int vmm_write(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+              const void *data, size_t len, unsigned mode, struct vmm_result *ret);
+
+#endif

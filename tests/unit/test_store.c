@@ -1,0 +1,96 @@
+/* Unit tests for the SQLite store: keys are kept hashed and map to their
+ * account; VM records round-trip. */
+#include "store.h"
+#include "unit.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct collect {
+        int n;
+        char ids[4][21];
+        char states[4][16];
+};
+
+static int collect_vm(const struct store_vm *vm, void *ud)
+{
+        struct collect *c = ud;
+
+        if (c->n < 4) {
+                snprintf(c->ids[c->n], 21, "%s", vm->id);
+                snprintf(c->states[c->n], 16, "%s", vm->state);
+        }
+        c->n++;
+        return 0;
+}
+
+static struct store *open_tmp(char *dir)
+{
+        char path[256];
+        struct store *s = NULL;
+
+        if (!mkdtemp(dir))
+                return NULL;
+        snprintf(path, sizeof(path), "%s/db", dir);
+        return store_open(path, &s) == 0 ? s : NULL;
+}
+
+TEST(store_keys_and_accounts)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *acct = NULL, *key = NULL, *aid = NULL, *aname = NULL, *acct2 = NULL;
+        int admin = -1;
+
+        CHECK(s);
+        CHECK(store_ensure_admin_key(s, "boot-key", "admin") == 0);
+        CHECK(store_ensure_admin_key(s, "boot-key", "admin") == 0); /* idempotent */
+        CHECK(store_auth(s, "boot-key", &acct, &admin) == 0 && admin == 1);
+        CHECK(store_auth(s, "wrong", &acct2, &admin) == -ENOENT);
+        CHECK(store_create_key(s, "team", 0, &key, &aid, &aname) == 0);
+        CHECK(!strncmp(key, "sk-", 3) && !strcmp(aname, "team") && strcmp(aid, acct) != 0);
+        CHECK(store_auth(s, key, &acct2, &admin) == 0 && admin == 0 && !strcmp(acct2, aid));
+        free(acct2);
+        acct2 = NULL;
+        free(key);
+        free(aname);
+        /* A second key for the same named account maps to the same id. */
+        CHECK(store_create_key(s, "team", 0, &key, &acct2, &aname) == 0 && !strcmp(acct2, aid));
+        store_close(s);
+        free(acct);
+        free(acct2);
+        free(key);
+        free(aid);
+        free(aname);
+        rm_rf(dir);
+}
+
+TEST(store_vm_records)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        struct collect c = {0};
+        char *aid = NULL, *key = NULL, *aname = NULL;
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname) == 0);
+        struct store_vm a = {.id = "aaaaaaaaaaaaaaaaaaaa", .account_id = aid, .state = "starting",
+                             .created_at = 1, .mem_mb = 1024, .vcpus = 1};
+        struct store_vm b = {.id = "bbbbbbbbbbbbbbbbbbbb", .account_id = aid, .name = "n", .state = "running",
+                             .created_at = 2, .mem_mb = 1024, .vcpus = 1};
+        CHECK(store_vm_insert(s, &a) == 0 && store_vm_insert(s, &b) == 0);
+        CHECK(store_vm_insert(s, &a) == -EEXIST);
+        CHECK(store_vm_set_state(s, a.id, "running") == 0);
+        CHECK(store_vm_foreach(s, collect_vm, &c) == 0 && c.n == 2);
+        CHECK(!strcmp(c.ids[0], a.id) && !strcmp(c.states[0], "running"));
+        CHECK(store_vm_delete(s, a.id) == 0);
+        c.n = 0;
+        CHECK(store_vm_foreach(s, collect_vm, &c) == 0 && c.n == 1 && !strcmp(c.ids[0], b.id));
+        store_close(s);
+        free(aid);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}
