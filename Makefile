@@ -70,7 +70,7 @@ test-unit: build/test-unit build/asan/test-unit
 	@build/test-unit && build/asan/test-unit
 
 bench: deps
-	@$(MAKE) --no-print-directory all image
+	@$(MAKE) --no-print-directory all image build/sprout-bench-raw
 	@bench/run.sh
 
 format:
@@ -78,3 +78,6 @@ format:
 
 clean:
 	rm -rf build
+
+build/sprout-bench-raw: bench/raw_restore.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ bench/raw_restore.c $(DAEMON_SRCS) $(PKG_LIBS) -pthread

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -48,6 +49,37 @@ int qemu_pick_accel(const char *want, enum qemu_accel *ret)
 const char *qemu_accel_name(enum qemu_accel a)
 {
         return a == QEMU_ACCEL_KVM ? "kvm" : "tcg";
+}
+
+/* The guest kernel command line: the image's own fragment plus the host's
+ * TSC rate, which spares the guest a PIT calibration that sometimes hangs
+ * for good under TCG (PLATFORM.md). */
+int qemu_kernel_cmdline(const char *image_dir, char *out, size_t size)
+{
+        char path[PATH_MAX], *frag = NULL, *cpuinfo = NULL;
+        const char *mhz;
+        long khz = 0;
+        int r;
+
+        if (path_fmt(path, sizeof(path), "%s/cmdline", image_dir) < 0)
+                return -ENAMETOOLONG;
+        if (read_file(path, 4096, &frag, NULL) < 0)
+                frag = strdup("console=ttyS0 root=/dev/vda rw");
+        if (!frag)
+                return -ENOMEM;
+        frag[strcspn(frag, "\n")] = 0;
+        if (read_file("/proc/cpuinfo", 4 << 20, &cpuinfo, NULL) == 0) {
+                mhz = strstr(cpuinfo, "cpu MHz");
+                if (mhz && (mhz = strchr(mhz, ':')))
+                        khz = (long)(strtod(mhz + 1, NULL) * 1000);
+                free(cpuinfo);
+        }
+        if (khz > 0)
+                r = path_fmt(out, size, "%s tsc_early_khz=%ld", frag, khz);
+        else
+                r = path_fmt(out, size, "%s", frag);
+        free(frag);
+        return r;
 }
 
 static int pidfd_open_(pid_t pid)

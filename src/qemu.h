@@ -23,6 +23,10 @@ enum qemu_accel {
 int qemu_pick_accel(const char *want, enum qemu_accel *ret);
 const char *qemu_accel_name(enum qemu_accel a);
 
+/* Builds the guest kernel command line for the image in image_dir: its
+ * "cmdline" file plus the host's TSC rate. 0 or -errno. */
+int qemu_kernel_cmdline(const char *image_dir, char *out, size_t size);
+
 struct qemu_config {
         const char *dir;      /* per-VM directory for sockets and logs */
         const char *kernel;

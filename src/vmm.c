@@ -210,37 +210,6 @@ int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info
 /* QEMU configuration                                                  */
 /* ------------------------------------------------------------------ */
 
-/* The guest kernel command line: the image's own fragment plus the host's
- * TSC rate, which spares the guest a PIT calibration that sometimes hangs
- * for good under TCG (PLATFORM.md). */
-static int kernel_cmdline(struct vmm *m, char *out, size_t size)
-{
-        char path[PATH_MAX], *frag = NULL, *cpuinfo = NULL;
-        const char *mhz;
-        long khz = 0;
-        int r;
-
-        if (path_fmt(path, sizeof(path), "%s/cmdline", m->image_dir) < 0)
-                return -ENAMETOOLONG;
-        if (read_file(path, 4096, &frag, NULL) < 0)
-                frag = strdup("console=ttyS0 root=/dev/vda rw");
-        if (!frag)
-                return -ENOMEM;
-        frag[strcspn(frag, "\n")] = 0;
-        if (read_file("/proc/cpuinfo", 4 << 20, &cpuinfo, NULL) == 0) {
-                mhz = strstr(cpuinfo, "cpu MHz");
-                if (mhz && (mhz = strchr(mhz, ':')))
-                        khz = (long)(strtod(mhz + 1, NULL) * 1000);
-                free(cpuinfo);
-        }
-        if (khz > 0)
-                r = path_fmt(out, size, "%s tsc_early_khz=%ld", frag, khz);
-        else
-                r = path_fmt(out, size, "%s", frag);
-        free(frag);
-        return r;
-}
-
 static int image_path(struct vmm *m, char *out, const char *name)
 {
         return path_fmt(out, PATH_MAX, "%s/%s", m->image_dir, name);
@@ -330,7 +299,7 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
             path_fmt(log, sizeof(log), "%s/qemu-img.log", dir) < 0 || image_path(m, rootfs, "rootfs.img") < 0 ||
             image_path(m, kernel, "vmlinuz") < 0 || image_path(m, initrd, "initrd.img") < 0)
                 return -ENAMETOOLONG;
-        r = kernel_cmdline(m, cmdline, sizeof(cmdline));
+        r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
         if (r < 0)
                 return r;
         if (access(rootfs, R_OK) < 0 || access(kernel, R_OK) < 0 || access(initrd, R_OK) < 0)
@@ -712,7 +681,7 @@ static int restore_from_base(struct vmm *m, struct vm *vm)
             path_fmt(log, sizeof(log), "%s/qemu-img.log", vm->dir) < 0 || image_path(m, kernel, "vmlinuz") < 0 ||
             image_path(m, initrd, "initrd.img") < 0)
                 return -ENAMETOOLONG;
-        r = kernel_cmdline(m, cmdline, sizeof(cmdline));
+        r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
         if (r < 0)
                 return r;
         {
