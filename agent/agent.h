@@ -1,0 +1,149 @@
+/*
+ * agent: sprout-agent, the guest side of proto/. It runs inside every VM as a
+ * single-threaded poll() loop over the virtio-serial port, a signalfd for
+ * SIGCHLD and the pipes of the commands it runs.
+ *
+ * Modules: agent.c owns the port (framing, dispatch, stream table,
+ * disconnects), exec.c runs commands (EXEC), fs.c serves files (READ, WRITE,
+ * STAT) and switches the filesystem identity for USER requests. They share
+ * the structures below; nothing here is thread-safe because nothing needs
+ * to be: the agent never starts a thread.
+ *
+ * The agent must never exit because of anything the host sends, never block
+ * on a child, and never leave a child unreaped or a temp file behind.
+ */
+#ifndef SPROUT_AGENT_H
+#define SPROUT_AGENT_H
+
+#include "proto.h"
+
+#include <poll.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#define AGENT_MAX_STREAMS 256                  /* live EXEC/WRITE streams; past it EAGAIN */
+#define AGENT_MAX_DRAIN 256                    /* pipes kept open for background processes */
+#define AGENT_CHUNK (64 * 1024)                /* bytes per DATA/STDOUT/STDERR frame we send */
+#define AGENT_DEFAULT_MAX_OUTPUT (16ULL << 20) /* EXEC stdout+stderr cap */
+#define AGENT_DEFAULT_MAX_SIZE (64ULL << 20)   /* READ/WRITE file size cap */
+#define AGENT_LINGER_NS (50ULL * 1000000)      /* wait for pipes after the main child exits */
+#define AGENT_IN_CAP (2 * (PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD))
+
+enum agent_stream_kind {
+        AGENT_STREAM_EXEC = 1,
+        AGENT_STREAM_WRITE = 2,
+};
+
+/* A resolved Linux user: what USER names, looked up once per request. */
+struct agent_user {
+        int set; /* 0: no USER given, act as the agent itself */
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups; /* supplementary groups (getgrouplist), malloc'd */
+        int ngroups;
+        char *name;
+        char *home;
+        char *shell;
+};
+
+/* State of a running command. */
+struct agent_exec {
+        pid_t pid;            /* the main child; also its process group id */
+        int out_fd;           /* read end of stdout, -1 once closed */
+        int err_fd;           /* read end of stderr, -1 once closed */
+        int exited;           /* main child reaped; status is valid */
+        int status;           /* waitpid status */
+        uint64_t exit_ns;     /* monotonic time of the reap */
+        uint64_t deadline_ns; /* monotonic timeout, 0 = none */
+        int timed_out;        /* we killed the group because of the timeout */
+        uint64_t max_output;  /* cap on stdout+stderr bytes sent */
+        uint64_t output;      /* stdout+stderr bytes sent so far */
+        int over_limit;       /* we killed the group because of max_output */
+};
+
+/* State of a file upload: DATA goes to a temp file renamed over path on EOF. */
+struct agent_upload {
+        int fd;         /* the temp file */
+        char *tmp_path; /* unlinked on any failure or cancel */
+        char *path;     /* final absolute path */
+        mode_t mode;
+        uint64_t max_size;
+        uint64_t size; /* bytes written so far */
+        struct agent_user user;
+};
+
+struct agent_stream {
+        uint32_t id;
+        enum agent_stream_kind kind;
+        union {
+                struct agent_exec exec;
+                struct agent_upload up;
+        };
+        struct agent_stream *next;
+};
+
+#define AGENT_MAX_POLL (2 + 2 * AGENT_MAX_STREAMS + AGENT_MAX_DRAIN)
+
+/* What one pollfd of the loop stands for. */
+enum { SLOT_PORT, SLOT_SIG, SLOT_EXEC, SLOT_DRAIN };
+struct agent_slot {
+        int what;               /* SLOT_* */
+        struct agent_stream *s; /* SLOT_EXEC: the exec */
+        unsigned idx;           /* SLOT_DRAIN: index in drain_fds */
+};
+
+/* The one agent. Every field is owned by the event loop. */
+struct agent {
+        int port_fd;     /* virtio-serial port or --fd socket, O_NONBLOCK */
+        int exit_on_eof; /* --fd: EOF means the peer is gone for good */
+        int connected;   /* 0 while the host side is closed */
+        int lost;        /* a write to the port failed; handled by the loop */
+        int sig_fd;      /* signalfd for SIGCHLD */
+        int null_fd;     /* /dev/null, the stdin of every command */
+        uint8_t *in;     /* buffered port input, AGENT_IN_CAP bytes */
+        size_t in_len;
+        struct agent_stream *streams; /* live EXEC and WRITE streams */
+        unsigned n_streams;
+        int drain_fds[AGENT_MAX_DRAIN]; /* pipes of finished execs still held by background jobs */
+        unsigned n_drain;
+        struct rlimit nofile; /* RLIMIT_NOFILE we started with; children get it back */
+        gid_t *groups;        /* our own supplementary groups, restored after USER access */
+        int ngroups;
+        struct pollfd pfds[AGENT_MAX_POLL];      /* the loop's poll set, rebuilt each round */
+        struct agent_slot slots[AGENT_MAX_POLL]; /* what each pfds entry is */
+};
+
+/* agent.c */
+uint64_t agent_now_ns(void);
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int agent_send(struct agent *a, uint32_t stream, uint16_t type, const void *p, size_t n);
+void agent_send_result(struct agent *a, uint32_t stream, struct proto_buf *b);
+void agent_send_error(struct agent *a, uint32_t stream, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+struct agent_stream *agent_stream_new(struct agent *a, uint32_t id, enum agent_stream_kind kind);
+void agent_stream_free(struct agent *a, struct agent_stream *s);
+void agent_drain_add(struct agent *a, int fd);
+
+/* exec.c */
+void agent_exec_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_exec_on_readable(struct agent *a, struct agent_stream *s, int fd);
+void agent_exec_on_reaped(struct agent *a, pid_t pid, int status);
+void agent_exec_tick(struct agent *a, struct agent_stream *s, uint64_t now);
+uint64_t agent_exec_next_deadline(const struct agent_stream *s);
+void agent_exec_cancel(struct agent *a, struct agent_stream *s, int send_result);
+
+/* fs.c */
+int agent_user_lookup(const char *name, struct agent_user *ret_user);
+void agent_user_clear(struct agent_user *u);
+int agent_req_user(const uint8_t *p, size_t n, struct agent_user *ret_user, char **ret_errmsg);
+int agent_fs_become(struct agent *a, const struct agent_user *u);
+void agent_fs_restore(struct agent *a, const struct agent_user *u);
+void agent_fs_read(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_fs_stat(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_fs_write_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_fs_write_data(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n);
+void agent_fs_write_eof(struct agent *a, struct agent_stream *s);
+void agent_fs_write_cancel(struct agent *a, struct agent_stream *s, int send_result);
+
+#endif
