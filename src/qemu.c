@@ -317,8 +317,12 @@ int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
         json_decref(args);
         if (r < 0)
                 return r;
-        /* Without -S the guest starts by itself once the state is loaded. */
-        return wait_status(q, "query-status", "status", "running", "internal-error", timeout_ms);
+        r = wait_status(q, "query-migrate", "status", "completed", "failed", timeout_ms);
+        if (r < 0)
+                return r;
+        /* The state was saved from a paused guest, and QEMU keeps the source's
+         * run state: resume it explicitly. */
+        return qmp_call(q->qmp, "cont", NULL, timeout_ms, NULL, NULL);
 }
 
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
