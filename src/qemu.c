@@ -368,6 +368,7 @@ int qemu_reap(struct qemu *q)
 
                 if (q->pidfd < 0 || poll(&p, 1, 0) == 1) {
                         q->exited = 1;
+                        q->status = -1; /* not ours to reap: status unknown */
                         return 1;
                 }
         }

@@ -46,7 +46,7 @@ struct qemu {
         int pidfd;            /* readable once the process has exited */
         struct qmp *qmp;
         int exited;           /* under the caller's serialisation */
-        int status;           /* wait status once exited */
+        int status;           /* wait status once exited; -1 when unknown */
 };
 
 /* Starts QEMU for config c, waits until its QMP socket answers, and returns

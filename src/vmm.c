@@ -496,26 +496,27 @@ static void *bg_main(void *arg)
         struct vm *vm;
 
         /* VMs that were running (or half-way through a transition) when the
-         * daemon stopped: take them back or mark them. */
-        for (;;) {
-                struct vm *todo = NULL;
+         * daemon stopped: take them back or mark them. The list is taken
+         * once, as re-attached VMs become running again. */
+        struct vm **todo;
+        size_t n = 0;
 
-                pthread_mutex_lock(&m->lock);
-                for (vm = m->vms; vm; vm = vm->next) {
-                        if (vm->state == VM_RUNNING || vm->state == VM_STARTING || vm->state == VM_BUILDING ||
-                            vm->state == VM_SUSPENDING) {
-                                vm->state = VM_STARTING;
-                                vm->refs++;
-                                todo = vm;
-                                break;
-                        }
+        pthread_mutex_lock(&m->lock);
+        todo = calloc((size_t)m->nvms + 1, sizeof(*todo));
+        for (vm = m->vms; todo && vm; vm = vm->next) {
+                if (vm->state == VM_RUNNING || vm->state == VM_STARTING || vm->state == VM_BUILDING ||
+                    vm->state == VM_SUSPENDING) {
+                        vm->state = VM_STARTING;
+                        vm->refs++;
+                        todo[n++] = vm;
                 }
-                pthread_mutex_unlock(&m->lock);
-                if (!todo)
-                        break;
-                reattach(m, todo);
-                vm_put(m, todo);
         }
+        pthread_mutex_unlock(&m->lock);
+        for (size_t i = 0; i < n; i++) {
+                reattach(m, todo[i]);
+                vm_put(m, todo[i]);
+        }
+        free(todo);
         if (ensure_base(m) == 0) {
                 pthread_mutex_lock(&m->lock);
                 m->ready = 1;
@@ -552,12 +553,15 @@ static void *monitor_main(void *arg)
                         if (pthread_mutex_trylock(&vm->lock) == 0) {
                                 if (vm->qemu && qemu_reap(vm->qemu) && !vm->removed) {
                                         int st = vm->qemu->status;
-                                        int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+                                        int clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 
-                                        log_warn("vm %s: QEMU exited (%s %d); state %s", vm->id,
-                                                 WIFSIGNALED(st) ? "signal" : "status",
-                                                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
-                                                 clean ? "stopped" : "lost");
+                                        if (st == -1)
+                                                log_warn("vm %s: QEMU exited (status unknown); state lost", vm->id);
+                                        else
+                                                log_warn("vm %s: QEMU exited (%s %d); state %s", vm->id,
+                                                         WIFSIGNALED(st) ? "signal" : "status",
+                                                         WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+                                                         clean ? "stopped" : "lost");
                                         agentc_shutdown(vm->agent);
                                         agentc_unref(vm->agent);
                                         vm->agent = NULL;
