@@ -35,8 +35,8 @@ all: build/sproutd build/sprout build/sprout-agent
 build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ src/main.c $(DAEMON_SRCS) $(PKG_LIBS) -pthread
 
-build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) | build
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(CLI_SRCS) $(CURL_LIBS)
+build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/util.c src/util.h | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/util.c $(CURL_LIBS) -pthread
 
 # The agent is static so the guest needs nothing but the binary.
 build/sprout-agent: $(AGENT_SRCS) $(wildcard agent/*.h) proto/proto.h | build

@@ -1,0 +1,236 @@
+/*
+ * client: blocking JSON-over-HTTP requests to sproutd through libcurl.
+ * Depends on libcurl and jansson. Never prints and never exits: errors go
+ * back to the caller, which reports them once with context.
+ */
+#include "client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Client lifetime                                                          */
+/* ------------------------------------------------------------------------ */
+
+int client_init(struct client *c, const char *base_url, const char *key)
+{
+        size_t n;
+
+        memset(c, 0, sizeof(*c));
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return -ENOMEM;
+        c->base_url = strdup(base_url);
+        if (!c->base_url)
+                goto fail;
+        n = strlen(c->base_url);
+        while (n > 0 && c->base_url[n - 1] == '/')
+                c->base_url[--n] = '\0';
+        if (key) {
+                c->key = strdup(key);
+                if (!c->key)
+                        goto fail;
+        }
+        c->curl = curl_easy_init();
+        if (!c->curl)
+                goto fail;
+        return 0;
+fail:
+        client_done(c);
+        return -ENOMEM;
+}
+
+void client_done(struct client *c)
+{
+        if (c->curl)
+                curl_easy_cleanup(c->curl);
+        free(c->base_url);
+        free(c->key);
+        memset(c, 0, sizeof(*c));
+}
+
+void client_response_done(struct client_response *r)
+{
+        free(r->body);
+        json_decref(r->json);
+        memset(r, 0, sizeof(*r));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Accumulates a response body, refusing to grow past CLIENT_MAX_RESPONSE. */
+struct client_sink {
+        char *buf;
+        size_t len, cap;
+        int too_big;
+};
+
+static size_t client_sink_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+        struct client_sink *s = userdata;
+        size_t n = size * nmemb;
+
+        if (n > CLIENT_MAX_RESPONSE - s->len) {
+                s->too_big = 1;
+                return 0; /* makes libcurl abort the transfer */
+        }
+        if (s->len + n + 1 > s->cap) {
+                size_t cap = s->cap ? s->cap : 4096;
+                char *p;
+
+                while (cap < s->len + n + 1)
+                        cap *= 2;
+                p = realloc(s->buf, cap);
+                if (!p)
+                        return 0;
+                s->buf = p;
+                s->cap = cap;
+        }
+        memcpy(s->buf + s->len, data, n);
+        s->len += n;
+        s->buf[s->len] = '\0';
+        return n;
+}
+
+int client_request(struct client *c, const char *method, const char *path, json_t *body,
+                   struct client_response *ret_resp)
+{
+        struct client_sink sink = {0};
+        struct curl_slist *headers = NULL, *h;
+        char *url = NULL, *auth = NULL, *payload = NULL;
+        CURLcode cc;
+        long status = 0;
+        int r = -ENOMEM;
+
+        memset(ret_resp, 0, sizeof(*ret_resp));
+        c->errbuf[0] = '\0';
+        if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
+                url = NULL;
+                goto out;
+        }
+        h = curl_slist_append(headers, "Accept: application/json");
+        if (!h)
+                goto out;
+        headers = h;
+        if (c->key) {
+                if (asprintf(&auth, "Authorization: Bearer %s", c->key) < 0) {
+                        auth = NULL;
+                        goto out;
+                }
+                h = curl_slist_append(headers, auth);
+                if (!h)
+                        goto out;
+                headers = h;
+        }
+        if (body) {
+                payload = json_dumps(body, JSON_COMPACT);
+                if (!payload)
+                        goto out;
+                h = curl_slist_append(headers, "Content-Type: application/json");
+                if (!h)
+                        goto out;
+                headers = h;
+        }
+        /* An empty Expect header stops libcurl waiting for "100 Continue". */
+        h = curl_slist_append(headers, "Expect:");
+        if (!h)
+                goto out;
+        headers = h;
+
+        curl_easy_reset(c->curl);
+        curl_easy_setopt(c->curl, CURLOPT_URL, url);
+        curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "sprout-cli/1");
+        curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, client_sink_write);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &sink);
+        curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, 15L);
+        /* Creating a VM may cold-boot a guest; no total timeout on purpose. */
+        if (payload) {
+                curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, payload);
+                curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(payload));
+        } else if (strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0) {
+                curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "");
+                curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+        }
+
+        cc = curl_easy_perform(c->curl);
+        if (cc != CURLE_OK) {
+                if (sink.too_big) {
+                        r = -EFBIG;
+                } else {
+                        if (!c->errbuf[0])
+                                snprintf(c->errbuf, sizeof(c->errbuf), "%s", curl_easy_strerror(cc));
+                        r = -EIO;
+                }
+                goto out;
+        }
+        curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+        if (!sink.buf) {
+                sink.buf = strdup("");
+                if (!sink.buf)
+                        goto out;
+        }
+        ret_resp->status = status;
+        ret_resp->body = sink.buf;
+        ret_resp->len = sink.len;
+        ret_resp->json = json_loadb(sink.buf, sink.len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+        sink.buf = NULL;
+        r = 0;
+out:
+        free(sink.buf);
+        curl_slist_free_all(headers);
+        free(url);
+        free(auth);
+        free(payload);
+        return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+char *client_escape_segment(const char *s)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = strlen(s);
+        char *out = malloc(n * 3 + 1), *p = out;
+
+        if (!out)
+                return NULL;
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+
+                if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                    ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+                        *p++ = (char)ch;
+                } else {
+                        *p++ = '%';
+                        *p++ = hex[ch >> 4];
+                        *p++ = hex[ch & 15];
+                }
+        }
+        *p = '\0';
+        return out;
+}
+
+void client_error_fields(const struct client_response *r, const char **ret_code, const char **ret_message)
+{
+        const char *code = NULL, *message = NULL;
+
+        if (json_is_object(r->json)) {
+                code = json_string_value(json_object_get(r->json, "code"));
+                if (!code)
+                        code = json_string_value(json_object_get(r->json, "error"));
+                message = json_string_value(json_object_get(r->json, "message"));
+                if (!message)
+                        message = json_string_value(json_object_get(r->json, "description"));
+        }
+        *ret_code = code;
+        *ret_message = message;
+}

@@ -1,0 +1,920 @@
+/*
+ * sprout: the command-line client for sproutd. Each subcommand is one row of
+ * a table (group, name, handler, usage) and one HTTP call through client.c.
+ * Reads SPROUT_URL / SPROUT_API_KEY (or FREESTYLE_API_URL / FREESTYLE_API_KEY).
+ * Human output by default; --json prints the server's JSON body unchanged.
+ *
+ * Exit status: 0 on success, 1 when the server or the transport reports a
+ * failure (its message goes to stderr), 2 on a usage error, 124 when an exec
+ * timed out; `vm exec` otherwise exits with the command's own status.
+ */
+#include "util.h"
+#include "client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_URL "http://127.0.0.1:8080"
+
+/* The most `file put` reads from a file or stdin; the server caps bodies too. */
+#define MAX_UPLOAD (256u * 1024 * 1024)
+
+enum {
+        EXIT_API = 1,      /* the server or the transport failed */
+        EXIT_USAGE = 2,    /* bad command line */
+        EXIT_TIMEOUT = 124 /* exec ran past its timeout */
+};
+
+/* State shared by every subcommand of one invocation. */
+struct cli {
+        struct client api; /* connection to the server */
+        const char *what;  /* "vm exec" etc., prefixes error messages */
+        int json;          /* --json: print the server's JSON as is */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Output helpers                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Prints "sprout: <what>: <message>" to stderr and returns EXIT_API. */
+static int fail(struct cli *c, const char *fmt, ...)
+{
+        va_list ap;
+
+        fprintf(stderr, "sprout: %s: ", c->what ? c->what : "error");
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return EXIT_API;
+}
+
+/* Reports a non-2xx answer with the server's code and message. */
+static int fail_response(struct cli *c, const struct client_response *r)
+{
+        const char *code, *message;
+
+        client_error_fields(r, &code, &message);
+        if (code || message)
+                return fail(c, "%s%s%s (HTTP %ld)", code ? code : "", code && message ? ": " : "",
+                            message ? message : "", r->status);
+        if (r->len > 0 && r->len < 512)
+                return fail(c, "HTTP %ld: %s", r->status, r->body);
+        return fail(c, "HTTP %ld", r->status);
+}
+
+/* Reports a failed client_request (r < 0) and returns the exit status. */
+static int fail_transport(struct cli *c, int r)
+{
+        if (r == -EIO)
+                return fail(c, "cannot reach %s: %s", c->api.base_url, c->api.errbuf);
+        if (r == -EFBIG)
+                return fail(c, "response larger than %u bytes", CLIENT_MAX_RESPONSE);
+        return fail(c, "%s", strerror(-r));
+}
+
+/*
+ * Sends one request and reports any failure itself. Returns 0 when the
+ * server answered 2xx (the response is in *ret_resp, to be released by the
+ * caller) or the exit status to return otherwise (the response is released).
+ */
+static int call(struct cli *c, const char *method, const char *path, json_t *body,
+                struct client_response *ret_resp)
+{
+        int r = client_request(&c->api, method, path, body, ret_resp);
+
+        if (r < 0)
+                return fail_transport(c, r);
+        if (ret_resp->status < 200 || ret_resp->status > 299) {
+                int rc = fail_response(c, ret_resp);
+
+                client_response_done(ret_resp);
+                return rc;
+        }
+        return 0;
+}
+
+/* Prints a body as the server sent it, newline-terminated. */
+static void print_raw(const struct client_response *r)
+{
+        fwrite(r->body, 1, r->len, stdout);
+        if (r->len == 0 || r->body[r->len - 1] != '\n')
+                fputc('\n', stdout);
+}
+
+/* A JSON value's text for a table cell; "-" for null or absent. */
+static const char *cell(json_t *v, char *buf, size_t size)
+{
+        if (json_is_string(v))
+                return json_string_value(v);
+        if (json_is_integer(v)) {
+                snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+                return buf;
+        }
+        if (json_is_real(v)) {
+                snprintf(buf, size, "%g", json_real_value(v));
+                return buf;
+        }
+        if (json_is_true(v))
+                return "true";
+        if (json_is_false(v))
+                return "false";
+        return "-";
+}
+
+/* Flushes stdout and turns a write error (a full disk, a closed pipe) into a failure. */
+static int finish(struct cli *c, int rc)
+{
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fail(c, "writing output: %s", strerror(errno));
+                return rc ? rc : EXIT_API;
+        }
+        return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Argument parsing                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One option a subcommand accepts; exactly one of value or flag is set. */
+struct opt {
+        const char *name;   /* "--name" */
+        const char *alias;  /* "-o" or NULL */
+        const char **value; /* takes an argument, stored here */
+        int *flag;          /* takes none, set to 1 */
+};
+
+/*
+ * Splits argv into options (per opts; --json is always accepted) and
+ * positionals, stored in pos[] (at most max_pos). After "--", or once
+ * stop_after positionals have been seen (0 = never), every remaining word is
+ * positional. Returns the number of positionals, or -1 after printing a
+ * usage error.
+ */
+static int parse_args(struct cli *c, int argc, char **argv, const struct opt *opts, int stop_after,
+                      char **pos, int max_pos)
+{
+        int npos = 0, rest = 0;
+
+        for (int i = 0; i < argc; i++) {
+                const char *a = argv[i];
+                const struct opt *o = NULL;
+                const char *eq = NULL;
+                size_t n;
+
+                if (!rest && stop_after && npos >= stop_after)
+                        rest = 1;
+                if (!rest && strcmp(a, "--") == 0) {
+                        rest = 1;
+                        continue;
+                }
+                if (rest || a[0] != '-' || a[1] == '\0') {
+                        if (npos >= max_pos) {
+                                fprintf(stderr, "sprout: %s: unexpected argument '%s'\n", c->what, a);
+                                return -1;
+                        }
+                        pos[npos++] = argv[i];
+                        continue;
+                }
+                if (strcmp(a, "--json") == 0) {
+                        c->json = 1;
+                        continue;
+                }
+                eq = strchr(a, '=');
+                n = eq && a[1] == '-' ? (size_t)(eq - a) : strlen(a);
+                for (const struct opt *p = opts; p && p->name; p++) {
+                        if ((strlen(p->name) == n && strncmp(a, p->name, n) == 0) ||
+                            (p->alias && strcmp(a, p->alias) == 0)) {
+                                o = p;
+                                break;
+                        }
+                }
+                if (!o || (o->flag && eq && a[1] == '-')) {
+                        fprintf(stderr, "sprout: %s: unknown option '%s'\n", c->what, a);
+                        return -1;
+                }
+                if (o->flag) {
+                        *o->flag = 1;
+                } else if (eq && a[1] == '-') {
+                        *o->value = eq + 1;
+                } else if (i + 1 < argc) {
+                        *o->value = argv[++i];
+                } else {
+                        fprintf(stderr, "sprout: %s: option '%s' needs a value\n", c->what, a);
+                        return -1;
+                }
+        }
+        return npos;
+}
+
+/* Parses a non-negative decimal number; returns -1 when s is not one. */
+static long long parse_count(const char *s)
+{
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || end == s || *end || v < 0)
+                return -1;
+        return v;
+}
+
+/*
+ * Returns the path "/v1/vms/<id><suffix>" with id percent-encoded, or NULL
+ * when out of memory. The caller frees it.
+ */
+static char *vm_path(const char *id, const char *suffix)
+{
+        char *e = client_escape_segment(id), *p = NULL;
+
+        if (e && asprintf(&p, "/v1/vms/%s%s", e, suffix) < 0)
+                p = NULL;
+        free(e);
+        return p;
+}
+
+/* Returns "/v1/vms/<id>/files/<path as ONE encoded segment>", or NULL. */
+static char *file_path(const char *id, const char *path)
+{
+        char *e = client_escape_segment(path), *p = NULL;
+        char *suffix = NULL;
+
+        if (e && asprintf(&suffix, "/files/%s", e) >= 0)
+                p = vm_path(id, suffix);
+        free(e);
+        free(suffix);
+        return p;
+}
+
+/* Appends s to the shell command in *buf, single-quoted when it needs quoting. */
+static int append_word(char **buf, size_t *len, const char *s)
+{
+        static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-";
+        size_t need = strlen(s) * 4 + 4;
+        int quote = s[0] == '\0' || strspn(s, safe) != strlen(s);
+        char *p = realloc(*buf, *len + need + 1);
+
+        if (!p)
+                return -ENOMEM;
+        *buf = p;
+        p += *len;
+        if (*len)
+                *p++ = ' ';
+        if (quote)
+                *p++ = '\'';
+        for (; *s; s++) {
+                if (quote && *s == '\'') {
+                        memcpy(p, "'\\''", 4);
+                        p += 4;
+                } else {
+                        *p++ = *s;
+                }
+        }
+        if (quote)
+                *p++ = '\'';
+        *p = '\0';
+        *len = (size_t)(p - *buf);
+        return 0;
+}
+
+/* Reads all of fd (at most MAX_UPLOAD bytes) into a new buffer. */
+static int read_all(int fd, unsigned char **ret_buf, size_t *ret_len)
+{
+        size_t len = 0, cap = 65536;
+        unsigned char *buf = malloc(cap);
+
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n;
+
+                if (len == cap) {
+                        unsigned char *p;
+
+                        if (cap >= MAX_UPLOAD) {
+                                free(buf);
+                                return -EFBIG;
+                        }
+                        cap *= 2;
+                        p = realloc(buf, cap);
+                        if (!p) {
+                                free(buf);
+                                return -ENOMEM;
+                        }
+                        buf = p;
+                }
+                n = read(fd, buf + len, cap - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int e = errno;
+
+                        free(buf);
+                        return -e;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        *ret_buf = buf;
+        *ret_len = len;
+        return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vm                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* vm create: POST /v1/vms; prints the new id (the whole answer with --json). */
+static int cmd_vm_create(struct cli *c, int argc, char **argv)
+{
+        const char *name = NULL;
+        const struct opt opts[] = {{"--name", NULL, &name, NULL}, {0}};
+        struct client_response r;
+        const char *id;
+        json_t *body;
+        int rc;
+
+        if (parse_args(c, argc, argv, opts, 0, NULL, 0) < 0)
+                return EXIT_USAGE;
+        body = json_object();
+        if (!body || (name && json_object_set_new(body, "name", json_string(name)) < 0)) {
+                json_decref(body);
+                return fail(c, "out of memory");
+        }
+        rc = call(c, "POST", "/v1/vms", body, &r);
+        json_decref(body);
+        if (rc)
+                return rc;
+        id = json_string_value(json_object_get(r.json, "id"));
+        if (c->json)
+                print_raw(&r);
+        else if (id)
+                printf("%s\n", id);
+        else
+                rc = fail(c, "response has no VM id: %.200s", r.body);
+        client_response_done(&r);
+        return finish(c, rc);
+}
+
+/* vm list: GET /v1/vms with the paging and state filters; a table plus the counts. */
+static int cmd_vm_list(struct cli *c, int argc, char **argv)
+{
+        const char *limit = NULL, *offset = NULL, *state = NULL;
+        const struct opt opts[] = {{"--limit", NULL, &limit, NULL},
+                                   {"--offset", NULL, &offset, NULL},
+                                   {"--state", NULL, &state, NULL},
+                                   {0}};
+        char path[256], *estate = NULL;
+        struct client_response r;
+        json_t *vms, *vm;
+        size_t i;
+        int rc, n;
+
+        if (parse_args(c, argc, argv, opts, 0, NULL, 0) < 0)
+                return EXIT_USAGE;
+        if ((limit && parse_count(limit) < 0) || (offset && parse_count(offset) < 0)) {
+                fprintf(stderr, "sprout: %s: --limit and --offset take a non-negative number\n", c->what);
+                return EXIT_USAGE;
+        }
+        if (state && !(estate = client_escape_segment(state)))
+                return fail(c, "out of memory");
+        n = snprintf(path, sizeof(path), "/v1/vms?%s%s%s%s%s%s", limit ? "&limit=" : "", limit ? limit : "",
+                     offset ? "&offset=" : "", offset ? offset : "", estate ? "&vmState=" : "",
+                     estate ? estate : "");
+        free(estate);
+        if (n < 0 || (size_t)n >= sizeof(path)) {
+                fprintf(stderr, "sprout: %s: arguments too long\n", c->what);
+                return EXIT_USAGE;
+        }
+        /* "/v1/vms?&limit=1" reads oddly; drop the first '&' or a bare '?'. */
+        if (path[8] == '&')
+                memmove(path + 8, path + 9, strlen(path + 9) + 1);
+        else
+                path[7] = '\0';
+        rc = call(c, "GET", path, NULL, &r);
+        if (rc)
+                return rc;
+        if (c->json) {
+                print_raw(&r);
+                goto out;
+        }
+        vms = json_object_get(r.json, "vms");
+        if (!json_is_array(vms)) {
+                rc = fail(c, "unexpected response: %.200s", r.body);
+                goto out;
+        }
+        printf("%-22s %-20s %-10s %s\n", "ID", "NAME", "STATE", "CREATED");
+        json_array_foreach(vms, i, vm)
+        {
+                char b1[64], b2[64], b3[64], b4[64];
+
+                printf("%-22s %-20s %-10s %s\n", cell(json_object_get(vm, "id"), b1, sizeof(b1)),
+                       cell(json_object_get(vm, "name"), b2, sizeof(b2)),
+                       cell(json_object_get(vm, "state"), b3, sizeof(b3)),
+                       cell(json_object_get(vm, "createdAt"), b4, sizeof(b4)));
+        }
+        {
+                static const char *const counts[] = {"running", "starting", "suspended", "stopped"};
+                char b[64], key[32];
+
+                printf("%s total", cell(json_object_get(r.json, "totalCount"), b, sizeof(b)));
+                for (i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+                        snprintf(key, sizeof(key), "%sCount", counts[i]);
+                        printf(", %s %s", cell(json_object_get(r.json, key), b, sizeof(b)), counts[i]);
+                }
+                printf("\n");
+        }
+out:
+        client_response_done(&r);
+        return finish(c, rc);
+}
+
+/* vm get: GET /v1/vms/ID; one "field value" line per top-level field. */
+static int cmd_vm_get(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        char *pos[1], *path;
+        const char *key;
+        json_t *v;
+        int rc;
+
+        if (parse_args(c, argc, argv, NULL, 0, pos, 1) != 1) {
+                fprintf(stderr, "usage: sprout vm get ID [--json]\n");
+                return EXIT_USAGE;
+        }
+        if (!(path = vm_path(pos[0], "")))
+                return fail(c, "out of memory");
+        rc = call(c, "GET", path, NULL, &r);
+        free(path);
+        if (rc)
+                return rc;
+        if (c->json || !json_is_object(r.json)) {
+                print_raw(&r);
+        } else {
+                /* Every field, in the server's order; nested values as compact JSON. */
+                json_object_foreach(r.json, key, v)
+                {
+                        char b[64];
+
+                        if (json_is_object(v) || json_is_array(v)) {
+                                char *s = json_dumps(v, JSON_COMPACT);
+
+                                printf("%-20s %s\n", key, s ? s : "?");
+                                free(s);
+                        } else {
+                                printf("%-20s %s\n", key, cell(v, b, sizeof(b)));
+                        }
+                }
+        }
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
+/* vm delete: DELETE /v1/vms/ID. */
+static int cmd_vm_delete(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        char *pos[1], *path;
+        int rc;
+
+        if (parse_args(c, argc, argv, NULL, 0, pos, 1) != 1) {
+                fprintf(stderr, "usage: sprout vm delete ID [--json]\n");
+                return EXIT_USAGE;
+        }
+        if (!(path = vm_path(pos[0], "")))
+                return fail(c, "out of memory");
+        rc = call(c, "DELETE", path, NULL, &r);
+        free(path);
+        if (rc)
+                return rc;
+        if (c->json)
+                print_raw(&r);
+        else
+                printf("deleted %s\n", pos[0]);
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
+/*
+ * vm exec: POST /v1/vms/ID/exec-await. The command's stdout and stderr go to
+ * ours, and its status becomes our exit status; a timeout exits 124.
+ */
+static int cmd_vm_exec(struct cli *c, int argc, char **argv)
+{
+        const char *timeout = NULL;
+        const struct opt opts[] = {{"--timeout", NULL, &timeout, NULL}, {0}};
+        char **pos = calloc((size_t)argc + 1, sizeof(*pos));
+        char *command = NULL, *path = NULL;
+        struct client_response r = {0};
+        json_t *body = NULL, *status, *out, *err;
+        size_t len = 0;
+        long long ms = -1;
+        int npos, rc = EXIT_USAGE;
+
+        if (!pos)
+                return fail(c, "out of memory");
+        /* Options end at "--" or at the first word after the VM id. */
+        npos = parse_args(c, argc, argv, opts, 2, pos, argc);
+        if (npos < 2) {
+                if (npos >= 0)
+                        fprintf(stderr, "usage: sprout vm exec ID [--timeout MS] [--json] -- COMMAND...\n");
+                goto out;
+        }
+        if (timeout && (ms = parse_count(timeout)) < 0) {
+                fprintf(stderr, "sprout: %s: --timeout takes milliseconds\n", c->what);
+                goto out;
+        }
+        /* One word is a shell command line; several are an argv, quoted for the shell. */
+        if (npos == 2) {
+                command = strdup(pos[1]);
+        } else {
+                for (int i = 1; i < npos; i++) {
+                        if (append_word(&command, &len, pos[i]) < 0) {
+                                free(command);
+                                command = NULL;
+                                break;
+                        }
+                }
+        }
+        body = json_object();
+        if (!command || !body || json_object_set_new(body, "command", json_string(command)) < 0 ||
+            (ms >= 0 && json_object_set_new(body, "timeoutMs", json_integer(ms)) < 0) ||
+            !(path = vm_path(pos[0], "/exec-await"))) {
+                rc = fail(c, "out of memory");
+                goto out;
+        }
+        rc = client_request(&c->api, "POST", path, body, &r);
+        if (rc < 0) {
+                /* Never retried: the command may already have run. */
+                rc = fail_transport(c, rc);
+                goto out;
+        } else if (r.status < 200 || r.status > 299) {
+                const char *code, *message;
+
+                client_error_fields(&r, &code, &message);
+                rc = fail_response(c, &r);
+                if (r.status == 408 || (code && strcmp(code, "EXEC_TIMED_OUT") == 0))
+                        rc = EXIT_TIMEOUT;
+                goto out;
+        }
+        status = json_object_get(r.json, "statusCode");
+        if (c->json) {
+                print_raw(&r);
+        } else {
+                out = json_object_get(r.json, "stdout");
+                err = json_object_get(r.json, "stderr");
+                if (json_is_string(out))
+                        fwrite(json_string_value(out), 1, json_string_length(out), stdout);
+                fflush(stdout);
+                if (json_is_string(err))
+                        fwrite(json_string_value(err), 1, json_string_length(err), stderr);
+        }
+        if (json_is_integer(status)) {
+                json_int_t s = json_integer_value(status);
+
+                rc = s >= 0 && s <= 255 ? (int)s : EXIT_API;
+        } else if (!json_is_object(r.json)) {
+                rc = fail(c, "unexpected response: %.200s", r.body);
+        } else {
+                /* No status: the command did not exit normally (killed by a signal). */
+                rc = EXIT_API;
+        }
+        rc = finish(c, rc);
+out:
+        client_response_done(&r);
+        json_decref(body);
+        free(command);
+        free(path);
+        free(pos);
+        return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* file                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * file get: GET /v1/vms/ID/files/PATH. A file's bytes (base64 decoded) go to
+ * stdout or -o FILE unchanged; a directory prints one name per line, with a
+ * trailing "/" on subdirectories.
+ */
+static int cmd_file_get(struct cli *c, int argc, char **argv)
+{
+        const char *output = NULL;
+        const struct opt opts[] = {{"--output", "-o", &output, NULL}, {0}};
+        struct client_response r;
+        unsigned char *data = NULL;
+        size_t len = 0, i;
+        char *pos[2], *path;
+        json_t *content, *files, *f;
+        const char *encoding;
+        int rc;
+
+        if (parse_args(c, argc, argv, opts, 0, pos, 2) != 2) {
+                fprintf(stderr, "usage: sprout file get ID PATH [-o FILE] [--json]\n");
+                return EXIT_USAGE;
+        }
+        if (!(path = file_path(pos[0], pos[1])))
+                return fail(c, "out of memory");
+        rc = call(c, "GET", path, NULL, &r);
+        free(path);
+        if (rc)
+                return rc;
+        if (c->json) {
+                if (output && strcmp(output, "-") != 0) {
+                        int e = write_file_atomic(output, r.body, r.len, 0666);
+
+                        if (e < 0)
+                                rc = fail(c, "%s: %s", output, strerror(-e));
+                } else {
+                        print_raw(&r);
+                }
+                goto out;
+        }
+        content = json_object_get(r.json, "content");
+        files = json_object_get(r.json, "files");
+        if (json_is_string(content)) {
+                encoding = json_string_value(json_object_get(r.json, "encoding"));
+                if (encoding && strcmp(encoding, "base64") == 0) {
+                        if (base64_decode(json_string_value(content), json_string_length(content), &data, &len) <
+                            0) {
+                                rc = fail(c, "server sent invalid base64");
+                                goto out;
+                        }
+                        if (output && strcmp(output, "-") != 0)
+                                rc = write_file_atomic(output, data, len, 0666);
+                        else
+                                fwrite(data, 1, len, stdout);
+                } else {
+                        if (output && strcmp(output, "-") != 0)
+                                rc = write_file_atomic(output, json_string_value(content),
+                                                       json_string_length(content), 0666);
+                        else
+                                fwrite(json_string_value(content), 1, json_string_length(content), stdout);
+                }
+                if (rc < 0)
+                        rc = fail(c, "%s: %s", output, strerror(-rc));
+        } else if (json_is_array(files)) {
+                json_array_foreach(files, i, f)
+                {
+                        const char *name = json_string_value(json_object_get(f, "name"));
+                        const char *kind = json_string_value(json_object_get(f, "kind"));
+
+                        printf("%s%s\n", name ? name : "?",
+                               kind && strcmp(kind, "directory") == 0 ? "/" : "");
+                }
+        } else {
+                rc = fail(c, "unexpected response: %.200s", r.body);
+        }
+out:
+        free(data);
+        client_response_done(&r);
+        return finish(c, rc);
+}
+
+/* file put: reads FILE (or stdin) whole and PUTs it base64-encoded. */
+static int cmd_file_put(struct cli *c, int argc, char **argv)
+{
+        struct client_response r = {0};
+        unsigned char *data = NULL;
+        char *pos[3], *path = NULL, *b64 = NULL;
+        const char *src;
+        json_t *body = NULL;
+        size_t len = 0;
+        int npos, fd, e, rc;
+
+        npos = parse_args(c, argc, argv, NULL, 0, pos, 3);
+        if (npos < 2) {
+                if (npos >= 0)
+                        fprintf(stderr, "usage: sprout file put ID PATH [FILE|-] [--json]\n");
+                return EXIT_USAGE;
+        }
+        src = npos == 3 ? pos[2] : "-";
+        if (strcmp(src, "-") == 0) {
+                e = read_all(STDIN_FILENO, &data, &len);
+        } else {
+                fd = open(src, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return fail(c, "%s: %s", src, strerror(errno));
+                e = read_all(fd, &data, &len);
+                close(fd);
+        }
+        if (e < 0)
+                return fail(c, "%s: %s", strcmp(src, "-") == 0 ? "stdin" : src, strerror(-e));
+        b64 = base64_encode(data, len);
+        body = json_object();
+        if (!b64 || !body || json_object_set_new(body, "content", json_string(b64)) < 0 ||
+            json_object_set_new(body, "encoding", json_string("base64")) < 0 ||
+            !(path = file_path(pos[0], pos[1]))) {
+                rc = fail(c, "out of memory");
+                goto out;
+        }
+        /* The base64 copy inside body is all the request needs now. */
+        free(b64);
+        b64 = NULL;
+        rc = call(c, "PUT", path, body, &r);
+        if (rc)
+                goto out;
+        if (c->json)
+                print_raw(&r);
+        else
+                printf("wrote %zu bytes to %s\n", len, pos[1]);
+        client_response_done(&r);
+        rc = finish(c, 0);
+out:
+        json_decref(body);
+        free(data);
+        free(b64);
+        free(path);
+        return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* keys                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* keys create: POST /admin/v1/keys; the key is printed alone on the last line. */
+static int cmd_keys_create(struct cli *c, int argc, char **argv)
+{
+        const char *account = NULL;
+        const struct opt opts[] = {{"--account", NULL, &account, NULL}, {0}};
+        struct client_response r;
+        const char *key, *acct, *acct_id;
+        json_t *body;
+        int rc;
+
+        if (parse_args(c, argc, argv, opts, 0, NULL, 0) < 0)
+                return EXIT_USAGE;
+        body = json_object();
+        if (!body || (account && json_object_set_new(body, "account", json_string(account)) < 0)) {
+                json_decref(body);
+                return fail(c, "out of memory");
+        }
+        rc = call(c, "POST", "/admin/v1/keys", body, &r);
+        json_decref(body);
+        if (rc)
+                return rc;
+        key = json_string_value(json_object_get(r.json, "key"));
+        acct = json_string_value(json_object_get(r.json, "account"));
+        acct_id = json_string_value(json_object_get(r.json, "accountId"));
+        if (c->json) {
+                print_raw(&r);
+        } else if (!key) {
+                rc = fail(c, "response has no key: %.200s", r.body);
+        } else {
+                /* Scripts read the key from the last line: keep it alone there. */
+                printf("account %s (%s)\n%s\n", acct ? acct : "-", acct_id ? acct_id : "-", key);
+        }
+        client_response_done(&r);
+        return finish(c, rc);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* One row of the subcommand table. */
+struct command {
+        const char *group; /* "vm", "file", "keys" */
+        const char *name;  /* "create" ... */
+        int (*run)(struct cli *c, int argc, char **argv);
+        const char *args;    /* usage after "sprout GROUP NAME" */
+        const char *summary; /* one line for help */
+};
+
+static const struct command commands[] = {
+    {"vm", "create", cmd_vm_create, "[--name NAME] [--json]", "create a VM and print its id"},
+    {"vm", "list", cmd_vm_list, "[--limit N] [--offset N] [--state STATE] [--json]", "list your VMs"},
+    {"vm", "get", cmd_vm_get, "ID [--json]", "show one VM"},
+    {"vm", "exec", cmd_vm_exec, "ID [--timeout MS] [--json] -- COMMAND...",
+     "run a shell command in the VM; exits with its status"},
+    {"vm", "delete", cmd_vm_delete, "ID [--json]", "delete a VM"},
+    {"file", "get", cmd_file_get, "ID PATH [-o FILE] [--json]",
+     "write a guest file's bytes to stdout or FILE; a directory lists its entries"},
+    {"file", "put", cmd_file_put, "ID PATH [FILE|-] [--json]", "upload FILE (or stdin) to PATH in the guest"},
+    {"keys", "create", cmd_keys_create, "[--account NAME] [--json]",
+     "create an API key (admin key needed); prints the key on its last line"},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* Prints the command summary, all groups or only one. */
+static void usage(FILE *f, const char *group)
+{
+        fprintf(f, "usage: sprout [--url URL] [--key KEY] COMMAND [ARGS]\n\ncommands:\n");
+        for (size_t i = 0; i < N_COMMANDS; i++) {
+                if (group && strcmp(group, commands[i].group) != 0)
+                        continue;
+                fprintf(f, "  sprout %s %s %s\n      %s\n", commands[i].group, commands[i].name,
+                        commands[i].args, commands[i].summary);
+        }
+        fprintf(f, "  sprout help\n      show this text\n\n"
+                   "environment:\n"
+                   "  SPROUT_URL      server URL (else FREESTYLE_API_URL, else " DEFAULT_URL ")\n"
+                   "  SPROUT_API_KEY  API key (else FREESTYLE_API_KEY)\n\n"
+                   "With several COMMAND words, `vm exec` quotes each for the guest shell;\n"
+                   "with one, that word is run by the shell as written.\n");
+}
+
+/* Returns the first non-empty environment variable of the two, or NULL. */
+static const char *env2(const char *a, const char *b)
+{
+        const char *v = getenv(a);
+
+        if (v && *v)
+                return v;
+        v = getenv(b);
+        return v && *v ? v : NULL;
+}
+
+/* Parses global options, finds the subcommand in the table and runs it. */
+int main(int argc, char **argv)
+{
+        const char *url = env2("SPROUT_URL", "FREESTYLE_API_URL");
+        const char *key = env2("SPROUT_API_KEY", "FREESTYLE_API_KEY");
+        const struct command *cmd = NULL;
+        struct cli c = {0};
+        char what[64];
+        int i = 1, rc;
+
+        /* Global options come before the command. */
+        while (i < argc && argv[i][0] == '-') {
+                if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                        usage(stdout, NULL);
+                        return 0;
+                } else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) {
+                        url = argv[i + 1];
+                        i += 2;
+                } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+                        key = argv[i + 1];
+                        i += 2;
+                } else if (strcmp(argv[i], "--json") == 0) {
+                        c.json = 1;
+                        i++;
+                } else {
+                        fprintf(stderr, "sprout: unknown option '%s'\n\n", argv[i]);
+                        usage(stderr, NULL);
+                        return EXIT_USAGE;
+                }
+        }
+        if (i >= argc) {
+                usage(stderr, NULL);
+                return EXIT_USAGE;
+        }
+        if (strcmp(argv[i], "help") == 0) {
+                usage(stdout, i + 1 < argc ? argv[i + 1] : NULL);
+                return 0;
+        }
+        for (size_t k = 0; k < N_COMMANDS; k++) {
+                if (strcmp(argv[i], commands[k].group) == 0 && i + 1 < argc &&
+                    strcmp(argv[i + 1], commands[k].name) == 0) {
+                        cmd = &commands[k];
+                        break;
+                }
+        }
+        if (!cmd) {
+                int known = 0;
+
+                for (size_t k = 0; k < N_COMMANDS; k++)
+                        known |= strcmp(argv[i], commands[k].group) == 0;
+                if (known && i + 1 < argc &&
+                    (strcmp(argv[i + 1], "help") == 0 || strcmp(argv[i + 1], "--help") == 0)) {
+                        usage(stdout, argv[i]);
+                        return 0;
+                }
+                if (known && i + 1 < argc)
+                        fprintf(stderr, "sprout: unknown command '%s %s'\n\n", argv[i], argv[i + 1]);
+                else if (!known)
+                        fprintf(stderr, "sprout: unknown command '%s'\n\n", argv[i]);
+                usage(stderr, known ? argv[i] : NULL);
+                return EXIT_USAGE;
+        }
+        for (int k = i + 2; k < argc && strcmp(argv[k], "--") != 0; k++) {
+                if (strcmp(argv[k], "-h") == 0 || strcmp(argv[k], "--help") == 0) {
+                        printf("usage: sprout %s %s %s\n  %s\n", cmd->group, cmd->name, cmd->args,
+                               cmd->summary);
+                        return 0;
+                }
+        }
+        snprintf(what, sizeof(what), "%s %s", cmd->group, cmd->name);
+        c.what = what;
+        if (!key) {
+                fprintf(stderr, "sprout: %s: no API key: set SPROUT_API_KEY (or FREESTYLE_API_KEY)\n", what);
+                return EXIT_USAGE;
+        }
+        if (client_init(&c.api, url ? url : DEFAULT_URL, key) < 0) {
+                fprintf(stderr, "sprout: out of memory\n");
+                return EXIT_API;
+        }
+        rc = cmd->run(&c, argc - i - 2, argv + i + 2);
+        client_done(&c.api);
+        return rc;
+}
