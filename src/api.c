@@ -832,7 +832,10 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                 const char *raw = n >= 5 ? req->path + (req->path[0] == '/') + (seg[4] - buf) : "";
                 char *path = http_decode(raw, strlen(raw), 0);
 
-                if (!path || !*path) {
+                if (!path) {
+                        http_error(resp, 400, "FILES_BAD_REQUEST",
+                                   "the file path has a malformed %%-escape or an encoded NUL byte");
+                } else if (!*path) {
                         http_error(resp, 400, "FILES_BAD_REQUEST", "a file path is required after /files/");
                 } else if (strlen(path) > 4096) {
                         http_error(resp, 400, "FILES_BAD_REQUEST", "the file path is too long");

@@ -14,6 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* The most of an oversize body that is read and dropped before the
+ * connection is simply closed. */
+#define HTTP_DRAIN_MAX (1ull << 30)
 
 /* Per-connection request state, kept between the handler's calls. */
 struct req_ctx {
@@ -21,6 +26,7 @@ struct req_ctx {
         size_t len;
         size_t cap;
         int too_large;
+        uint64_t drained; /* bytes received, kept or not */
 };
 
 static int hexval(char c)
@@ -130,18 +136,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 if (!ctx)
                         return MHD_NO;
                 *con_cls = ctx;
-                /* Refuse a body announced too large before reading any of it. */
-                if (cl && strtoull(cl, NULL, 10) > d->max_body)
-                        ctx->too_large = 1;
-                if (!ctx->too_large)
-                        return MHD_YES;
+                const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+                unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
+
+                /* A body announced too large is refused before any of it is
+                 * read when the client waits for that ("Expect:
+                 * 100-continue"), or when it is too large to be worth
+                 * draining. Other clients send the body regardless and would
+                 * see a reset rather than the answer: drain theirs below. */
+                if (announced > HTTP_DRAIN_MAX ||
+                    (announced > d->max_body && expect && !strcasecmp(expect, "100-continue"))) {
+                        http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", d->max_body);
+                        ret = send_json(conn, &resp);
+                        json_decref(resp.body);
+                        return ret;
+                }
+                return MHD_YES;
         }
-        if (*upload_data_size > 0 && !ctx->too_large) {
+        if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
 
+                /* A body that grows past the cap is read to its end and
+                 * dropped, so the client is still reading when the 413 comes
+                 * (answering mid-upload makes many clients see a reset
+                 * instead). Past HTTP_DRAIN_MAX the connection is cut. */
+                ctx->drained += n;
+                if (ctx->drained > HTTP_DRAIN_MAX)
+                        return MHD_NO;
                 if (ctx->len + n > d->max_body) {
                         ctx->too_large = 1;
-                } else {
+                        free(ctx->body);
+                        ctx->body = NULL;
+                        ctx->len = ctx->cap = 0;
+                } else if (!ctx->too_large) {
                         if (ctx->len + n + 1 > ctx->cap) {
                                 size_t cap = ctx->cap ? ctx->cap : 4096;
                                 char *b;
@@ -159,8 +186,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                         ctx->body[ctx->len] = 0;
                 }
                 *upload_data_size = 0;
-                if (!ctx->too_large)
-                        return MHD_YES;
+                return MHD_YES;
         }
         if (ctx->too_large) {
                 http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", d->max_body);
