@@ -915,8 +915,10 @@ int vmm_exec(struct vmm *m, const char *account, const char *id, const struct vm
         return r;
 }
 
-int vmm_read(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
-             struct vmm_result *ret)
+/* Sends a READ or WRITE for path (relative paths taken from the VM's
+ * working directory) and collects the answer. */
+static int file_op(struct vmm *m, const char *account, const char *id, uint32_t op, const char *path,
+                   const char *user, const void *data, size_t len, unsigned mode, struct vmm_result *ret)
 {
         struct proto_buf b = {0};
         struct agentc *a = NULL;
@@ -926,14 +928,20 @@ int vmm_read(struct vmm *m, const char *account, const char *id, const char *pat
         if (r < 0)
                 return r;
         full = resolve_path(path, workdir);
-        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_READ);
+        proto_put_u32(&b, PROTO_TAG_OP, op);
         proto_put_str(&b, PROTO_TAG_PATH, full ? full : path);
         proto_put_u64(&b, PROTO_TAG_MAX_SIZE, m->cfg.max_file_size);
+        if (op == PROTO_OP_WRITE)
+                proto_put_u32(&b, PROTO_TAG_MODE, mode);
         if (user)
                 proto_put_str(&b, PROTO_TAG_USER, user);
         memset(ret, 0, sizeof(*ret));
-        r = full ? agentc_request(a, &b, NULL, 0, m->cfg.max_file_size, AGENT_TIMEOUT_MS * 5, &ret->reply)
-                 : -ENOMEM;
+        if (!full)
+                r = -ENOMEM;
+        else if (op == PROTO_OP_WRITE)
+                r = agentc_request(a, &b, data ? data : "", len, 1 << 16, AGENT_TIMEOUT_MS * 5, &ret->reply);
+        else
+                r = agentc_request(a, &b, NULL, 0, m->cfg.max_file_size, AGENT_TIMEOUT_MS * 5, &ret->reply);
         if (r == 0)
                 parse_result(ret);
         else if (r == -ETIMEDOUT)
@@ -945,33 +953,14 @@ int vmm_read(struct vmm *m, const char *account, const char *id, const char *pat
         return r;
 }
 
+int vmm_read(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+             struct vmm_result *ret)
+{
+        return file_op(m, account, id, PROTO_OP_READ, path, user, NULL, 0, 0, ret);
+}
+
 int vmm_write(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
               const void *data, size_t len, unsigned mode, struct vmm_result *ret)
 {
-        struct proto_buf b = {0};
-        struct agentc *a = NULL;
-        char *workdir = NULL, *full;
-        int r = agent_for(m, account, id, &a, &workdir);
-
-        if (r < 0)
-                return r;
-        full = resolve_path(path, workdir);
-        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_WRITE);
-        proto_put_str(&b, PROTO_TAG_PATH, full ? full : path);
-        proto_put_u32(&b, PROTO_TAG_MODE, mode);
-        proto_put_u64(&b, PROTO_TAG_MAX_SIZE, m->cfg.max_file_size);
-        if (user)
-                proto_put_str(&b, PROTO_TAG_USER, user);
-        memset(ret, 0, sizeof(*ret));
-        r = full ? agentc_request(a, &b, data ? data : "", len, 1 << 16, AGENT_TIMEOUT_MS * 5, &ret->reply)
-                 : -ENOMEM;
-        if (r == 0)
-                parse_result(ret);
-        else if (r == -ETIMEDOUT)
-                agentc_reply_free(&ret->reply);
-        proto_buf_free(&b);
-        free(full);
-        free(workdir);
-        agentc_unref(a);
-        return r;
+        return file_op(m, account, id, PROTO_OP_WRITE, path, user, data, len, mode, ret);
 }
