@@ -38,9 +38,10 @@ build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
 build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/util.c src/util.h | build
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/util.c $(CURL_LIBS) -pthread
 
-# The agent is static so the guest needs nothing but the binary.
+# The agent is static so the guest needs nothing but the binary, and
+# stripped so the image hash does not depend on where the tree is checked out.
 build/sprout-agent: $(AGENT_SRCS) $(wildcard agent/*.h) proto/proto.h | build
-	$(MUSLCC) $(CFLAGS) -static -o $@ $(AGENT_SRCS)
+	$(MUSLCC) $(CFLAGS) -static -s -o $@ $(AGENT_SRCS)
 
 build/test-unit: $(UNIT_SRCS) $(DAEMON_SRCS) $(DAEMON_HDRS) $(wildcard tests/unit/*.h) | build
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/unit -pthread -o $@ $(UNIT_SRCS) $(DAEMON_SRCS) $(PKG_LIBS) -pthread
