@@ -37,6 +37,16 @@ int api_parse_vm_id(const char *s, char out[21])
         return 0;
 }
 
+int api_parse_snapshot_id(const char *s)
+{
+        if (strncmp(s, "sc-", 3) || strlen(s) != 23)
+                return -EINVAL;
+        for (int i = 3; i < 23; i++)
+                if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i])))
+                        return -EINVAL;
+        return 0;
+}
+
 static json_t *str_or_null(const char *s)
 {
         return s ? json_string(s) : json_null();
@@ -240,7 +250,7 @@ static json_t *vm_json(const struct vmm_info *i, int full)
         json_object_set_new(j, "memSizeMb", json_integer(i->mem_mb));
         json_object_set_new(j, "vcpuCount", json_integer(i->vcpus));
         if (full) {
-                json_object_set_new(j, "vmInstanceId", json_null());
+                json_object_set_new(j, "vmInstanceId", i->instance[0] ? json_string(i->instance) : json_null());
                 json_object_set_new(j, "buildId", json_null());
         } else {
                 json_object_set_new(j, "deleted", json_false());
@@ -361,8 +371,8 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "workdir must be an absolute path");
                 goto out;
         }
-        if (snapshot) {
-                http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %s not found", snapshot);
+        if (snapshot && api_parse_snapshot_id(snapshot) < 0) {
+                http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %.40s not found", snapshot);
                 goto out;
         }
         v = json_object_get(body, "waitForReadySignal");
@@ -393,8 +403,13 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 .workdir = workdir,
                 .idle_timeout_s = idle,
                 .persistence = persistence,
+                .snapshot_id = snapshot,
         };
         r = vmm_create(d->vmm, c->account, &opts, id);
+        if (r == -ENOMEDIUM) {
+                http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %s not found", snapshot);
+                goto out;
+        }
         if (r == -EAGAIN) {
                 http_error(resp, 503, "NOT_READY", "the server is still preparing its base snapshot; retry shortly");
                 goto out;
@@ -737,6 +752,271 @@ out:
         json_decref(body);
 }
 
+static int method_is(const struct http_req *req, const char *m)
+{
+        return !strcmp(req->method, m);
+}
+
+/* ---- lifecycle ---- */
+
+/* Answers a lifecycle call that failed. */
+static void lifecycle_error(struct http_resp *resp, int r, const char *id, const char *what)
+{
+        if (r == -ENOTCONN)
+                http_error(resp, 400, "VM_NOT_RUNNING", "VM %s is not in a state that can be %s", id, what);
+        else if (r == -ENOENT)
+                http_error(resp, 404, "VM_NOT_FOUND", "VM %s not found", id);
+        else
+                http_error(resp, 500, "INTERNAL_ERROR", "VM %s could not be %s: %s", id, what, strerror(-r));
+}
+
+static json_t *instance_json(struct sprout *d, const struct caller *c, const char *id)
+{
+        struct vmm_info i = {0};
+        json_t *j = json_null();
+
+        if (vmm_get(d->vmm, c->account, id, &i) == 0 && i.instance[0])
+                j = json_string(i.instance);
+        vmm_info_clear(&i);
+        return j;
+}
+
+static void handle_lifecycle(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                             const char *op, struct http_resp *resp)
+{
+        char status[16];
+        json_t *body = parse_body(req, resp, "INVALID_PARAMETERS"), *inst;
+        int r;
+
+        if (!body)
+                return;
+        json_decref(body);
+        if (!strcmp(op, "suspend")) {
+                inst = instance_json(d, c, id);
+                r = vmm_suspend(d->vmm, c->account, id);
+                if (r < 0) {
+                        json_decref(inst);
+                        lifecycle_error(resp, r, id, "suspended");
+                        return;
+                }
+                resp->body = json_pack("{s:s,s:o,s:n}", "id", id, "vmInstanceId", inst, "snapshotLayerId");
+        } else if (!strcmp(op, "start")) {
+                r = vmm_start(d->vmm, c->account, id);
+                if (r < 0) {
+                        lifecycle_error(resp, r, id, "started");
+                        return;
+                }
+                resp->body = json_pack("{s:s,s:[],s:n}", "id", id, "domains", "console_url");
+        } else if (!strcmp(op, "stop")) {
+                inst = instance_json(d, c, id);
+                r = vmm_stop(d->vmm, c->account, id);
+                if (r < 0) {
+                        json_decref(inst);
+                        lifecycle_error(resp, r, id, "stopped");
+                        return;
+                }
+                resp->body = json_pack("{s:s,s:o}", "vmId", id, "vmInstanceId", inst);
+        } else if (!strcmp(op, "kill")) {
+                r = vmm_kill(d->vmm, c->account, id);
+                if (r < 0) {
+                        lifecycle_error(resp, r, id, "killed");
+                        return;
+                }
+                resp->body = json_pack("{s:s}", "id", id);
+        } else {
+                r = vmm_await(d->vmm, c->account, id, status);
+                if (r < 0) {
+                        lifecycle_error(resp, r, id, "awaited");
+                        return;
+                }
+                resp->body = json_pack("{s:s,s:s}", "id", id, "exitStatus", status);
+        }
+        resp->status = 200;
+}
+
+/* Validates a persistence object ({type: ...}) and returns it as JSON text
+ * (malloc'd) in *ret, NULL when absent. */
+static int persistence_text(json_t *body, const char *const *types, const char *code, char **ret,
+                            struct http_resp *resp)
+{
+        json_t *v = json_object_get(body, "persistence");
+        const char *type;
+
+        *ret = NULL;
+        if (!v || json_is_null(v))
+                return 0;
+        type = json_string_value(json_object_get(v, "type"));
+        for (int i = 0; type && types[i]; i++) {
+                if (!strcmp(type, types[i])) {
+                        *ret = json_dumps(v, JSON_COMPACT);
+                        return 0;
+                }
+        }
+        http_error(resp, 400, code, "persistence.type must be one of the documented kinds");
+        return -EINVAL;
+}
+
+static void handle_snapshot_vm(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                               struct http_resp *resp)
+{
+        static const char *const kinds[] = {"sticky", "persistent", NULL};
+        const char *name = NULL;
+        char sid[24], *persistence = NULL;
+        json_t *body = parse_body(req, resp, "INVALID_PARAMETERS");
+        int r;
+
+        if (!body)
+                return;
+        if (opt_string(body, "name", &name, resp, "INVALID_PARAMETERS") < 0 ||
+            persistence_text(body, kinds, "INVALID_PARAMETERS", &persistence, resp) < 0)
+                goto out;
+        if (name && strlen(name) > 256) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "name is longer than 256 bytes");
+                goto out;
+        }
+        r = vmm_snapshot(d->vmm, c->account, id, name, persistence, sid);
+        if (r < 0) {
+                lifecycle_error(resp, r, id, "snapshotted");
+                goto out;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:s,s:s,s:n}", "snapshotId", sid, "sourceVmId", id, "sourceVmInstanceId");
+out:
+        free(persistence);
+        json_decref(body);
+}
+
+static void handle_fork(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                        struct http_resp *resp)
+{
+        char ids[VMM_MAX_FORKS][21];
+        int64_t count = 1;
+        json_t *body = parse_body(req, resp, "INVALID_PARAMETERS"), *forks;
+        int r;
+
+        if (!body)
+                return;
+        r = opt_int(body, "count", 1, VMM_MAX_FORKS, &count, resp, "INVALID_PARAMETERS");
+        json_decref(body);
+        if (r < 0)
+                return;
+        r = vmm_fork(d->vmm, c->account, id, (int)count, ids);
+        if (r == -EUSERS) {
+                http_error(resp, 429, "VM_LIMIT_REACHED", "this server's limit on VMs is reached");
+                return;
+        }
+        if (r < 0) {
+                lifecycle_error(resp, r, id, "forked");
+                return;
+        }
+        forks = json_array();
+        for (int i = 0; i < count; i++)
+                json_array_append_new(forks, json_pack("{s:s,s:[],s:n}", "id", ids[i], "domains", "consoleUrl"));
+        resp->status = 200;
+        resp->body = json_pack("{s:s,s:o}", "vmId", id, "forks", forks);
+}
+
+/* ---- snapshots ---- */
+
+static json_t *snapshot_json(const struct store_snapshot *s)
+{
+        char created[32];
+        json_t *pers = s->persistence ? json_loads(s->persistence, 0, NULL) : NULL;
+
+        format_time(s->created_at, created);
+        if (!pers)
+                pers = json_pack("{s:s,s:i}", "type", "sticky", "priority", 5);
+        return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b,s:b,s:b,s:n,s:b,s:o,s:n}", "snapshotId", s->id, "state",
+                         "ready", "sourceVmId", s->source_vm_id ? s->source_vm_id : "", "accountId", s->account_id,
+                         "createdAt", created, "name", str_or_null(s->name), "failed", 0, "cancelled", 0, "lost", 0,
+                         "failureReason", "deleted", s->deleted, "snapshotPersistence", pers, "buildId");
+}
+
+struct snap_list {
+        json_t *arr;
+        int include_deleted;
+        int64_t total, deleted;
+};
+
+static int snap_one(const struct store_snapshot *s, void *ud)
+{
+        struct snap_list *l = ud;
+
+        if (s->deleted)
+                l->deleted++;
+        if (s->deleted && !l->include_deleted)
+                return 0;
+        l->total++;
+        return json_array_append_new(l->arr, snapshot_json(s)) < 0 ? -ENOMEM : 0;
+}
+
+static void handle_list_snapshots(struct sprout *d, const struct http_req *req, const struct caller *c,
+                                  struct http_resp *resp)
+{
+        char *inc = http_query(req, "includeDeleted");
+        struct snap_list l = {.arr = json_array(), .include_deleted = inc && !strcmp(inc, "true")};
+        int r;
+
+        free(inc);
+        r = store_snapshot_foreach(d->store, c->account, snap_one, &l);
+        if (r < 0 || !l.arr) {
+                json_decref(l.arr);
+                http_error(resp, 500, "INTERNAL_ERROR", "could not list snapshots");
+                return;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:o,s:I,s:i,s:I,s:i,s:i,s:i,s:I}", "snapshots", l.arr, "totalCount",
+                               (json_int_t)l.total, "buildingCount", 0, "readyCount",
+                               (json_int_t)(l.total - (l.include_deleted ? l.deleted : 0)), "failedCount", 0,
+                               "cancelledCount", 0, "lostCount", 0, "deletedCount", (json_int_t)l.deleted);
+}
+
+static void handle_snapshot(struct sprout *d, const struct http_req *req, const struct caller *c, const char *sid,
+                            struct http_resp *resp)
+{
+        struct store_snapshot snap = {0};
+        const char *name = NULL;
+        json_t *body;
+        int r;
+
+        if (api_parse_snapshot_id(sid) < 0 || store_snapshot_get(d->store, c->account, sid, &snap) < 0) {
+                http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %.40s not found", sid);
+                return;
+        }
+        if (method_is(req, "GET")) {
+                resp->status = 200;
+                resp->body = snapshot_json(&snap);
+        } else if (method_is(req, "DELETE")) {
+                r = vmm_snapshot_delete(d->vmm, c->account, sid);
+                if (r == -EALREADY)
+                        http_error(resp, 409, "SNAPSHOT_ALREADY_DELETED", "snapshot %s is already deleted", sid);
+                else if (r < 0)
+                        http_error(resp, 500, "INTERNAL_ERROR", "could not delete snapshot %s: %s", sid, strerror(-r));
+                else {
+                        resp->status = 200;
+                        resp->body = json_pack("{s:s}", "snapshot_id", sid);
+                }
+        } else if (method_is(req, "PATCH")) {
+                body = parse_body(req, resp, "INVALID_PARAMETERS");
+                if (body && opt_string(body, "name", &name, resp, "INVALID_PARAMETERS") == 0) {
+                        if (name && strlen(name) > 256)
+                                http_error(resp, 400, "INVALID_PARAMETERS", "name is longer than 256 bytes");
+                        else if ((r = store_snapshot_set_name(d->store, c->account, sid, name)) < 0)
+                                http_error(resp, r == -ENOENT ? 409 : 500, r == -ENOENT ? "SNAPSHOT_ALREADY_DELETED"
+                                                                                        : "INTERNAL_ERROR",
+                                           "could not rename snapshot %s", sid);
+                        else {
+                                resp->status = 200;
+                                resp->body = json_pack("{s:s,s:o}", "snapshot_id", sid, "name", str_or_null(name));
+                        }
+                }
+                json_decref(body);
+        } else {
+                http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET, PATCH or DELETE");
+        }
+        store_snapshot_clear(&snap);
+}
+
 /* ---- routing ---- */
 
 /* Splits the raw path into at most max segments (still encoded); the last
@@ -762,11 +1042,6 @@ static int split_path(const char *path, char *buf, size_t size, char **segs, int
         if (n > 0 && n < max && segs[n - 1][0] == 0)
                 n--;
         return n;
-}
-
-static int method_is(const struct http_req *req, const char *m)
-{
-        return !strcmp(req->method, m);
 }
 
 void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *resp)
@@ -806,6 +1081,15 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                         http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET or POST");
                 goto out;
         }
+        if (!strcmp(seg[2], "snapshots")) {
+                if (n == 3 && method_is(req, "GET"))
+                        handle_list_snapshots(d, req, &c, resp);
+                else if (n == 4)
+                        handle_snapshot(d, req, &c, seg[3], resp);
+                else
+                        http_error(resp, 404, "NOT_FOUND", "no such endpoint: %s %s", req->method, req->path);
+                goto out;
+        }
         if (api_parse_vm_id(seg[2], id) < 0) {
                 http_error(resp, 404, "VM_NOT_FOUND", "VM %.40s not found", seg[2]);
                 goto out;
@@ -824,6 +1108,19 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                         handle_exec(d, req, &c, id, resp);
                 else
                         http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                goto out;
+        }
+        if (n == 4 && (!strcmp(seg[3], "suspend") || !strcmp(seg[3], "start") || !strcmp(seg[3], "stop") ||
+                       !strcmp(seg[3], "kill") || !strcmp(seg[3], "await") || !strcmp(seg[3], "snapshot") ||
+                       !strcmp(seg[3], "fork"))) {
+                if (!method_is(req, "POST"))
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                else if (!strcmp(seg[3], "snapshot"))
+                        handle_snapshot_vm(d, req, &c, id, resp);
+                else if (!strcmp(seg[3], "fork"))
+                        handle_fork(d, req, &c, id, resp);
+                else
+                        handle_lifecycle(d, req, &c, id, seg[3], resp);
                 goto out;
         }
         if (n >= 4 && !strcmp(seg[3], "files")) {

@@ -17,4 +17,8 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
  * and returns 0, or -EINVAL. */
 int api_parse_vm_id(const char *s, char out[21]);
 
+/* 0 if s is a snapshot id ("sc-" and 20 lowercase alphanumerics), else
+ * -EINVAL. */
+int api_parse_snapshot_id(const char *s);
+
 #endif

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
                  qemu_accel_name(vc.accel), strcmp(accel, "auto") ? " (forced)" : " (auto-detected)");
         r = vmm_new(&vc, d.store, &d.vmm);
         if (r == 0)
-                r = vmm_start(d.vmm);
+                r = vmm_run(d.vmm);
         if (r < 0) {
                 log_err("cannot start the VM manager: %s", strerror(-r));
                 return 1;

@@ -322,7 +322,7 @@ int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
                 return r;
         /* The state was saved from a paused guest, and QEMU keeps the source's
          * run state: resume it explicitly. */
-        return qmp_call(q->qmp, "cont", NULL, timeout_ms, NULL, NULL);
+        return qemu_cont(q, timeout_ms);
 }
 
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
@@ -346,6 +346,24 @@ int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
         if (r < 0)
                 return r;
         return wait_status(q, "query-migrate", "status", "completed", "failed", timeout_ms);
+}
+
+int qemu_cont(struct qemu *q, int timeout_ms)
+{
+        return qmp_call(q->qmp, "cont", NULL, timeout_ms, NULL, NULL);
+}
+
+int qemu_snapshot_disk(struct qemu *q, const char *overlay, int timeout_ms)
+{
+        json_t *args = json_pack("{s:s,s:s,s:s,s:s}", "device", "root", "snapshot-file", overlay, "format", "qcow2",
+                                 "mode", "existing");
+        int r;
+
+        if (!args)
+                return -ENOMEM;
+        r = qmp_call(q->qmp, "blockdev-snapshot-sync", args, timeout_ms, NULL, NULL);
+        json_decref(args);
+        return r;
 }
 
 int qemu_reap(struct qemu *q)

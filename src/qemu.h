@@ -65,6 +65,14 @@ int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms);
  * the shared memory file) to state_path. The guest stays paused. */
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms);
 
+/* Resumes a paused guest. */
+int qemu_cont(struct qemu *q, int timeout_ms);
+
+/* Makes the existing qcow2 file overlay (whose backing file is the image
+ * now in use) the VM's active disk; the image in use becomes read-only
+ * backing. Call with the guest paused. */
+int qemu_snapshot_disk(struct qemu *q, const char *overlay, int timeout_ms);
+
 /* Asks QEMU to quit, then kills it if it has not exited within timeout_ms,
  * and reaps it. */
 void qemu_stop(struct qemu *q, int timeout_ms);

@@ -28,7 +28,12 @@ static const char schema[] =
         "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
         "  state TEXT NOT NULL, snapshot_id TEXT, workdir TEXT, persistence TEXT,"
         "  created_at INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL DEFAULT 300,"
-        "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1);";
+        "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1, layer TEXT);"
+        "CREATE TABLE IF NOT EXISTS layers (id TEXT PRIMARY KEY, parent TEXT);"
+        "CREATE TABLE IF NOT EXISTS snapshots ("
+        "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
+        "  source_vm_id TEXT, layer TEXT NOT NULL, persistence TEXT, created_at INTEGER NOT NULL,"
+        "  deleted INTEGER NOT NULL DEFAULT 0, mem_mb INTEGER NOT NULL, vcpus INTEGER NOT NULL);";
 
 static int sql_err(int rc)
 {
@@ -249,7 +254,7 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
 
         r = prepare(s, &st,
                     "INSERT INTO vms (id, account_id, name, state, snapshot_id, workdir, persistence,"
-                    " created_at, idle_timeout_s, mem_mb, vcpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, idle_timeout_s, mem_mb, vcpus, layer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     NULL);
         if (r < 0)
                 return r;
@@ -264,6 +269,7 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
         sqlite3_bind_int64(st, 9, vm->idle_timeout_s);
         sqlite3_bind_int(st, 10, vm->mem_mb);
         sqlite3_bind_int(st, 11, vm->vcpus);
+        sqlite3_bind_text(st, 12, vm->layer, -1, SQLITE_TRANSIENT);
         r = sql_err(sqlite3_step(st));
         sqlite3_finalize(st);
         return r;
@@ -293,7 +299,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
         r = prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persistence, created_at,"
-                    " idle_timeout_s, mem_mb, vcpus FROM vms ORDER BY created_at, id",
+                    " idle_timeout_s, mem_mb, vcpus, layer FROM vms ORDER BY created_at, id",
                     NULL);
         if (r < 0)
                 return r;
@@ -310,6 +316,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         .idle_timeout_s = sqlite3_column_int64(st, 8),
                         .mem_mb = sqlite3_column_int(st, 9),
                         .vcpus = sqlite3_column_int(st, 10),
+                        .layer = col_dup(st, 11),
                 };
 
                 r = vm.id && vm.account_id && vm.state ? fn(&vm, userdata) : -ENOMEM;
@@ -334,5 +341,170 @@ void store_vm_clear(struct store_vm *vm)
         free(vm->snapshot_id);
         free(vm->workdir);
         free(vm->persistence);
+        free(vm->layer);
         memset(vm, 0, sizeof(*vm));
+}
+
+int store_vm_set_layer(struct store *s, const char *id, const char *layer)
+{
+        return exec_text(s, "UPDATE vms SET layer = ? WHERE id = ?", (const char *[]){layer, id, NULL});
+}
+
+int store_layer_insert(struct store *s, const char *id, const char *parent)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "INSERT INTO layers (id, parent) VALUES (?, ?)", NULL);
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, parent, -1, SQLITE_TRANSIENT);
+        r = sql_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *ud)
+{
+        /* A layer is live if a VM or a live snapshot sits on it, or a live
+         * layer has it as an ancestor. */
+        static const char sql[] =
+                "WITH RECURSIVE live(id) AS ("
+                "  SELECT layer FROM vms WHERE layer IS NOT NULL"
+                "  UNION SELECT layer FROM snapshots WHERE deleted = 0"
+                "  UNION SELECT l.parent FROM layers l JOIN live ON l.id = live.id WHERE l.parent IS NOT NULL)"
+                " SELECT id FROM layers WHERE id NOT IN (SELECT id FROM live)";
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, sql, NULL);
+
+        if (r < 0)
+                return r;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                const char *id = (const char *)sqlite3_column_text(st, 0);
+
+                fn(id, ud);
+                exec_text(s, "DELETE FROM layers WHERE id = ?", (const char *[]){id, NULL});
+        }
+        sqlite3_finalize(st);
+        return 0;
+}
+
+int store_snapshot_insert(struct store *s, const struct store_snapshot *snap)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "INSERT INTO snapshots (id, account_id, name, source_vm_id, layer, persistence, created_at,"
+                        " mem_mb, vcpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        NULL);
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, snap->id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, snap->account_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, snap->name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, snap->source_vm_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, snap->layer, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 6, snap->persistence, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 7, snap->created_at);
+        sqlite3_bind_int(st, 8, snap->mem_mb);
+        sqlite3_bind_int(st, 9, snap->vcpus);
+        r = sql_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+        return r;
+}
+
+#define SNAPSHOT_COLS "id, account_id, name, source_vm_id, layer, persistence, created_at, deleted, mem_mb, vcpus"
+
+static void snapshot_row(sqlite3_stmt *st, struct store_snapshot *ret)
+{
+        ret->id = col_dup(st, 0);
+        ret->account_id = col_dup(st, 1);
+        ret->name = col_dup(st, 2);
+        ret->source_vm_id = col_dup(st, 3);
+        ret->layer = col_dup(st, 4);
+        ret->persistence = col_dup(st, 5);
+        ret->created_at = sqlite3_column_int64(st, 6);
+        ret->deleted = sqlite3_column_int(st, 7);
+        ret->mem_mb = sqlite3_column_int(st, 8);
+        ret->vcpus = sqlite3_column_int(st, 9);
+}
+
+int store_snapshot_get(struct store *s, const char *account, const char *id, struct store_snapshot *ret)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND account_id = ?",
+                        (const char *[]){id, account, NULL});
+
+        if (r < 0)
+                return r;
+        r = -ENOENT;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                snapshot_row(st, ret);
+                r = ret->id && ret->account_id && ret->layer ? 0 : -ENOMEM;
+        }
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_snapshot_foreach(struct store *s, const char *account,
+                           int (*fn)(const struct store_snapshot *snap, void *ud), void *ud)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
+                        (const char *[]){account, NULL});
+
+        if (r < 0)
+                return r;
+        while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+                struct store_snapshot snap = {0};
+
+                snapshot_row(st, &snap);
+                r = snap.id ? fn(&snap, ud) : -ENOMEM;
+                store_snapshot_clear(&snap);
+        }
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "UPDATE snapshots SET name = ? WHERE id = ? AND account_id = ? AND deleted = 0", NULL);
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, account, -1, SQLITE_TRANSIENT);
+        r = sql_err(sqlite3_step(st));
+        if (r == 0 && sqlite3_changes(s->db) == 0)
+                r = -ENOENT;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_snapshot_delete(struct store *s, const char *account, const char *id)
+{
+        struct store_snapshot snap = {0};
+        int r = store_snapshot_get(s, account, id, &snap);
+
+        if (r == 0 && snap.deleted)
+                r = -EALREADY;
+        if (r == 0)
+                r = exec_text(s, "UPDATE snapshots SET deleted = 1 WHERE id = ?", (const char *[]){id, NULL});
+        store_snapshot_clear(&snap);
+        return r;
+}
+
+void store_snapshot_clear(struct store_snapshot *snap)
+{
+        if (!snap)
+                return;
+        free(snap->id);
+        free(snap->account_id);
+        free(snap->name);
+        free(snap->source_vm_id);
+        free(snap->layer);
+        free(snap->persistence);
+        memset(snap, 0, sizeof(*snap));
 }

@@ -26,6 +26,21 @@ struct store_vm {
         int64_t idle_timeout_s;
         int mem_mb;
         int vcpus;
+        char *layer;       /* the layer its disk overlay sits on; NULL: default snapshot */
+};
+
+/* A snapshot's record; strings owned (store_snapshot_clear). */
+struct store_snapshot {
+        char *id;
+        char *account_id;
+        char *name;
+        char *source_vm_id;
+        char *layer;
+        char *persistence; /* JSON text, may be NULL */
+        int64_t created_at;
+        int deleted;
+        int mem_mb; /* of the VM it was taken from */
+        int vcpus;
 };
 
 int store_open(const char *path, struct store **ret);
@@ -55,5 +70,24 @@ int store_vm_delete(struct store *s, const char *id);
 int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void *userdata), void *userdata);
 
 void store_vm_clear(struct store_vm *vm);
+int store_vm_set_layer(struct store *s, const char *id, const char *layer);
+
+/* Layers: immutable memory+device+disk images, each on top of a parent
+ * layer (NULL: the default snapshot). */
+int store_layer_insert(struct store *s, const char *id, const char *parent);
+
+/* Finds layers that no VM, no live snapshot and no live layer needs, calls
+ * fn for each (to remove its files) and forgets them. */
+int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *ud);
+
+int store_snapshot_insert(struct store *s, const struct store_snapshot *snap);
+/* -ENOENT when absent or of another account. Deleted ones are returned. */
+int store_snapshot_get(struct store *s, const char *account, const char *id, struct store_snapshot *ret);
+int store_snapshot_foreach(struct store *s, const char *account,
+                           int (*fn)(const struct store_snapshot *snap, void *ud), void *ud);
+int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name);
+/* Marks deleted; -ENOENT when absent, -EALREADY when already deleted. */
+int store_snapshot_delete(struct store *s, const char *account, const char *id);
+void store_snapshot_clear(struct store_snapshot *snap);
 
 #endif

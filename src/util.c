@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -331,6 +333,69 @@ char *utf8_sanitize(const void *data, size_t len, size_t *ret_len)
 }
 
 /* ---- files ---- */
+
+int copy_sparse(const char *src, const char *dst)
+{
+        struct stat st;
+        int in, out, r = 0;
+        off_t data = 0;
+
+        in = open(src, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return -errno;
+        out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+                r = -errno;
+                close(in);
+                return r;
+        }
+        if (fstat(in, &st) < 0) {
+                r = -errno;
+                goto out;
+        }
+        if (ioctl(out, FICLONE, in) == 0)
+                goto out;
+        /* No shared blocks here: copy each data extent, skip the holes. */
+        for (;;) {
+                off_t hole;
+
+                data = lseek(in, data, SEEK_DATA);
+                if (data < 0) {
+                        if (errno != ENXIO)
+                                r = -errno;
+                        break;
+                }
+                hole = lseek(in, data, SEEK_HOLE);
+                if (hole < 0) {
+                        r = -errno;
+                        break;
+                }
+                while (data < hole) {
+                        off_t o = data;
+                        ssize_t n = copy_file_range(in, &data, out, &o, (size_t)(hole - data), 0);
+
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                r = -errno;
+                                goto out;
+                        }
+                        if (n == 0) {
+                                r = -EIO;
+                                goto out;
+                        }
+                }
+        }
+        if (r == 0 && ftruncate(out, st.st_size) < 0)
+                r = -errno;
+out:
+        close(in);
+        if (close(out) < 0 && r == 0)
+                r = -errno;
+        if (r < 0)
+                unlink(dst);
+        return r;
+}
 
 int mkdir_p(const char *path, unsigned mode)
 {

@@ -50,6 +50,11 @@ int utf8_valid(const void *data, size_t len);
  * when out of memory; *ret_len gets the length without the NUL. */
 char *utf8_sanitize(const void *data, size_t len, size_t *ret_len);
 
+/* Copies the file src to dst (created, or replaced, with mode 0600):
+ * a reflink clone where the file system can share blocks, otherwise a copy
+ * of the data extents only, so holes stay holes. 0 or -errno. */
+int copy_sparse(const char *src, const char *dst);
+
 /* mkdir -p with mode; 0 or -errno. */
 int mkdir_p(const char *path, unsigned mode);
 

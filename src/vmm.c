@@ -10,6 +10,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -49,6 +50,9 @@ struct vm {
         int64_t created_at;
         int mem_mb;
         int vcpus;
+        char *layer;         /* layer its disk sits on, NULL: default snapshot; under lock */
+        char instance[21];   /* changes on every start or resume; under m->lock */
+        char disk[64];       /* file name of its active disk in dir; under lock */
         enum vm_state state; /* under m->lock */
         int refs;            /* under m->lock */
         int removed;         /* unlinked from the list; under m->lock */
@@ -65,6 +69,7 @@ struct vmm {
         char *image_dir;
         struct store *store;
         pthread_mutex_t lock;
+        pthread_cond_t cond; /* a VM's state changed */
         struct vm *vms; /* creation order */
         int nvms;
         /* default snapshot */
@@ -91,6 +96,7 @@ static void vm_free(struct vm *vm)
         free(vm->account);
         free(vm->name);
         free(vm->workdir);
+        free(vm->layer);
         free(vm);
 }
 
@@ -126,6 +132,9 @@ static void vm_set_state(struct vmm *m, struct vm *vm, enum vm_state s)
 {
         pthread_mutex_lock(&m->lock);
         vm->state = s;
+        if (s == VM_RUNNING)
+                random_id(vm->instance, 20);
+        pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
         store_vm_set_state(m->store, vm->id, vm_state_name(s));
 }
@@ -139,6 +148,7 @@ static void vm_unlink(struct vmm *m, struct vm *vm)
                         vm->removed = 1;
                         m->nvms--;
                         vm->refs--; /* the list's reference */
+                        pthread_cond_broadcast(&m->cond);
                         break;
                 }
         }
@@ -154,6 +164,7 @@ static void fill_info(const struct vm *vm, struct vmm_info *ret)
         ret->created_at = vm->created_at;
         ret->mem_mb = vm->mem_mb;
         ret->vcpus = vm->vcpus;
+        memcpy(ret->instance, vm->instance, sizeof(ret->instance));
 }
 
 void vmm_info_clear(struct vmm_info *i)
@@ -409,6 +420,22 @@ static int ensure_base(struct vmm *m)
 /* Start-up, re-attach and monitoring                                  */
 /* ------------------------------------------------------------------ */
 
+/* QEMU reopens disk images by name (after a migration, for instance), so
+ * a running VM's files are never renamed: each snapshot starts a new file
+ * for the VM's active disk, whose name is kept in disk.current. */
+static void vm_load_disk_name(struct vm *vm)
+{
+        char path[PATH_MAX], *name = NULL;
+
+        snprintf(vm->disk, sizeof(vm->disk), "disk.qcow2");
+        if (path_fmt(path, sizeof(path), "%s/disk.current", vm->dir) == 0 && read_file(path, 63, &name, NULL) == 0) {
+                name[strcspn(name, "\n")] = 0;
+                if (name[0] && !strchr(name, '/'))
+                        snprintf(vm->disk, sizeof(vm->disk), "%s", name);
+                free(name);
+        }
+}
+
 static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
 {
         struct vm *vm = calloc(1, sizeof(*vm));
@@ -422,13 +449,15 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->created_at = s->created_at;
         vm->mem_mb = s->mem_mb;
         vm->vcpus = s->vcpus;
+        vm->layer = s->layer ? strdup(s->layer) : NULL;
         vm->refs = 1; /* the list's */
         pthread_mutex_init(&vm->lock, NULL);
-        if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) ||
+        if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) || (s->layer && !vm->layer) ||
             path_fmt(vm->dir, sizeof(vm->dir), "%s/vms/%s", data_dir, s->id) < 0) {
                 vm_free(vm);
                 return NULL;
         }
+        vm_load_disk_name(vm);
         return vm;
 }
 
@@ -590,6 +619,7 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         m->data_dir = strdup(c->data_dir);
         m->image_dir = strdup(c->image_dir);
         pthread_mutex_init(&m->lock, NULL);
+        pthread_cond_init(&m->cond, NULL);
         snprintf(m->status, sizeof(m->status), "starting");
         if (!m->data_dir || !m->image_dir) {
                 r = -ENOMEM;
@@ -598,7 +628,8 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         m->cfg.data_dir = m->data_dir;
         m->cfg.image_dir = m->image_dir;
         if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
-            path_fmt(path, sizeof(path), "%s/snapshots", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0)
+            path_fmt(path, sizeof(path), "%s/snapshots", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
+            path_fmt(path, sizeof(path), "%s/layers", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0)
                 goto fail;
         r = store_vm_foreach(store, load_vm, m);
         if (r < 0)
@@ -610,7 +641,7 @@ fail:
         return r < 0 ? r : -ENAMETOOLONG;
 }
 
-int vmm_start(struct vmm *m)
+int vmm_run(struct vmm *m)
 {
         int r = pthread_create(&m->bg, NULL, bg_main, m);
 
@@ -657,44 +688,49 @@ void vmm_free(struct vmm *m)
                 vm_free(vm);
         }
         pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cond);
         free(m->data_dir);
         free(m->image_dir);
         free(m);
 }
 
 /* ------------------------------------------------------------------ */
-/* Create and delete                                                   */
+/* Booting, saving and layers                                          */
 /* ------------------------------------------------------------------ */
 
-/* Restores vm from the default snapshot: a fresh overlay on the frozen disk
- * layer, RAM mapped copy-on-write from the memory file, device state
- * loaded, then the agent pinged. Called with vm->lock held. */
-static int restore_from_base(struct vmm *m, struct vm *vm)
+static int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name)
 {
-        char disk[PATH_MAX], base_disk[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], sock[PATH_MAX];
-        char kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096], log[PATH_MAX];
+        return path_fmt(out, PATH_MAX, "%s/%s", vm->dir, name);
+}
+
+/* A layer's directory; NULL names the default snapshot. */
+static int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], const char *name)
+{
+        if (!layer)
+                return path_fmt(out, PATH_MAX, "%s/%s", m->base_dir, name);
+        return path_fmt(out, PATH_MAX, "%s/layers/%s/%s", m->data_dir, layer, name);
+}
+
+/* Spawns QEMU for vm on its own disk and memory file, either loading the
+ * device state at state_path or, when it is NULL, cold-booting the kernel,
+ * then waits for the agent. Sets vm->qemu and vm->agent. vm->lock held. */
+static int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
+{
+        char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096];
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         int r;
 
-        if (path_fmt(disk, sizeof(disk), "%s/disk.qcow2", vm->dir) < 0 ||
-            path_fmt(base_disk, sizeof(base_disk), "%s/disk.qcow2", m->base_dir) < 0 ||
-            path_fmt(mem, sizeof(mem), "%s/mem", m->base_dir) < 0 ||
-            path_fmt(state, sizeof(state), "%s/state", m->base_dir) < 0 ||
-            path_fmt(sock, sizeof(sock), "%s/agent.sock", vm->dir) < 0 ||
-            path_fmt(log, sizeof(log), "%s/qemu-img.log", vm->dir) < 0 || image_path(m, kernel, "vmlinuz") < 0 ||
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
+            vm_path(vm, sock, "agent.sock") < 0 || image_path(m, kernel, "vmlinuz") < 0 ||
             image_path(m, initrd, "initrd.img") < 0)
                 return -ENAMETOOLONG;
         r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
         if (r < 0)
                 return r;
-        {
-                char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base_disk, disk, NULL};
-
-                r = run_wait(argv, log);
-                if (r != 0)
-                        return r < 0 ? r : -EIO;
-        }
+        /* Each VM owns a shared-mapped memory file, so saving it (suspend,
+         * snapshot, fork) is a device-state save: the RAM is already in
+         * the file. */
         struct qemu_config c = {
                 .dir = vm->dir,
                 .kernel = kernel,
@@ -702,20 +738,24 @@ static int restore_from_base(struct vmm *m, struct vm *vm)
                 .cmdline = cmdline,
                 .disk = disk,
                 .mem_path = mem,
-                .mem_shared = 0,
+                .mem_shared = 1,
                 .mem_mb = vm->mem_mb,
                 .vcpus = vm->vcpus,
-                .incoming = 1,
+                .incoming = state_path != NULL,
                 .accel = m->cfg.accel,
         };
         r = qemu_spawn(&c, 10000, &q);
         if (r < 0)
                 return r;
-        r = qemu_restore(q, state, RESTORE_TIMEOUT_MS);
-        if (r == 0)
-                r = agentc_connect(sock, 5000, &a);
-        if (r == 0)
-                r = agentc_ping(a, AGENT_TIMEOUT_MS);
+        if (state_path) {
+                r = qemu_restore(q, state_path, RESTORE_TIMEOUT_MS);
+                if (r == 0)
+                        r = agentc_connect(sock, 5000, &a);
+                if (r == 0)
+                        r = agentc_ping(a, AGENT_TIMEOUT_MS);
+        } else {
+                r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
+        }
         if (r < 0) {
                 agentc_unref(a);
                 qemu_stop(q, 0);
@@ -727,7 +767,167 @@ static int restore_from_base(struct vmm *m, struct vm *vm)
         return 0;
 }
 
-int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21])
+/* Ends vm's QEMU (asking it to quit first when timeout_ms > 0) and drops
+ * its agent connection. vm->lock held. */
+static void vm_halt(struct vm *vm, int timeout_ms)
+{
+        agentc_shutdown(vm->agent);
+        agentc_unref(vm->agent);
+        vm->agent = NULL;
+        if (vm->qemu) {
+                qemu_stop(vm->qemu, timeout_ms);
+                qemu_free(vm->qemu);
+                vm->qemu = NULL;
+        }
+}
+
+/* Gives vm a disk overlay and memory file made from layer (NULL: the
+ * default snapshot) and restores it from the layer's device state. */
+static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
+{
+        char disk[PATH_MAX], mem[PATH_MAX], ldisk[PATH_MAX], lmem[PATH_MAX], lstate[PATH_MAX], log[PATH_MAX];
+        int r;
+
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
+            vm_path(vm, log, "qemu-img.log") < 0 || layer_path(m, layer, ldisk, "disk.qcow2") < 0 ||
+            layer_path(m, layer, lmem, "mem") < 0 || layer_path(m, layer, lstate, "state") < 0)
+                return -ENAMETOOLONG;
+        char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", ldisk, disk, NULL};
+        r = run_wait(argv, log);
+        if (r != 0)
+                return r < 0 ? r : -EIO;
+        r = copy_sparse(lmem, mem);
+        if (r < 0)
+                return r;
+        return vm_boot(m, vm, lstate);
+}
+
+/* The virtual size of a qcow2 image, from its header. */
+static int qcow2_size(const char *path, uint64_t *ret)
+{
+        uint8_t h[32];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = pread(fd, h, sizeof(h), 0);
+        close(fd);
+        if (n != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4))
+                return -EBADMSG;
+        *ret = 0;
+        for (int i = 24; i < 32; i++)
+                *ret = *ret << 8 | h[i];
+        return 0;
+}
+
+/* Freezes vm's memory, device state and disk into a new layer, which the
+ * VM's disk then sits on. A running VM is paused for it and resumed after;
+ * a suspended one is captured from its files. vm->lock held. */
+static int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
+{
+        char id[24], dir[PATH_MAX], lstate[PATH_MAX], lmem[PATH_MAX], ldisk[PATH_MAX];
+        char disk[PATH_MAX], next[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], size[32], log[PATH_MAX];
+        char next_name[64], current[PATH_MAX];
+        int running = vm->qemu != NULL, r;
+        uint64_t bytes = 0;
+
+        memcpy(id, "l-", 2);
+        r = random_id(id + 2, 20);
+        if (r < 0)
+                return r;
+        if (path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, id) < 0 ||
+            layer_path(m, id, lstate, "state") < 0 || layer_path(m, id, lmem, "mem") < 0 ||
+            layer_path(m, id, ldisk, "disk.qcow2") < 0 || vm_path(vm, disk, vm->disk) < 0 ||
+            path_fmt(next_name, sizeof(next_name), "disk-%s.qcow2", id) < 0 || vm_path(vm, next, next_name) < 0 ||
+            vm_path(vm, current, "disk.current") < 0 || vm_path(vm, mem, "mem") < 0 ||
+            vm_path(vm, state, "state") < 0 || vm_path(vm, log, "qemu-img.log") < 0)
+                return -ENAMETOOLONG;
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        if (running)
+                r = qemu_save(vm->qemu, lstate, 60000);
+        else
+                r = copy_sparse(state, lstate);
+        /* With the guest paused, the memory file is a consistent image. */
+        if (r == 0)
+                r = copy_sparse(mem, lmem);
+        /* The disk: the VM's overlay becomes the layer's (a second name for
+         * the same file), and the VM goes on in a new overlay on top. The
+         * old name stays: QEMU may reopen the file by it. */
+        if (r == 0 && link(disk, ldisk) < 0)
+                r = -errno;
+        if (r == 0)
+                r = qcow2_size(disk, &bytes);
+        if (r == 0) {
+                /* -u: QEMU holds the image; the size is given instead. */
+                snprintf(size, sizeof(size), "%llu", (unsigned long long)bytes);
+                char *argv[] = {"qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b", ldisk, next,
+                                size, NULL};
+                r = run_wait(argv, log);
+                if (r > 0)
+                        r = -EIO;
+        }
+        if (r == 0 && running)
+                r = qemu_snapshot_disk(vm->qemu, next, 10000);
+        if (r == 0)
+                r = write_file_atomic(current, next_name, strlen(next_name), 0644);
+        if (r == 0)
+                snprintf(vm->disk, sizeof(vm->disk), "%s", next_name);
+        if (r == 0)
+                r = store_layer_insert(m->store, id, vm->layer);
+        if (r == 0) {
+                char *l = strdup(id);
+
+                if (!l) {
+                        r = -ENOMEM;
+                } else {
+                        free(vm->layer);
+                        vm->layer = l;
+                        store_vm_set_layer(m->store, vm->id, l);
+                }
+        }
+        if (running) {
+                int k = qemu_cont(vm->qemu, 10000);
+
+                if (r == 0)
+                        r = k;
+        }
+        if (r < 0) {
+                unlink(next);
+                /* Only remove the layer if the VM does not sit on it. */
+                if (!vm->layer || strcmp(vm->layer, id))
+                        rm_rf(dir);
+                return r;
+        }
+        memcpy(ret_layer, id, sizeof(id));
+        return 0;
+}
+
+static void gc_layer(const char *id, void *ud)
+{
+        struct vmm *m = ud;
+        char dir[PATH_MAX];
+
+        if (id[0] && !strchr(id, '/') && path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, id) == 0) {
+                rm_rf(dir);
+                log_info("layer %s: no longer used, removed", id);
+        }
+}
+
+static void layers_gc(struct vmm *m)
+{
+        store_layer_gc(m->store, gc_layer, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Create and delete                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Makes and starts one VM from layer (NULL: the default snapshot). */
+static int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer,
+                     int mem_mb, int vcpus, char ret_id[21])
 {
         struct store_vm rec = {0};
         struct vm *vm;
@@ -749,10 +949,12 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
         rec.state = (char *)"starting";
         rec.workdir = (char *)opts->workdir;
         rec.persistence = (char *)opts->persistence;
+        rec.snapshot_id = (char *)opts->snapshot_id;
         rec.created_at = wall_ms();
         rec.idle_timeout_s = opts->idle_timeout_s;
-        rec.mem_mb = m->cfg.mem_mb;
-        rec.vcpus = m->cfg.vcpus;
+        rec.mem_mb = mem_mb;
+        rec.vcpus = vcpus;
+        rec.layer = (char *)layer;
         vm = vm_alloc(&rec, m->data_dir);
         if (!vm)
                 return -ENOMEM;
@@ -770,9 +972,9 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
          * vm->lock until the restore is done. */
         pthread_mutex_lock(&vm->lock);
         vm_link(m, vm);
-        r = restore_from_base(m, vm);
+        r = vm_from_layer(m, vm, layer);
         if (r < 0) {
-                log_err("vm %s: create failed: %s (logs in %s)", id, strerror(-r), vm->dir);
+                log_err("vm %s: create failed: %s", id, strerror(-r));
                 vm_unlink(m, vm);
                 store_vm_delete(m->store, id);
                 rm_rf(vm->dir);
@@ -783,9 +985,28 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
         vm_set_state(m, vm, VM_RUNNING);
         pthread_mutex_unlock(&vm->lock);
         vm_put(m, vm);
-        log_info("vm %s: created for account %s in %lld ms", id, account, (long long)(now_ms() - t0));
+        log_info("vm %s: created for account %s from %s in %lld ms", id, account, layer ? layer : "the default snapshot",
+                 (long long)(now_ms() - t0));
         memcpy(ret_id, id, 21);
         return 0;
+}
+
+int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21])
+{
+        struct store_snapshot snap = {0};
+        int r;
+
+        if (!opts->snapshot_id)
+                return create_vm(m, account, opts, NULL, m->cfg.mem_mb, m->cfg.vcpus, ret_id);
+        r = store_snapshot_get(m->store, account, opts->snapshot_id, &snap);
+        if (r == 0 && snap.deleted)
+                r = -ENOENT;
+        if (r == 0)
+                r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, ret_id);
+        else if (r == -ENOENT)
+                r = -ENOMEDIUM; /* no such snapshot */
+        store_snapshot_clear(&snap);
+        return r;
 }
 
 int vmm_delete(struct vmm *m, const char *account, const char *id)
@@ -801,18 +1022,333 @@ int vmm_delete(struct vmm *m, const char *account, const char *id)
                 return -ENOENT;
         }
         vm_unlink(m, vm);
-        agentc_shutdown(vm->agent);
-        if (vm->qemu) {
-                qemu_stop(vm->qemu, 2000);
-                qemu_free(vm->qemu);
-                vm->qemu = NULL;
-        }
+        vm_halt(vm, 2000);
         store_vm_delete(m->store, vm->id);
         rm_rf(vm->dir);
         pthread_mutex_unlock(&vm->lock);
         log_info("vm %s: deleted", vm->id);
         vm_put(m, vm);
+        layers_gc(m);
         return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle: suspend, start, stop, kill, await, snapshot, fork        */
+/* ------------------------------------------------------------------ */
+
+/* Takes vm (of account) with vm->lock held; -ENOENT if it is gone. */
+static struct vm *vm_lock(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_get(m, account, id);
+
+        if (!vm)
+                return NULL;
+        pthread_mutex_lock(&vm->lock);
+        if (vm->removed) {
+                pthread_mutex_unlock(&vm->lock);
+                vm_put(m, vm);
+                return NULL;
+        }
+        return vm;
+}
+
+static void vm_unlock(struct vmm *m, struct vm *vm)
+{
+        pthread_mutex_unlock(&vm->lock);
+        vm_put(m, vm);
+}
+
+static enum vm_state state_of(struct vmm *m, struct vm *vm)
+{
+        enum vm_state s;
+
+        pthread_mutex_lock(&m->lock);
+        s = vm->state;
+        pthread_mutex_unlock(&m->lock);
+        return s;
+}
+
+/* Suspends a running VM: device state saved next to its memory file, QEMU
+ * ended. vm->lock held. */
+static int vm_suspend(struct vmm *m, struct vm *vm)
+{
+        char state[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r;
+
+        if (!vm->qemu)
+                return state_of(m, vm) == VM_SUSPENDED ? 0 : -ENOTCONN;
+        if (vm_path(vm, state, "state") < 0)
+                return -ENAMETOOLONG;
+        vm_set_state(m, vm, VM_SUSPENDING);
+        r = qemu_save(vm->qemu, state, 60000);
+        if (r < 0) {
+                qemu_cont(vm->qemu, 10000);
+                vm_set_state(m, vm, VM_RUNNING);
+                log_err("vm %s: suspend failed: %s", vm->id, strerror(-r));
+                return r;
+        }
+        vm_halt(vm, 0);
+        vm_set_state(m, vm, VM_SUSPENDED);
+        log_info("vm %s: suspended in %lld ms", vm->id, (long long)(now_ms() - t0));
+        return 0;
+}
+
+/* Starts a suspended (resume) or stopped (cold boot) VM. vm->lock held. */
+static int vm_start(struct vmm *m, struct vm *vm)
+{
+        enum vm_state s = state_of(m, vm);
+        char state[PATH_MAX], mem[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r;
+
+        if (vm->qemu)
+                return 0;
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, mem, "mem") < 0)
+                return -ENAMETOOLONG;
+        vm_set_state(m, vm, VM_STARTING);
+        if (s == VM_SUSPENDED) {
+                r = vm_boot(m, vm, state);
+                if (r == 0)
+                        unlink(state);
+        } else {
+                /* A cold boot starts from empty RAM on the VM's own disk. */
+                unlink(mem);
+                unlink(state);
+                r = vm_boot(m, vm, NULL);
+        }
+        if (r < 0) {
+                vm_set_state(m, vm, s);
+                log_err("vm %s: start failed: %s", vm->id, strerror(-r));
+                return r;
+        }
+        vm_set_state(m, vm, VM_RUNNING);
+        log_info("vm %s: %s in %lld ms", vm->id, s == VM_SUSPENDED ? "resumed" : "cold-booted",
+                 (long long)(now_ms() - t0));
+        return 0;
+}
+
+int vmm_suspend(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        r = vm_suspend(m, vm);
+        vm_unlock(m, vm);
+        return r;
+}
+
+int vmm_start(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        r = vm_start(m, vm);
+        vm_unlock(m, vm);
+        return r;
+}
+
+int vmm_stop(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char state[PATH_MAX];
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm->qemu) {
+                /* A clean shutdown from inside; QEMU exits when the guest
+                 * powers off (-no-reboot). */
+                guest_run(vm->agent, "systemctl poweroff --no-block", 10000);
+                for (int64_t end = now_ms() + 60000; !qemu_reap(vm->qemu) && now_ms() < end;)
+                        sleep_ms(50);
+                if (!qemu_reap(vm->qemu))
+                        log_warn("vm %s: guest did not power off within 60 s; killed", vm->id);
+                vm_halt(vm, 0);
+                vm_set_state(m, vm, VM_STOPPED);
+                log_info("vm %s: stopped", vm->id);
+        } else if (state_of(m, vm) == VM_SUSPENDED) {
+                /* Its memory is dropped; the disk stays. */
+                if (vm_path(vm, state, "state") == 0)
+                        unlink(state);
+                vm_set_state(m, vm, VM_STOPPED);
+        } else {
+                r = -ENOTCONN;
+        }
+        vm_unlock(m, vm);
+        return r;
+}
+
+int vmm_kill(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char state[PATH_MAX];
+
+        if (!vm)
+                return -ENOENT;
+        vm_halt(vm, 0);
+        if (vm_path(vm, state, "state") == 0)
+                unlink(state);
+        vm_set_state(m, vm, VM_STOPPED);
+        log_info("vm %s: killed", vm->id);
+        vm_unlock(m, vm);
+        return 0;
+}
+
+int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16])
+{
+        struct vm *vm = vm_get(m, account, id);
+
+        if (!vm)
+                return -ENOENT;
+        pthread_mutex_lock(&m->lock);
+        while (!vm->removed && vm->state != VM_STOPPED && vm->state != VM_LOST && !m->stopping)
+                pthread_cond_wait(&m->cond, &m->lock);
+        snprintf(ret_status, 16, "%s", vm->removed ? "deleted" : vm_state_name(vm->state));
+        pthread_mutex_unlock(&m->lock);
+        vm_put(m, vm);
+        return 0;
+}
+
+/* Resumes a suspended VM for an operation that needs it running. */
+static int ensure_running(struct vmm *m, struct vm *vm)
+{
+        if (vm->qemu)
+                return 0;
+        if (state_of(m, vm) != VM_SUSPENDED)
+                return -ENOTCONN;
+        return vm_start(m, vm);
+}
+
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name, const char *persistence,
+                 char ret_snapshot[24])
+{
+        struct vm *vm = vm_lock(m, account, id);
+        struct store_snapshot snap = {0};
+        char layer[24], sid[24];
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        if (!vm->qemu && state_of(m, vm) != VM_SUSPENDED) {
+                vm_unlock(m, vm);
+                return -ENOTCONN;
+        }
+        memcpy(sid, "sc-", 3);
+        r = random_id(sid + 3, 20);
+        if (r == 0)
+                r = vm_make_layer(m, vm, layer);
+        if (r == 0) {
+                snap.id = sid;
+                snap.account_id = (char *)account;
+                snap.name = (char *)name;
+                snap.source_vm_id = vm->id;
+                snap.layer = layer;
+                snap.persistence = (char *)persistence;
+                snap.created_at = wall_ms();
+                snap.mem_mb = vm->mem_mb;
+                snap.vcpus = vm->vcpus;
+                r = store_snapshot_insert(m->store, &snap);
+        }
+        if (r == 0)
+                log_info("vm %s: snapshot %s (layer %s)", vm->id, sid, layer);
+        else
+                log_err("vm %s: snapshot failed: %s", vm->id, strerror(-r));
+        vm_unlock(m, vm);
+        if (r == 0)
+                memcpy(ret_snapshot, sid, sizeof(sid));
+        return r;
+}
+
+struct fork_job {
+        struct vmm *m;
+        const char *account;
+        const struct vmm_create *opts;
+        const char *layer;
+        int mem_mb, vcpus;
+        char id[21];
+        int r;
+        pthread_t thread;
+};
+
+static void *fork_main(void *arg)
+{
+        struct fork_job *j = arg;
+
+        j->r = create_vm(j->m, j->account, j->opts, j->layer, j->mem_mb, j->vcpus, j->id);
+        return NULL;
+}
+
+int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21])
+{
+        struct vm *vm = vm_lock(m, account, id);
+        struct fork_job jobs[VMM_MAX_FORKS];
+        struct vmm_info info = {0};
+        char layer[24];
+        int64_t t0 = now_ms();
+        int r, started = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (count < 1 || count > VMM_MAX_FORKS) {
+                vm_unlock(m, vm);
+                return -EINVAL;
+        }
+        r = ensure_running(m, vm);
+        if (r == 0)
+                r = vm_make_layer(m, vm, layer);
+        fill_info(vm, &info);
+        /* The parent runs on; the children restore from the new layer. */
+        vm_unlock(m, vm);
+        if (r < 0) {
+                vmm_info_clear(&info);
+                return r;
+        }
+        struct vmm_create opts = {.name = info.name, .workdir = info.workdir, .idle_timeout_s = 300};
+        for (int i = 0; i < count; i++) {
+                jobs[i] = (struct fork_job){.m = m, .account = account, .opts = &opts, .layer = layer,
+                                            .mem_mb = info.mem_mb, .vcpus = info.vcpus};
+                if (pthread_create(&jobs[i].thread, NULL, fork_main, &jobs[i]) != 0) {
+                        jobs[i].r = -EAGAIN;
+                        break;
+                }
+                started++;
+        }
+        for (int i = 0; i < started; i++)
+                pthread_join(jobs[i].thread, NULL);
+        for (int i = 0; i < count; i++)
+                if (i >= started || jobs[i].r < 0)
+                        r = i >= started ? -EAGAIN : jobs[i].r;
+        if (r < 0) {
+                /* All or nothing: remove the forks that did start. */
+                for (int i = 0; i < started; i++)
+                        if (jobs[i].r == 0)
+                                vmm_delete(m, account, jobs[i].id);
+                layers_gc(m);
+        } else {
+                for (int i = 0; i < count; i++)
+                        memcpy(ret_ids[i], jobs[i].id, 21);
+                log_info("vm %s: forked into %d in %lld ms", id, count, (long long)(now_ms() - t0));
+        }
+        vmm_info_clear(&info);
+        return r;
+}
+
+/* ---- snapshots ---- */
+
+int vmm_snapshot_delete(struct vmm *m, const char *account, const char *id)
+{
+        int r = store_snapshot_delete(m->store, account, id);
+
+        if (r == 0) {
+                log_info("snapshot %s: deleted", id);
+                layers_gc(m);
+        }
+        return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -841,7 +1377,9 @@ static int agent_for(struct vmm *m, const char *account, const char *id, struct 
         pthread_mutex_lock(&vm->lock);
         if (vm->removed)
                 r = -ENOENT;
-        else if (!vm->agent || vm->state != VM_RUNNING)
+        else if ((r = ensure_running(m, vm)) < 0)
+                ;
+        else if (!vm->agent)
                 r = -ENOTCONN;
         else {
                 *ret_agent = agentc_ref(vm->agent);

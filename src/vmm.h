@@ -52,6 +52,7 @@ struct vmm_info {
         int64_t created_at; /* wall-clock ms */
         int mem_mb;
         int vcpus;
+        char instance[21]; /* id of the current run; "" when not running */
 };
 
 struct vmm;
@@ -61,7 +62,7 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret);
 /* Starts the background work that makes the manager ready: re-attaching
  * VMs that were running before a restart, and making the default snapshot
  * (a cold boot, tens of seconds under TCG) unless it exists. */
-int vmm_start(struct vmm *m);
+int vmm_run(struct vmm *m);
 
 /* 1 once VMs can be created. While not ready, *ret_status (optional) says
  * what it is doing or why it failed; the string stays valid until the next
@@ -77,11 +78,13 @@ struct vmm_create {
         const char *workdir; /* may be NULL: the agent's default */
         int64_t idle_timeout_s;
         const char *persistence; /* JSON text, may be NULL */
+        const char *snapshot_id; /* restore this snapshot; NULL: the default one */
 };
 
-/* Creates a VM for account from the default snapshot and returns once it
- * runs and its agent answers. -EAGAIN when the manager is not ready,
- * -EUSERS past max_vms, other -errno on failure (nothing is left behind). */
+/* Creates a VM for account from a snapshot (its memory, device state and
+ * disk) and returns once it runs and its agent answers. -EAGAIN when the
+ * manager is not ready, -EUSERS past max_vms, -ENOMEDIUM for an unknown or
+ * deleted snapshot, other -errno on failure (nothing is left behind). */
 int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21]);
 
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret);
@@ -91,8 +94,36 @@ int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info
 
 void vmm_info_clear(struct vmm_info *i);
 
-/* Stops the VM's QEMU, removes its files and its record. */
+/* Stops the VM's QEMU, removes its files and its record, and frees the
+ * layers nothing uses any more. */
 int vmm_delete(struct vmm *m, const char *account, const char *id);
+
+/*
+ * Lifecycle. Each is serialised with any other transition of the same VM
+ * (a request waits for the one in progress). -ENOENT: no such VM;
+ * -ENOTCONN: the VM is not in a state the operation applies to.
+ */
+/* Saves memory and device state to disk and ends QEMU. */
+int vmm_suspend(struct vmm *m, const char *account, const char *id);
+/* Resumes a suspended VM, or cold-boots a stopped one from its disk. */
+int vmm_start(struct vmm *m, const char *account, const char *id);
+/* Clean guest shutdown; the disk is kept. */
+int vmm_stop(struct vmm *m, const char *account, const char *id);
+/* Ends QEMU at once. */
+int vmm_kill(struct vmm *m, const char *account, const char *id);
+/* Blocks until the VM is stopped, lost or deleted; says which. */
+int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16]);
+/* Captures memory, device state and disk as a snapshot; the VM runs on. */
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name, const char *persistence,
+                 char ret_snapshot[24]);
+
+#define VMM_MAX_FORKS 16
+/* Makes count (1..VMM_MAX_FORKS) running copies of a VM; all or none. */
+int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21]);
+
+/* Marks a snapshot deleted (-EALREADY if it was) and frees its layers if
+ * nothing else uses them. */
+int vmm_snapshot_delete(struct vmm *m, const char *account, const char *id);
 
 /*
  * Guest operations. Each returns 0 when the agent answered, with the

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,4 +124,29 @@ TEST(mkdir_p_and_rm_rf)
         CHECK(write_file_atomic(path, "x", 1, 0600) == 0);
         CHECK(rm_rf(base) == 0);
         CHECK(rm_rf(base) == 0); /* missing is fine */
+}
+
+TEST(copy_sparse_keeps_data_and_holes)
+{
+        char dir[] = "/tmp/sprout-copy-XXXXXX", a[256], b[256];
+        char *back = NULL;
+        size_t len = 0;
+        int fd;
+
+        CHECK(mkdtemp(dir) != NULL);
+        snprintf(a, sizeof(a), "%s/a", dir);
+        snprintf(b, sizeof(b), "%s/b", dir);
+        fd = open(a, O_WRONLY | O_CREAT, 0600);
+        CHECK(fd >= 0);
+        CHECK(pwrite(fd, "head", 4, 0) == 4);
+        CHECK(pwrite(fd, "middle", 6, 5 << 20) == 6);
+        CHECK(ftruncate(fd, 16 << 20) == 0); /* a hole at the end too */
+        close(fd);
+        CHECK(copy_sparse(a, b) == 0);
+        CHECK(read_file(b, 16 << 20, &back, &len) == 0);
+        CHECK(len == 16 << 20);
+        CHECK(!memcmp(back, "head", 4) && !memcmp(back + (5 << 20), "middle", 6) && back[100] == 0);
+        free(back);
+        CHECK(copy_sparse("/nonexistent/x", b) == -ENOENT);
+        rm_rf(dir);
 }
