@@ -234,12 +234,30 @@ int http_start(struct sprout *d, const char *host, int port)
         if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
                 return -EINVAL;
         d->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                          MHD_USE_ERROR_LOG,
+                                          MHD_USE_ERROR_LOG | MHD_USE_ITC,
                                   (uint16_t)port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, &sa,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_UNESCAPE_CALLBACK,
                                   unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT, d->max_connections,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
         return d->mhd ? 0 : -EADDRINUSE;
+}
+
+int http_drain(struct sprout *d, int timeout_ms)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        const union MHD_DaemonInfo *info;
+
+        if (!d->mhd)
+                return 0;
+        MHD_quiesce_daemon(d->mhd);
+        for (;;) {
+                info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+                if (!info || info->num_connections == 0)
+                        return 0;
+                if (now_ms() >= deadline)
+                        return (int)info->num_connections;
+                sleep_ms(20);
+        }
 }
 
 void http_stop(struct sprout *d)

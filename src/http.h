@@ -45,6 +45,9 @@ void http_error(struct http_resp *resp, unsigned status, const char *code, const
         __attribute__((format(printf, 4, 5)));
 
 int http_start(struct sprout *d, const char *host, int port);
+/* Stops accepting connections and waits up to timeout_ms for the open ones
+ * to finish. Returns how many are still open. */
+int http_drain(struct sprout *d, int timeout_ms);
 void http_stop(struct sprout *d);
 
 #endif

@@ -168,3 +168,143 @@ export function decodeContent(json) {
   assert.equal(typeof json?.content, "string", `file content in ${JSON.stringify(json)?.slice(0, 200)}`);
   return Buffer.from(json.content, json.encoding === "base64" ? "base64" : "utf8");
 }
+
+// ---- lifecycle helpers (suspend/stop/snapshot/fork tests) ----
+
+import { spawnSync } from "node:child_process";
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Like api() but aborts the request after timeoutMs: resolves to the same
+ * shape, or to {status: 0, timedOut: true, text: "", ms} when it ran out.
+ */
+export async function apiWithin(timeoutMs, method, urlPath, { body, key = ADMIN_KEY, headers = {} } = {}) {
+  const h = { ...headers };
+  if (key !== null) h.authorization = `Bearer ${key}`;
+  let payload;
+  if (body !== undefined) {
+    payload = typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    h["content-type"] ??= "application/json";
+  }
+  const t0 = Date.now();
+  try {
+    const res = await fetch(BASE + urlPath, {
+      method,
+      headers: h,
+      body: payload,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await res.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, text, json, ms: Date.now() - t0, headers: res.headers };
+  } catch (e) {
+    if (e?.name === "TimeoutError" || e?.name === "AbortError") {
+      return { status: 0, timedOut: true, text: `(no answer within ${timeoutMs} ms)`, json: undefined, ms: Date.now() - t0 };
+    }
+    throw e;
+  }
+}
+
+/** GET /v1/vms/{id} and returns its state (asserts 200). */
+export async function vmState(id, key = ADMIN_KEY) {
+  return (await ok("GET", `/v1/vms/${enc(id)}`, { key })).state;
+}
+
+/** Polls the VM's state until it is one of states; returns it, or fails after timeoutMs. */
+export async function waitState(id, states, { timeoutMs = 30_000, key = ADMIN_KEY } = {}) {
+  const want = Array.isArray(states) ? states : [states];
+  const t0 = Date.now();
+  let last;
+  for (;;) {
+    const res = await api("GET", `/v1/vms/${enc(id)}`, { key });
+    last = show("GET", `/v1/vms/${id}`, res);
+    if (res.status === 200 && want.includes(res.json?.state)) return res.json.state;
+    if (Date.now() - t0 > timeoutMs) assert.fail(`VM ${id} not in state ${want.join("|")} after ${timeoutMs} ms; last: ${last}`);
+    await sleep(250);
+  }
+}
+
+/** PIDs of host processes (not this one) whose command line names the VM id: its QEMU. */
+export function hostPids(id) {
+  const r = spawnSync("pgrep", ["-f", "--", id], { encoding: "utf8" });
+  return (r.stdout ?? "")
+    .split("\n")
+    .map((s) => s.trim())
+    .filter((s) => s && +s !== process.pid);
+}
+
+/** Waits until no host process names the VM id; fails after timeoutMs. */
+export async function waitNoHostPids(id, timeoutMs = 15_000) {
+  const t0 = Date.now();
+  for (;;) {
+    const pids = hostPids(id);
+    if (pids.length === 0) return;
+    if (Date.now() - t0 > timeoutMs) assert.fail(`processes for VM ${id} still run after ${timeoutMs} ms: ${pids.join(" ")}`);
+    await sleep(200);
+  }
+}
+
+// A counter loop kept in a shell's memory: it writes $i to the file every
+// 0.2 s, and SIGUSR1 adds 100000 to $i (so one copy's memory can be made to
+// diverge from another's).
+const COUNTER_SCRIPT = `i=0
+trap 'i=$((i+100000))' USR1
+while true; do i=$((i+1)); echo $i > "$1"; sleep 0.2; done
+`;
+
+/**
+ * Starts the counter loop in the background in a VM (script at
+ * /root/counter.sh, counting into file) and returns its PID as a string.
+ */
+export async function startCounter(id, file = "/tmp/counter", { key = ADMIN_KEY } = {}) {
+  const r = await exec(
+    id,
+    `cat > /root/counter.sh <<'SPROUT_EOF'\n${COUNTER_SCRIPT}SPROUT_EOF\n` +
+      `S=; command -v setsid >/dev/null 2>&1 && S=setsid; ` +
+      `$S nohup sh /root/counter.sh ${file} </dev/null >/dev/null 2>&1 & echo $!`,
+    { key },
+  );
+  assert.equal(r.statusCode, 0, `start counter: ${JSON.stringify(r)}`);
+  const pid = r.stdout.trim();
+  assert.match(pid, /^[0-9]+$/, `counter pid: ${JSON.stringify(r)}`);
+  await sleep(700);
+  const c = await counterInfo(id, pid, file, { key });
+  assert.ok(c.alive, `counter process ${pid} is not running: ${JSON.stringify(c)}`);
+  assert.ok(c.value >= 1, `counter file ${file} not written: ${JSON.stringify(c)}`);
+  return pid;
+}
+
+/**
+ * Reads the counter's state in a VM: {alive (the PID runs counter.sh), value
+ * (the number in the file, NaN when unreadable)}.
+ */
+export async function counterInfo(id, pid, file = "/tmp/counter", { key = ADMIN_KEY } = {}) {
+  const r = await exec(
+    id,
+    `if tr '\\0' ' ' < /proc/${pid}/cmdline 2>/dev/null | grep -q counter.sh; then echo alive; else echo dead; fi; cat ${file} 2>/dev/null || echo none`,
+    { key },
+  );
+  const [state, value] = r.stdout.trim().split("\n");
+  return { alive: state === "alive", value: Number(value), raw: r.stdout };
+}
+
+/** The guest kernel's boot id: unchanged by suspend/resume, snapshot restore and fork; new on every boot. */
+export async function bootId(id, { key = ADMIN_KEY } = {}) {
+  const r = await exec(id, "cat /proc/sys/kernel/random/boot_id", { key });
+  assert.equal(r.statusCode, 0, `boot_id: ${JSON.stringify(r)}`);
+  return r.stdout.trim();
+}
+
+/** Reads a file in a VM through exec: its content, or null when it does not exist. */
+export async function catFile(id, p, { key = ADMIN_KEY } = {}) {
+  const r = await exec(id, `if [ -e '${p}' ]; then cat '${p}'; else echo MISSING >&2; exit 3; fi`, { key });
+  if (r.statusCode === 3 && r.stderr === "MISSING\n") return null;
+  assert.equal(r.statusCode, 0, `cat ${p}: ${JSON.stringify(r)}`);
+  return r.stdout;
+}
