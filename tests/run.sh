@@ -199,7 +199,7 @@ else
         for f in tests/e2e/*.test.mjs; do
                 [ "$f" = tests/e2e/cli-offline.test.mjs ] || FILES+=("$f")
         done
-        FILES+=(tests/sdk/sdk.test.mjs)
+        FILES+=(tests/sdk/*.test.mjs)
 fi
 
 # ------------------------------------------------------------------------
