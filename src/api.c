@@ -249,6 +249,10 @@ static json_t *vm_json(const struct vmm_info *i, int full)
         json_object_set_new(j, "workdir", str_or_null(i->workdir));
         json_object_set_new(j, "memSizeMb", json_integer(i->mem_mb));
         json_object_set_new(j, "vcpuCount", json_integer(i->vcpus));
+        json_object_set_new(j, "pendingMemSizeMb", i->pending_mem_mb ? json_integer(i->pending_mem_mb) : json_null());
+        json_object_set_new(j, "pendingVcpuCount", i->pending_vcpus ? json_integer(i->pending_vcpus) : json_null());
+        json_object_set_new(j, "idleTimeoutSeconds", json_integer(i->idle_timeout_s));
+        json_object_set_new(j, "diskUsageBytes", json_integer(i->disk_bytes));
         if (full) {
                 json_object_set_new(j, "vmInstanceId", i->instance[0] ? json_string(i->instance) : json_null());
                 json_object_set_new(j, "buildId", json_null());
@@ -916,9 +920,52 @@ static void handle_fork(struct sprout *d, const struct http_req *req, const stru
         resp->body = json_pack("{s:s,s:o}", "vmId", id, "forks", forks);
 }
 
+static void handle_optimize(struct sprout *d, const struct caller *c, const char *id, struct http_resp *resp)
+{
+        int r = vmm_optimize(d->vmm, c->account, id);
+
+        if (r < 0) {
+                lifecycle_error(resp, r, id, "optimized");
+                return;
+        }
+        resp->status = 200;
+        resp->body = json_pack("{s:s,s:s}", "id", id, "message",
+                               "suspended; its disk now sits directly on the default snapshot");
+}
+
+static void handle_resize(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                          struct http_resp *resp)
+{
+        int64_t disk = 0, mem = 0, vcpus = 0;
+        json_t *body = parse_body(req, resp, "INVALID_PARAMETERS");
+        int r;
+
+        if (!body)
+                return;
+        r = opt_int(body, "rootfsSizeGb", 0, 2048, &disk, resp, "INVALID_PARAMETERS");
+        if (r == 0)
+                r = opt_int(body, "memSizeGb", 0, 64, &mem, resp, "INVALID_PARAMETERS");
+        if (r == 0)
+                r = opt_int(body, "vcpuCount", 0, 64, &vcpus, resp, "INVALID_PARAMETERS");
+        json_decref(body);
+        if (r < 0)
+                return;
+        r = vmm_resize(d->vmm, c->account, id, disk, mem, vcpus);
+        if (r == -EINVAL) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "resize only grows a VM: disk, memory and vCPUs cannot shrink");
+                return;
+        }
+        if (r < 0) {
+                lifecycle_error(resp, r, id, "resized");
+                return;
+        }
+        resp->status = 200;
+        resp->body = json_object();
+}
+
 /* ---- snapshots ---- */
 
-static json_t *snapshot_json(const struct store_snapshot *s)
+static json_t *snapshot_json(struct sprout *d, const struct store_snapshot *s)
 {
         char created[32];
         json_t *pers = s->persistence ? json_loads(s->persistence, 0, NULL) : NULL;
@@ -926,13 +973,15 @@ static json_t *snapshot_json(const struct store_snapshot *s)
         format_time(s->created_at, created);
         if (!pers)
                 pers = json_pack("{s:s,s:i}", "type", "sticky", "priority", 5);
-        return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b,s:b,s:b,s:n,s:b,s:o,s:n}", "snapshotId", s->id, "state",
+        return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b,s:b,s:b,s:n,s:b,s:o,s:n,s:I}", "snapshotId", s->id, "state",
                          "ready", "sourceVmId", s->source_vm_id ? s->source_vm_id : "", "accountId", s->account_id,
                          "createdAt", created, "name", str_or_null(s->name), "failed", 0, "cancelled", 0, "lost", 0,
-                         "failureReason", "deleted", s->deleted, "snapshotPersistence", pers, "buildId");
+                         "failureReason", "deleted", s->deleted, "snapshotPersistence", pers, "buildId",
+                         "diskUsageBytes", (json_int_t)(s->deleted ? 0 : vmm_layer_usage(d->vmm, s->layer)));
 }
 
 struct snap_list {
+        struct sprout *d;
         json_t *arr;
         int include_deleted;
         int64_t total, deleted;
@@ -947,14 +996,14 @@ static int snap_one(const struct store_snapshot *s, void *ud)
         if (s->deleted && !l->include_deleted)
                 return 0;
         l->total++;
-        return json_array_append_new(l->arr, snapshot_json(s)) < 0 ? -ENOMEM : 0;
+        return json_array_append_new(l->arr, snapshot_json(l->d, s)) < 0 ? -ENOMEM : 0;
 }
 
 static void handle_list_snapshots(struct sprout *d, const struct http_req *req, const struct caller *c,
                                   struct http_resp *resp)
 {
         char *inc = http_query(req, "includeDeleted");
-        struct snap_list l = {.arr = json_array(), .include_deleted = inc && !strcmp(inc, "true")};
+        struct snap_list l = {.d = d, .arr = json_array(), .include_deleted = inc && !strcmp(inc, "true")};
         int r;
 
         free(inc);
@@ -985,7 +1034,7 @@ static void handle_snapshot(struct sprout *d, const struct http_req *req, const 
         }
         if (method_is(req, "GET")) {
                 resp->status = 200;
-                resp->body = snapshot_json(&snap);
+                resp->body = snapshot_json(d, &snap);
         } else if (method_is(req, "DELETE")) {
                 r = vmm_snapshot_delete(d->vmm, c->account, sid);
                 if (r == -EALREADY)
@@ -1112,9 +1161,13 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
         }
         if (n == 4 && (!strcmp(seg[3], "suspend") || !strcmp(seg[3], "start") || !strcmp(seg[3], "stop") ||
                        !strcmp(seg[3], "kill") || !strcmp(seg[3], "await") || !strcmp(seg[3], "snapshot") ||
-                       !strcmp(seg[3], "fork"))) {
+                       !strcmp(seg[3], "fork") || !strcmp(seg[3], "optimize") || !strcmp(seg[3], "resize"))) {
                 if (!method_is(req, "POST"))
                         http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                else if (!strcmp(seg[3], "optimize"))
+                        handle_optimize(d, &c, id, resp);
+                else if (!strcmp(seg[3], "resize"))
+                        handle_resize(d, req, &c, id, resp);
                 else if (!strcmp(seg[3], "snapshot"))
                         handle_snapshot_vm(d, req, &c, id, resp);
                 else if (!strcmp(seg[3], "fork"))

@@ -366,6 +366,18 @@ int qemu_snapshot_disk(struct qemu *q, const char *overlay, int timeout_ms)
         return r;
 }
 
+int qemu_resize_disk(struct qemu *q, uint64_t bytes, int timeout_ms)
+{
+        json_t *args = json_pack("{s:s,s:I}", "device", "root", "size", (json_int_t)bytes);
+        int r;
+
+        if (!args)
+                return -ENOMEM;
+        r = qmp_call(q->qmp, "block_resize", args, timeout_ms, NULL, NULL);
+        json_decref(args);
+        return r;
+}
+
 int qemu_reap(struct qemu *q)
 {
         int status;

@@ -10,6 +10,7 @@
 #ifndef SPROUT_QEMU_H
 #define SPROUT_QEMU_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 enum qemu_accel {
@@ -72,6 +73,9 @@ int qemu_cont(struct qemu *q, int timeout_ms);
  * now in use) the VM's active disk; the image in use becomes read-only
  * backing. Call with the guest paused. */
 int qemu_snapshot_disk(struct qemu *q, const char *overlay, int timeout_ms);
+
+/* Grows the VM's disk to bytes while it runs. */
+int qemu_resize_disk(struct qemu *q, uint64_t bytes, int timeout_ms);
 
 /* Asks QEMU to quit, then kills it if it has not exited within timeout_ms,
  * and reaps it. */

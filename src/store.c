@@ -28,7 +28,8 @@ static const char schema[] =
         "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
         "  state TEXT NOT NULL, snapshot_id TEXT, workdir TEXT, persistence TEXT,"
         "  created_at INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL DEFAULT 300,"
-        "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1, layer TEXT);"
+        "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1, layer TEXT,"
+        "  pending_mem_mb INTEGER NOT NULL DEFAULT 0, pending_vcpus INTEGER NOT NULL DEFAULT 0);"
         "CREATE TABLE IF NOT EXISTS layers (id TEXT PRIMARY KEY, parent TEXT);"
         "CREATE TABLE IF NOT EXISTS snapshots ("
         "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
@@ -299,7 +300,8 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
         r = prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persistence, created_at,"
-                    " idle_timeout_s, mem_mb, vcpus, layer FROM vms ORDER BY created_at, id",
+                    " idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb, pending_vcpus FROM vms"
+                    " ORDER BY created_at, id",
                     NULL);
         if (r < 0)
                 return r;
@@ -317,6 +319,8 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         .mem_mb = sqlite3_column_int(st, 9),
                         .vcpus = sqlite3_column_int(st, 10),
                         .layer = col_dup(st, 11),
+                        .pending_mem_mb = sqlite3_column_int(st, 12),
+                        .pending_vcpus = sqlite3_column_int(st, 13),
                 };
 
                 r = vm.id && vm.account_id && vm.state ? fn(&vm, userdata) : -ENOMEM;
@@ -343,6 +347,26 @@ void store_vm_clear(struct store_vm *vm)
         free(vm->persistence);
         free(vm->layer);
         memset(vm, 0, sizeof(*vm));
+}
+
+int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
+                      int pending_vcpus)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "UPDATE vms SET mem_mb = ?, vcpus = ?, pending_mem_mb = ?, pending_vcpus = ? WHERE id = ?",
+                        NULL);
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_int(st, 1, mem_mb);
+        sqlite3_bind_int(st, 2, vcpus);
+        sqlite3_bind_int(st, 3, pending_mem_mb);
+        sqlite3_bind_int(st, 4, pending_vcpus);
+        sqlite3_bind_text(st, 5, id, -1, SQLITE_TRANSIENT);
+        r = sql_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+        return r;
 }
 
 int store_vm_set_layer(struct store *s, const char *id, const char *layer)

@@ -27,6 +27,8 @@ struct store_vm {
         int mem_mb;
         int vcpus;
         char *layer;       /* the layer its disk overlay sits on; NULL: default snapshot */
+        int pending_mem_mb; /* applied at the next cold start; 0: none */
+        int pending_vcpus;
 };
 
 /* A snapshot's record; strings owned (store_snapshot_clear). */
@@ -71,6 +73,8 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
 void store_vm_clear(struct store_vm *vm);
 int store_vm_set_layer(struct store *s, const char *id, const char *layer);
+int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
+                      int pending_vcpus);
 
 /* Layers: immutable memory+device+disk images, each on top of a parent
  * layer (NULL: the default snapshot). */

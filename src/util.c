@@ -397,6 +397,43 @@ out:
         return r;
 }
 
+static int64_t usage_at(int fd, int own_only, int depth)
+{
+        DIR *d = fdopendir(fd);
+        struct dirent *de;
+        int64_t total = 0;
+
+        if (!d) {
+                close(fd);
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+
+                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISDIR(st.st_mode) && depth < 8) {
+                        int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+                        if (sub >= 0)
+                                total += usage_at(sub, own_only, depth + 1);
+                } else if (S_ISREG(st.st_mode) && !(own_only && st.st_nlink > 1)) {
+                        total += (int64_t)st.st_blocks * 512;
+                }
+        }
+        closedir(d);
+        return total;
+}
+
+int64_t dir_usage(const char *dir, int own_only)
+{
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        return fd < 0 ? 0 : usage_at(fd, own_only, 0);
+}
+
 int mkdir_p(const char *path, unsigned mode)
 {
         char buf[4096];

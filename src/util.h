@@ -55,6 +55,11 @@ char *utf8_sanitize(const void *data, size_t len, size_t *ret_len);
  * of the data extents only, so holes stay holes. 0 or -errno. */
 int copy_sparse(const char *src, const char *dst);
 
+/* Bytes allocated on disk by the regular files under dir (recursively).
+ * With own_only, files that have other names too (hard links shared with
+ * a snapshot layer) are not counted. Missing dir: 0. */
+int64_t dir_usage(const char *dir, int own_only);
+
 /* mkdir -p with mode; 0 or -errno. */
 int mkdir_p(const char *path, unsigned mode);
 

@@ -9,6 +9,7 @@
 #include "vmm.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -53,6 +54,11 @@ struct vm {
         char *layer;         /* layer its disk sits on, NULL: default snapshot; under lock */
         char instance[21];   /* changes on every start or resume; under m->lock */
         char disk[64];       /* file name of its active disk in dir; under lock */
+        int64_t idle_timeout_s; /* suspend after this long without activity; 0: never */
+        int64_t last_activity;  /* now_ms() of the last API request or guest traffic; under m->lock */
+        uint64_t net_bytes;     /* guest interface byte counters at the last look; under lock */
+        int pending_mem_mb;     /* applied at the next cold start; 0: none; under lock */
+        int pending_vcpus;
         enum vm_state state; /* under m->lock */
         int refs;            /* under m->lock */
         int removed;         /* unlinked from the list; under m->lock */
@@ -120,6 +126,7 @@ static struct vm *vm_get(struct vmm *m, const char *account, const char *id)
         for (struct vm *vm = m->vms; vm; vm = vm->next) {
                 if (!strcmp(vm->id, id) && (!account || !strcmp(vm->account, account))) {
                         vm->refs++;
+                        vm->last_activity = now_ms();
                         found = vm;
                         break;
                 }
@@ -164,7 +171,11 @@ static void fill_info(const struct vm *vm, struct vmm_info *ret)
         ret->created_at = vm->created_at;
         ret->mem_mb = vm->mem_mb;
         ret->vcpus = vm->vcpus;
+        ret->pending_mem_mb = vm->pending_mem_mb;
+        ret->pending_vcpus = vm->pending_vcpus;
+        ret->idle_timeout_s = vm->idle_timeout_s;
         memcpy(ret->instance, vm->instance, sizeof(ret->instance));
+        memcpy(ret->dir, vm->dir, sizeof(ret->dir));
 }
 
 void vmm_info_clear(struct vmm_info *i)
@@ -183,12 +194,15 @@ int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info 
         pthread_mutex_lock(&m->lock);
         for (struct vm *vm = m->vms; vm; vm = vm->next) {
                 if (!strcmp(vm->id, id) && !strcmp(vm->account, account)) {
+                        vm->last_activity = now_ms();
                         fill_info(vm, ret);
                         r = 0;
                         break;
                 }
         }
         pthread_mutex_unlock(&m->lock);
+        if (r == 0)
+                ret->disk_bytes = dir_usage(ret->dir, 1);
         return r;
 }
 
@@ -209,6 +223,7 @@ int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info
         if (!infos)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
+                infos[i].disk_bytes = dir_usage(infos[i].dir, 1);
                 if (r == 0)
                         r = fn(&infos[i], ud);
                 vmm_info_clear(&infos[i]);
@@ -450,6 +465,10 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->mem_mb = s->mem_mb;
         vm->vcpus = s->vcpus;
         vm->layer = s->layer ? strdup(s->layer) : NULL;
+        vm->idle_timeout_s = s->idle_timeout_s;
+        vm->last_activity = now_ms();
+        vm->pending_mem_mb = s->pending_mem_mb;
+        vm->pending_vcpus = s->pending_vcpus;
         vm->refs = 1; /* the list's */
         pthread_mutex_init(&vm->lock, NULL);
         if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) || (s->layer && !vm->layer) ||
@@ -558,15 +577,94 @@ static void *bg_main(void *arg)
 
 /* Notices QEMU processes that exit under running VMs (guest shutdown,
  * crash, kill) and updates their state within half a second. */
+/* Sum of the guest's network byte counters (all interfaces but lo), read
+ * from /proc/net/dev through the agent, which starts no process. */
+static int guest_net_bytes(struct agentc *a, uint64_t *ret)
+{
+        struct proto_buf b = {0};
+        struct agentc_reply rep = {0};
+        uint64_t total = 0;
+        char *text, *line, *save = NULL;
+        int r;
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_READ);
+        proto_put_str(&b, PROTO_TAG_PATH, "/proc/net/dev");
+        r = agentc_request(a, &b, NULL, 0, 64 * 1024, 5000, &rep);
+        proto_buf_free(&b);
+        if (r < 0)
+                return r;
+        text = strndup(rep.data.data ? (char *)rep.data.data : "", rep.data.len);
+        agentc_reply_free(&rep);
+        if (!text)
+                return -ENOMEM;
+        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *colon = strchr(line, ':');
+                unsigned long long v[9];
+
+                if (!colon || strstr(line, "lo:"))
+                        continue;
+                if (sscanf(colon + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                           &v[4], &v[5], &v[6], &v[7], &v[8]) == 9)
+                        total += v[0] + v[8];
+        }
+        free(text);
+        *ret = total;
+        return 0;
+}
+
+static int vm_suspend(struct vmm *m, struct vm *vm);
+
+/* Suspends VMs idle for longer than their idleTimeoutSeconds: no API
+ * request for them and no guest network traffic. */
+static void idle_check(struct vmm *m)
+{
+        struct vm *list[256];
+        int n = 0;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
+                if (vm->state == VM_RUNNING && vm->idle_timeout_s > 0) {
+                        vm->refs++;
+                        list[n++] = vm;
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+        for (int i = 0; i < n; i++) {
+                struct vm *vm = list[i];
+                uint64_t bytes;
+                int64_t idle_ms;
+
+                if (pthread_mutex_trylock(&vm->lock) == 0) {
+                        if (vm->agent && guest_net_bytes(vm->agent, &bytes) == 0 && bytes != vm->net_bytes) {
+                                vm->net_bytes = bytes;
+                                pthread_mutex_lock(&m->lock);
+                                vm->last_activity = now_ms();
+                                pthread_mutex_unlock(&m->lock);
+                        }
+                        pthread_mutex_lock(&m->lock);
+                        idle_ms = now_ms() - vm->last_activity;
+                        pthread_mutex_unlock(&m->lock);
+                        if (vm->qemu && !vm->removed && idle_ms > vm->idle_timeout_s * 1000) {
+                                log_info("vm %s: idle for %lld s; suspending", vm->id, (long long)(idle_ms / 1000));
+                                vm_suspend(m, vm);
+                        }
+                        pthread_mutex_unlock(&vm->lock);
+                }
+                vm_put(m, vm);
+        }
+}
+
 static void *monitor_main(void *arg)
 {
         struct vmm *m = arg;
 
-        while (!m->stopping) {
+        for (unsigned tick = 1; !m->stopping; tick++) {
                 struct vm *list[256];
                 int n = 0;
 
                 sleep_ms(500);
+                if (tick % 4 == 0)
+                        idle_check(m);
                 pthread_mutex_lock(&m->lock);
                 for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
                         if (vm->state == VM_RUNNING) {
@@ -711,6 +809,8 @@ static int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], cons
         return path_fmt(out, PATH_MAX, "%s/layers/%s/%s", m->data_dir, layer, name);
 }
 
+static void vm_prune_disks(struct vm *vm);
+
 /* Spawns QEMU for vm on its own disk and memory file, either loading the
  * device state at state_path or, when it is NULL, cold-booting the kernel,
  * then waits for the agent. Sets vm->qemu and vm->agent. vm->lock held. */
@@ -728,6 +828,7 @@ static int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
         if (r < 0)
                 return r;
+        vm_prune_disks(vm);
         /* Each VM owns a shared-mapped memory file, so saving it (suspend,
          * snapshot, fork) is a device-state save: the RAM is already in
          * the file. */
@@ -1112,10 +1213,22 @@ static int vm_start(struct vmm *m, struct vm *vm)
                 if (r == 0)
                         unlink(state);
         } else {
-                /* A cold boot starts from empty RAM on the VM's own disk. */
+                /* A cold boot starts from empty RAM on the VM's own disk,
+                 * with the memory and vCPUs a resize asked for. */
+                if (vm->pending_mem_mb || vm->pending_vcpus) {
+                        if (vm->pending_mem_mb)
+                                vm->mem_mb = vm->pending_mem_mb;
+                        if (vm->pending_vcpus)
+                                vm->vcpus = vm->pending_vcpus;
+                        vm->pending_mem_mb = vm->pending_vcpus = 0;
+                        store_vm_set_size(m->store, vm->id, vm->mem_mb, vm->vcpus, 0, 0);
+                }
                 unlink(mem);
                 unlink(state);
                 r = vm_boot(m, vm, NULL);
+                /* A disk grown while stopped: let the filesystem follow. */
+                if (r == 0)
+                        guest_run(vm->agent, "resize2fs /dev/vda >/dev/null 2>&1", 120000);
         }
         if (r < 0) {
                 vm_set_state(m, vm, s);
@@ -1197,6 +1310,118 @@ int vmm_kill(struct vmm *m, const char *account, const char *id)
         log_info("vm %s: killed", vm->id);
         vm_unlock(m, vm);
         return 0;
+}
+
+/* Removes the VM's old disk names (second names of layer files, kept while
+ * a QEMU might reopen them). Only while no QEMU runs for it. */
+static void vm_prune_disks(struct vm *vm)
+{
+        DIR *d = opendir(vm->dir);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                if (!strncmp(de->d_name, "disk", 4) && strstr(de->d_name, ".qcow2") && strcmp(de->d_name, vm->disk))
+                        unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
+}
+
+int vmm_optimize(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char disk[PATH_MAX], base[PATH_MAX], log[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm->qemu)
+                r = vm_suspend(m, vm);
+        if (r == 0 && vm->layer) {
+                /* Rebase the VM's disk straight onto the default snapshot's:
+                 * what the layers in between held is copied into it, and
+                 * later reads (and forks) walk two files instead of many. */
+                if (vm_path(vm, disk, vm->disk) < 0 || layer_path(m, NULL, base, "disk.qcow2") < 0 ||
+                    vm_path(vm, log, "qemu-img.log") < 0) {
+                        r = -ENAMETOOLONG;
+                } else {
+                        char *argv[] = {"qemu-img", "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, disk, NULL};
+
+                        r = run_wait(argv, log);
+                        if (r > 0)
+                                r = -EIO;
+                }
+                if (r == 0) {
+                        free(vm->layer);
+                        vm->layer = NULL;
+                        store_vm_set_layer(m->store, vm->id, NULL);
+                }
+        }
+        if (r == 0)
+                vm_prune_disks(vm);
+        if (r == 0)
+                log_info("vm %s: optimized (suspended, disk flattened) in %lld ms", vm->id, (long long)(now_ms() - t0));
+        else
+                log_err("vm %s: optimize failed: %s", vm->id, strerror(-r));
+        vm_unlock(m, vm);
+        layers_gc(m);
+        return r;
+}
+
+int vmm_resize(struct vmm *m, const char *account, const char *id, int64_t disk_gb, int64_t mem_gb, int64_t vcpus)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char disk[PATH_MAX], log[PATH_MAX], size[32];
+        uint64_t cur = 0, want;
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, log, "qemu-img.log") < 0 || qcow2_size(disk, &cur) < 0) {
+                vm_unlock(m, vm);
+                return -EIO;
+        }
+        want = disk_gb > 0 ? (uint64_t)disk_gb << 30 : cur;
+        /* Growing only: shrinking a disk loses data, and a smaller RAM or
+         * fewer vCPUs could break what runs inside. */
+        if (want < cur || (mem_gb > 0 && mem_gb * 1024 < vm->mem_mb) || (vcpus > 0 && vcpus < vm->vcpus)) {
+                vm_unlock(m, vm);
+                return -EINVAL;
+        }
+        if (want > cur) {
+                if (!vm->qemu && state_of(m, vm) == VM_SUSPENDED)
+                        r = vm_start(m, vm); /* the guest must see the new size */
+                if (r == 0 && vm->qemu) {
+                        r = qemu_resize_disk(vm->qemu, want, 10000);
+                        if (r == 0) {
+                                int k = guest_run(vm->agent, "resize2fs /dev/vda >/dev/null 2>&1", 120000);
+
+                                r = k < 0 ? k : k > 0 ? -EIO : 0;
+                        }
+                } else if (r == 0) {
+                        snprintf(size, sizeof(size), "%llu", (unsigned long long)want);
+                        char *argv[] = {"qemu-img", "resize", "-q", "-f", "qcow2", disk, size, NULL};
+                        r = run_wait(argv, log);
+                        if (r > 0)
+                                r = -EIO;
+                }
+        }
+        if (r == 0 && (mem_gb > 0 || vcpus > 0)) {
+                if (mem_gb > 0 && mem_gb * 1024 != vm->mem_mb)
+                        vm->pending_mem_mb = (int)(mem_gb * 1024);
+                if (vcpus > 0 && vcpus != vm->vcpus)
+                        vm->pending_vcpus = (int)vcpus;
+                r = store_vm_set_size(m->store, vm->id, vm->mem_mb, vm->vcpus, vm->pending_mem_mb, vm->pending_vcpus);
+        }
+        if (r == 0)
+                log_info("vm %s: resized (disk %llu GiB, pending memory %d MiB, pending vCPUs %d)", vm->id,
+                         (unsigned long long)(want >> 30), vm->pending_mem_mb, vm->pending_vcpus);
+        else
+                log_err("vm %s: resize failed: %s", vm->id, strerror(-r));
+        vm_unlock(m, vm);
+        return r;
 }
 
 int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16])
@@ -1339,6 +1564,15 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
 }
 
 /* ---- snapshots ---- */
+
+int64_t vmm_layer_usage(struct vmm *m, const char *layer)
+{
+        char dir[PATH_MAX];
+
+        if (!layer || strchr(layer, '/') || path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, layer) < 0)
+                return 0;
+        return dir_usage(dir, 0);
+}
 
 int vmm_snapshot_delete(struct vmm *m, const char *account, const char *id)
 {

@@ -53,6 +53,11 @@ struct vmm_info {
         int mem_mb;
         int vcpus;
         char instance[21]; /* id of the current run; "" when not running */
+        int pending_mem_mb; /* resize waiting for the next cold start; 0: none */
+        int pending_vcpus;
+        int64_t idle_timeout_s;
+        int64_t disk_bytes; /* allocated by the VM's own files */
+        char dir[4096];     /* its directory (for disk use) */
 };
 
 struct vmm;
@@ -117,9 +122,20 @@ int vmm_await(struct vmm *m, const char *account, const char *id, char ret_statu
 int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name, const char *persistence,
                  char ret_snapshot[24]);
 
+/* Suspends the VM and rebases its disk onto the default snapshot's, so
+ * its chain is two files deep whatever snapshots it came through. */
+int vmm_optimize(struct vmm *m, const char *account, const char *id);
+/* Grows the disk now (and the guest filesystem with it); memory and vCPUs
+ * take effect at the next cold start. Values <= 0 leave that part alone.
+ * -EINVAL for any shrink. */
+int vmm_resize(struct vmm *m, const char *account, const char *id, int64_t disk_gb, int64_t mem_gb, int64_t vcpus);
+
 #define VMM_MAX_FORKS 16
 /* Makes count (1..VMM_MAX_FORKS) running copies of a VM; all or none. */
 int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21]);
+
+/* Bytes a snapshot layer's files take on disk. */
+int64_t vmm_layer_usage(struct vmm *m, const char *layer);
 
 /* Marks a snapshot deleted (-EALREADY if it was) and frees its layers if
  * nothing else uses them. */
