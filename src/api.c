@@ -393,10 +393,23 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
         if (v && !json_is_null(v)) {
                 const char *type = json_string_value(json_object_get(v, "type"));
 
+                json_t *prio = json_object_get(v, "priority");
+                const char *ev = json_string_value(json_object_get(v, "deleteEvent"));
+                json_t *evj = json_object_get(v, "deleteEvent");
+
                 if (!json_is_object(v) || !type ||
                     (strcmp(type, "sticky") && strcmp(type, "ephemeral") && strcmp(type, "persistent"))) {
                         http_error(resp, 400, "CREATE_VM_BAD_REQUEST",
                                    "persistence.type must be sticky, ephemeral or persistent");
+                        goto out;
+                }
+                if (prio && !json_is_null(prio) &&
+                    (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > 10)) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "persistence.priority must be 0 to 10");
+                        goto out;
+                }
+                if (evj && !json_is_null(evj) && (!ev || (strcmp(ev, "OnStop") && strcmp(ev, "OnSuspend")))) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "persistence.deleteEvent must be OnStop or OnSuspend");
                         goto out;
                 }
                 persistence = json_dumps(v, JSON_COMPACT);

@@ -32,6 +32,7 @@ static void usage(FILE *f)
                    "  --max-body-bytes N     cap on an HTTP request body (default 100 MiB)\n"
                    "  --max-file-bytes N     cap on one file read or written (default 64 MiB)\n"
                    "  --max-output-bytes N   cap on an exec's output (default 16 MiB)\n"
+                   "  --storage-quota-bytes N  past it, sticky VMs are evicted, LRU first (default: none)\n"
                    "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists\n");
 }
 
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
                 {"max-vms", required_argument, NULL, 'v'},   {"max-body-bytes", required_argument, NULL, 'b'},
                 {"max-file-bytes", required_argument, NULL, 'f'},
                 {"max-output-bytes", required_argument, NULL, 'o'},
+                {"storage-quota-bytes", required_argument, NULL, 'q'},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.max_body = 100u << 20, .max_connections = 512};
@@ -81,6 +83,7 @@ int main(int argc, char **argv)
                 case 'b': d.max_body = (size_t)parse_num(optarg, "--max-body-bytes", 1024, 1LL << 32); break;
                 case 'f': vc.max_file_size = (size_t)parse_num(optarg, "--max-file-bytes", 1, 1LL << 32); break;
                 case 'o': vc.max_output = (size_t)parse_num(optarg, "--max-output-bytes", 1024, 1LL << 32); break;
+                case 'q': vc.storage_quota = parse_num(optarg, "--storage-quota-bytes", 0, 1LL << 50); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }

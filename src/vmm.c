@@ -9,6 +9,8 @@
 #include "vmm.h"
 #include "util.h"
 
+#include <jansson.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +61,9 @@ struct vm {
         uint64_t net_bytes;     /* guest interface byte counters at the last look; under lock */
         int pending_mem_mb;     /* applied at the next cold start; 0: none; under lock */
         int pending_vcpus;
+        enum { PERSIST_STICKY, PERSIST_EPHEMERAL, PERSIST_PERSISTENT } persist;
+        int priority;            /* sticky: 0..10, higher is evicted later */
+        enum vm_state delete_on; /* ephemeral: delete on reaching this state */
         enum vm_state state; /* under m->lock */
         int refs;            /* under m->lock */
         int removed;         /* unlinked from the list; under m->lock */
@@ -86,6 +91,7 @@ struct vmm {
         pthread_t bg;
         pthread_t monitor;
         int threads_started;
+        int64_t quota_warned; /* usage last warned about; monitor thread only */
 };
 
 /* ------------------------------------------------------------------ */
@@ -451,6 +457,30 @@ static void vm_load_disk_name(struct vm *vm)
         }
 }
 
+/* Reads the persistence JSON kept with the VM. Default: sticky, priority 5.
+ * Ephemeral VMs go when they stop ("OnStop") or suspend ("OnSuspend", the
+ * default, so an idle timeout ends them). */
+static void vm_parse_persistence(struct vm *vm, const char *text)
+{
+        json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+        const char *type = json_string_value(json_object_get(j, "type"));
+        const char *ev = json_string_value(json_object_get(j, "deleteEvent"));
+        json_t *prio = json_object_get(j, "priority");
+
+        vm->persist = PERSIST_STICKY;
+        vm->priority = 5;
+        vm->delete_on = VM_SUSPENDED;
+        if (type && !strcmp(type, "ephemeral"))
+                vm->persist = PERSIST_EPHEMERAL;
+        else if (type && !strcmp(type, "persistent"))
+                vm->persist = PERSIST_PERSISTENT;
+        if (json_is_integer(prio) && json_integer_value(prio) >= 0 && json_integer_value(prio) <= 10)
+                vm->priority = (int)json_integer_value(prio);
+        if (ev && !strcmp(ev, "OnStop"))
+                vm->delete_on = VM_STOPPED;
+        json_decref(j);
+}
+
 static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
 {
         struct vm *vm = calloc(1, sizeof(*vm));
@@ -466,6 +496,7 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->vcpus = s->vcpus;
         vm->layer = s->layer ? strdup(s->layer) : NULL;
         vm->idle_timeout_s = s->idle_timeout_s;
+        vm_parse_persistence(vm, s->persistence);
         vm->last_activity = now_ms();
         vm->pending_mem_mb = s->pending_mem_mb;
         vm->pending_vcpus = s->pending_vcpus;
@@ -502,6 +533,10 @@ static void reattach(struct vmm *m, struct vm *vm)
 
         pthread_mutex_lock(&vm->lock);
         r = qemu_attach(vm->dir, 2000, &q);
+        /* A daemon killed in the middle of a snapshot or suspend leaves the
+         * guest paused: let it run again (a no-op for a running guest). */
+        if (r == 0)
+                qemu_cont(q, 2000);
         if (r == 0 && path_fmt(sock, sizeof(sock), "%s/agent.sock", vm->dir) == 0) {
                 r = agentc_connect(sock, 2000, &a);
                 if (r == 0)
@@ -654,6 +689,81 @@ static void idle_check(struct vmm *m)
         }
 }
 
+/* Deletes ephemeral VMs that reached their delete event. */
+static void ephemeral_reap(struct vmm *m)
+{
+        char ids[64][21], accounts[64][64];
+        int n = 0;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm && n < 64; vm = vm->next) {
+                int gone = vm->state == VM_STOPPED || vm->state == VM_LOST ||
+                           (vm->delete_on == VM_SUSPENDED && vm->state == VM_SUSPENDED);
+
+                if (vm->persist == PERSIST_EPHEMERAL && gone && strlen(vm->account) < 64) {
+                        memcpy(ids[n], vm->id, 21);
+                        snprintf(accounts[n], 64, "%s", vm->account);
+                        n++;
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+        for (int i = 0; i < n; i++) {
+                log_info("vm %s: ephemeral and %s; deleting", ids[i], "no longer running");
+                vmm_delete(m, accounts[i], ids[i]);
+        }
+}
+
+static int64_t storage_used(struct vmm *m)
+{
+        char path[PATH_MAX];
+        int64_t total = 0;
+
+        if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) == 0)
+                total += dir_usage(path, 1);
+        /* The default snapshot is the server's own fixed cost: not counted. */
+        if (path_fmt(path, sizeof(path), "%s/layers", m->data_dir) == 0)
+                total += dir_usage(path, 0);
+        return total;
+}
+
+/* Over the storage quota, deletes sticky VMs: lowest priority first, then
+ * the least recently used. Persistent and ephemeral VMs are never evicted
+ * here. */
+static void evict_for_quota(struct vmm *m)
+{
+        int64_t used;
+
+        while (m->cfg.storage_quota > 0 && (used = storage_used(m)) > m->cfg.storage_quota && !m->stopping) {
+                struct vm *pick = NULL;
+                char id[21], account[64];
+
+                pthread_mutex_lock(&m->lock);
+                for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                        if (vm->persist != PERSIST_STICKY || vm->state == VM_STARTING || vm->state == VM_SUSPENDING)
+                                continue;
+                        if (!pick || vm->priority < pick->priority ||
+                            (vm->priority == pick->priority && vm->last_activity < pick->last_activity))
+                                pick = vm;
+                }
+                if (pick) {
+                        memcpy(id, pick->id, 21);
+                        snprintf(account, sizeof(account), "%s", pick->account);
+                }
+                pthread_mutex_unlock(&m->lock);
+                if (!pick) {
+                        if (used == m->quota_warned)
+                                return;
+                        m->quota_warned = used;
+                        log_warn("storage: %lld bytes used, over the quota of %lld, and no sticky VM to evict",
+                                 (long long)used, (long long)m->cfg.storage_quota);
+                        return;
+                }
+                log_info("vm %s: evicted (storage %lld bytes over the quota of %lld; least recently used sticky VM)",
+                         id, (long long)(used - m->cfg.storage_quota), (long long)m->cfg.storage_quota);
+                vmm_delete(m, account, id);
+        }
+}
+
 static void *monitor_main(void *arg)
 {
         struct vmm *m = arg;
@@ -665,6 +775,9 @@ static void *monitor_main(void *arg)
                 sleep_ms(500);
                 if (tick % 4 == 0)
                         idle_check(m);
+                ephemeral_reap(m);
+                if (tick % 10 == 0)
+                        evict_for_quota(m);
                 pthread_mutex_lock(&m->lock);
                 for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
                         if (vm->state == VM_RUNNING) {

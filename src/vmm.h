@@ -41,6 +41,7 @@ struct vmm_config {
         int max_vms;          /* cap on VMs that exist at once */
         size_t max_file_size; /* cap on one file read or written */
         size_t max_output;    /* cap on an exec's stdout+stderr */
+        int64_t storage_quota; /* bytes; past it sticky VMs are evicted; 0: none */
 };
 
 /* A copy of a VM's public facts, owned by the caller (vmm_info_clear). */

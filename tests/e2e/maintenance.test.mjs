@@ -80,3 +80,19 @@ test("idle: a VM with idleTimeoutSeconds and no traffic is suspended, and wakes 
   assert.equal((await exec(id, "echo awake")).stdout, "awake\n");
   assert.equal(await vmState(id), "running");
 });
+
+test("persistence: an ephemeral VM is deleted on its deleteEvent; bad persistence is refused", async () => {
+  const { id } = await vms.create({ persistence: { type: "ephemeral", deleteEvent: "OnStop" } });
+  await ok("POST", `/v1/vms/${id}/stop`, { body: {} });
+  let res;
+  for (let i = 0; i < 20; i++) {
+    res = await api("GET", `/v1/vms/${id}`);
+    if (res.status === 404) break;
+    await sleep(500);
+  }
+  expectError(res, 404, "VM_NOT_FOUND", "ephemeral VM after stop");
+  vms.forget(id);
+  for (const persistence of [{ type: "forever" }, { type: "sticky", priority: 11 }, { type: "ephemeral", deleteEvent: "Never" }]) {
+    expectError(await api("POST", "/v1/vms", { body: { persistence } }), 400, "CREATE_VM_BAD_REQUEST", JSON.stringify(persistence));
+  }
+});
