@@ -327,6 +327,45 @@ restart_check() {
         check "restart: vm delete" $?
 }
 
+# sproutd killed with SIGKILL in the middle of a snapshot: after a restart
+# the VM runs with its files, and the snapshot either exists and restores,
+# or does not exist at all.
+crash_check() {
+        local id out ok=1 snaps sid restored
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        log "crash check: sproutd killed with SIGKILL during a snapshot"
+        id=$(build/sprout vm create --name crash-check) || { check "crash: vm create" 1; return; }
+        build/sprout vm exec "$id" 'echo kept > /root/crash-marker; sync' || { check "crash: write marker" 1; return; }
+        curl -s -m 30 -XPOST -H "Authorization: Bearer $SPROUT_API_KEY" \
+                "$SPROUT_URL/v1/vms/$id/snapshot" -d '{}' >/dev/null 2>&1 &
+        sleep 0.05
+        kill -9 "$SPROUTD_PID"
+        wait "$SPROUTD_PID" 2>/dev/null
+        SPROUTD_PID=
+        wait
+        if ! launch_sproutd; then
+                check "crash: sproutd becomes healthy again after SIGKILL" 1
+                return
+        fi
+        out=$(build/sprout vm exec "$id" 'cat /root/crash-marker') && [ "$out" = kept ] && ok=0
+        [ "$ok" -eq 0 ] || log "after the crash, vm exec $id printed '$out'"
+        check "crash: the VM runs and keeps its files after a SIGKILL mid-snapshot" "$ok"
+        snaps=$(curl -s -m 10 -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms/snapshots")
+        sid=$(printf '%s' "$snaps" | grep -o '"snapshotId":"sc-[a-z0-9]*"' | head -1 | cut -d'"' -f4)
+        ok=0
+        if [ -n "$sid" ]; then
+                restored=$(curl -s -m 120 -XPOST -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms" \
+                        -d "{\"snapshotId\":\"$sid\"}" | grep -o '"id":"[a-z0-9]*"' | cut -d'"' -f4)
+                out=$(build/sprout vm exec "$restored" 'cat /root/crash-marker' 2>&1) && [ "$out" = kept ] || ok=1
+                [ "$ok" -eq 0 ] || log "snapshot $sid after the crash: restore gave '$restored', exec '$out'"
+                [ -z "$restored" ] || build/sprout vm delete "$restored" >/dev/null
+                curl -s -m 10 -XDELETE -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms/snapshots/$sid" >/dev/null
+        fi
+        check "crash: a snapshot cut short is either whole or absent" "$ok"
+        build/sprout vm delete "$id" >/dev/null
+        check "crash: vm delete" $?
+}
+
 if start_sproutd; then
         check "sproutd starts and becomes healthy" 0
         for f in "${FILES[@]}"; do
@@ -343,6 +382,7 @@ if start_sproutd; then
                 run_node "$f"
         done
         restart_check
+        crash_check
         [ -z "$SPROUTD_PID" ] || stop_sproutd final
 else
         check "sproutd starts and becomes healthy" 1
