@@ -1,12 +1,20 @@
 // HTTP-side benchmarks for `make bench`: create-to-first-exec (median of
-// 5), exec `true` round trip (median and p90 of 50), 1 MiB file put and get.
-// Compares against the raw restore baseline passed in $RAW (JSON from
-// sprout-bench-raw) and prints one JSON line per measurement.
+// 5), exec `true` round trip (median and p90 of 50), 1 MiB file put and get,
+// suspend and resume-to-first-exec (median of 5), fork into 1 and into 4
+// until every fork has answered `true`, and the memory of a VM alone vs the
+// VM plus 4 forks. Compares against the raw restore baseline passed in $RAW
+// (JSON from sprout-bench-raw) and prints one JSON line per measurement.
+// $SPROUT_DATA is the daemon's data directory (for qemu.pid and the memory
+// files); $SPROUT_RAW_BIN, $SPROUT_IMAGE, $SPROUT_MEM_MB, $SPROUT_VCPUS and
+// $SPROUT_RAW_TMP let it rerun the raw baseline on a fork's layer. Every VM made here is deleted before exiting, failure or not.
 import { randomBytes } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { readFileSync, readdirSync, existsSync, realpathSync, statSync } from "node:fs";
 
 const url = process.env.SPROUT_URL;
 const key = process.env.SPROUT_API_KEY;
 const raw = JSON.parse(process.env.RAW);
+const data = process.env.SPROUT_DATA;
 
 async function call(method, path, body) {
   const res = await fetch(url + path, {
@@ -25,46 +33,188 @@ const r1 = (x) => Math.round(x * 10) / 10;
 const r2 = (x) => Math.round(x * 100) / 100;
 const out = (o) => console.log(JSON.stringify(o));
 
-// create -> first exec
-const createTimes = [];
-let vm;
-for (let i = 0; i < 5; i++) {
-  const t0 = performance.now();
-  const { id } = await call("POST", "/v1/vms", {});
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Every VM this script made and has not deleted yet.
+const mine = new Set();
+async function del(id) {
+  await call("DELETE", `/v1/vms/${id}`);
+  mine.delete(id);
+}
+const exec = async (id) => {
   const r = await call("POST", `/v1/vms/${id}/exec-await`, { command: "true" });
-  if (r.statusCode !== 0) throw new Error("exec true failed");
-  createTimes.push(performance.now() - t0);
-  if (i < 4) await call("DELETE", `/v1/vms/${id}`);
-  else vm = id;
-}
-const c2e = median(createTimes);
-out({ bench: "create_to_first_exec", runs: 5, median_ms: r1(c2e), raw_restore_to_first_exec_ms: raw.restore_to_first_exec_ms,
-      raw_restore_to_first_answer_ms: raw.restore_to_first_answer_ms, ratio_vs_raw: r2(c2e / raw.restore_to_first_exec_ms),
-      target_ratio: 1.2 });
+  if (r.statusCode !== 0) throw new Error(`exec true on ${id}: ${JSON.stringify(r)}`);
+};
 
-// exec `true` round trip
-const execTimes = [];
-for (let i = 0; i < 50; i++) {
-  const t0 = performance.now();
-  await call("POST", `/v1/vms/${vm}/exec-await`, { command: "true" });
-  execTimes.push(performance.now() - t0);
+// Memory of one VM's QEMU: PSS (smaps_rollup), the part of it that maps
+// the VM's memory file, and how much of that file sits in the page cache
+// (mapped or not).
+const MiB = 1024 * 1024;
+const kb = (text, field) => { const m = text.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m")); return m ? Number(m[1]) * 1024 : 0; };
+const cached = (path) => existsSync(path) ? Number(execFileSync("fincore", ["--bytes", "--noheadings", "--output", "RES", path]).toString().trim() || 0) : 0;
+function vmMemory(id) {
+  const dir = `${data}/vms/${id}`;
+  const pid = Number(readFileSync(`${dir}/qemu.pid`, "utf8").trim());
+  if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) throw new Error(`pid ${pid} is not the QEMU of ${id}`);
+  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  let memPss = 0, inMem = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    const h = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
+    if (h) inMem = h[1] === `${realpathSync(dir)}/mem`;
+    else if (inMem && line.startsWith("Pss:")) memPss += kb(line, "Pss");
+  }
+  return { pid, pss: kb(rollup, "Pss"), pssAnon: kb(rollup, "Pss_Anon"), memPss, memCached: cached(`${dir}/mem`) };
 }
-const em = median(execTimes);
-out({ bench: "exec_true_round_trip", runs: 50, median_ms: r1(em), p90_ms: r1(pct(execTimes, 90)),
-      guest_bash_true_ms: raw.guest_bash_true_ms, ratio_vs_guest: r2(em / raw.guest_bash_true_ms), target_ratio: 1.2 });
+// The memory-file page cache a VM costs, counted once whether mapped or
+// not: PSS without the mapped part of its memory file, plus all of that
+// file's cached pages.
+const withCache = (m) => m.pss - m.memPss + m.memCached;
+const mib = (b) => r1(b / MiB);
 
-// 1 MiB file put and get
-const data = randomBytes(1 << 20);
-const puts = [], gets = [];
-for (let i = 0; i < 5; i++) {
-  let t0 = performance.now();
-  await call("PUT", `/v1/vms/${vm}/files/${encodeURIComponent("/tmp/bench.bin")}`, { content: data.toString("base64"), encoding: "base64" });
-  puts.push(performance.now() - t0);
-  t0 = performance.now();
-  const r = await call("GET", `/v1/vms/${vm}/files/${encodeURIComponent("/tmp/bench.bin")}`);
-  gets.push(performance.now() - t0);
-  if (!Buffer.from(r.content, r.encoding === "base64" ? "base64" : "utf8").equals(data)) throw new Error("file mismatch");
+try {
+  // create -> first exec
+  const createTimes = [];
+  let vm;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    const { id } = await call("POST", "/v1/vms", {});
+    mine.add(id);
+    const r = await call("POST", `/v1/vms/${id}/exec-await`, { command: "true" });
+    if (r.statusCode !== 0) throw new Error("exec true failed");
+    createTimes.push(performance.now() - t0);
+    if (i < 4) await del(id);
+    else vm = id;
+  }
+  const c2e = median(createTimes);
+  out({ bench: "create_to_first_exec", runs: 5, median_ms: r1(c2e), raw_restore_to_first_exec_ms: raw.restore_to_first_exec_ms,
+        raw_restore_to_first_answer_ms: raw.restore_to_first_answer_ms, ratio_vs_raw: r2(c2e / raw.restore_to_first_exec_ms),
+        target_ratio: 1.2 });
+
+  // exec `true` round trip
+  const execTimes = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    await call("POST", `/v1/vms/${vm}/exec-await`, { command: "true" });
+    execTimes.push(performance.now() - t0);
+  }
+  const em = median(execTimes);
+  out({ bench: "exec_true_round_trip", runs: 50, median_ms: r1(em), p90_ms: r1(pct(execTimes, 90)),
+        guest_bash_true_ms: raw.guest_bash_true_ms, ratio_vs_guest: r2(em / raw.guest_bash_true_ms), target_ratio: 1.2 });
+
+  // 1 MiB file put and get
+  const blob = randomBytes(1 << 20);
+  const puts = [], gets = [];
+  for (let i = 0; i < 5; i++) {
+    let t0 = performance.now();
+    await call("PUT", `/v1/vms/${vm}/files/${encodeURIComponent("/tmp/bench.bin")}`, { content: blob.toString("base64"), encoding: "base64" });
+    puts.push(performance.now() - t0);
+    t0 = performance.now();
+    const r = await call("GET", `/v1/vms/${vm}/files/${encodeURIComponent("/tmp/bench.bin")}`);
+    gets.push(performance.now() - t0);
+    if (!Buffer.from(r.content, r.encoding === "base64" ? "base64" : "utf8").equals(blob)) throw new Error("file mismatch");
+  }
+  out({ bench: "file_put_1mib", runs: 5, median_ms: r1(median(puts)) });
+  out({ bench: "file_get_1mib", runs: 5, median_ms: r1(median(gets)) });
+
+  // suspend, then resume to first exec (explicit start, then exec)
+  const suspends = [], resumes = [], transparent = [];
+  for (let i = 0; i < 5; i++) {
+    let t0 = performance.now();
+    await call("POST", `/v1/vms/${vm}/suspend`, {});
+    suspends.push(performance.now() - t0);
+    await sleep(200);
+    t0 = performance.now();
+    await call("POST", `/v1/vms/${vm}/start`, {});
+    await exec(vm);
+    resumes.push(performance.now() - t0);
+  }
+  // exec on a suspended VM, which resumes it on the way
+  for (let i = 0; i < 3; i++) {
+    await call("POST", `/v1/vms/${vm}/suspend`, {});
+    await sleep(200);
+    const t0 = performance.now();
+    await exec(vm);
+    transparent.push(performance.now() - t0);
+  }
+  const sm = median(suspends), rm = median(resumes);
+  out({ bench: "suspend", runs: 5, mem_mb: 1024, median_ms: r1(sm), max_ms: r1(Math.max(...suspends)), target_ms: 200 });
+  out({ bench: "resume_to_first_exec", runs: 5, median_ms: r1(rm), max_ms: r1(Math.max(...resumes)),
+        exec_on_suspended_median_ms: r1(median(transparent)), exec_on_suspended_runs: 3,
+        raw_restore_to_first_exec_ms: raw.restore_to_first_exec_ms, ratio_vs_raw: r2(rm / raw.restore_to_first_exec_ms) });
+
+  // Forks of vm until every fork has answered `true`; the forks are deleted
+  // afterwards. measure(forkIds) runs before the deletion, outside the time.
+  async function forkRun(count, measure) {
+    const t0 = performance.now();
+    const r = await call("POST", `/v1/vms/${vm}/fork`, { count });
+    const ids = r.forks.map((f) => f.id);
+    ids.forEach((id) => mine.add(id));
+    if (ids.length !== count) throw new Error(`fork ${count}: got ${JSON.stringify(r)}`);
+    await Promise.all(ids.map(exec));
+    const ms = performance.now() - t0;
+    const m = measure ? measure(ids) : undefined;
+    for (const id of ids) await del(id);
+    return { ms, m };
+  }
+
+  // memory: vm alone, then vm plus 4 forks (on the first fork-into-4 run,
+  // while the layer it made is the only one)
+  await exec(vm);
+  const alone = vmMemory(vm);
+  const fork4 = [];
+  let group;
+  for (let i = 0; i < 3; i++) {
+    const { ms, m } = await forkRun(4, i === 0 ? (ids) => {
+      const vms = [vm, ...ids].map(vmMemory);
+      const layers = existsSync(`${data}/layers`) ? readdirSync(`${data}/layers`) : [];
+      return { vms, layers: layers.length, layerCached: layers.reduce((a, l) => a + cached(`${data}/layers/${l}/mem`), 0) };
+    } : undefined);
+    fork4.push(ms);
+    if (m) group = m;
+  }
+  const fork1 = [];
+  for (let i = 0; i < 3; i++) fork1.push((await forkRun(1)).ms);
+
+  // The like-for-like baseline for forks: raw restores (one at a time and
+  // 4 in parallel) from the layer the last fork was made from, which holds
+  // the same guest state (a warm guest, unlike the default snapshot). It
+  // stays while vm sits on it; its directory has the snapshot's layout.
+  const layer = readFileSync(`${data}/vms/${vm}/disk.current`, "utf8").trim().replace(/^disk-(.*)\.qcow2$/, "$1");
+  const rawLayer = JSON.parse(execFileSync(process.env.SPROUT_RAW_BIN,
+    [`${data}/layers/${layer}`, process.env.SPROUT_IMAGE, "3", process.env.SPROUT_MEM_MB, process.env.SPROUT_VCPUS, "3"],
+    { env: { ...process.env, TMPDIR: process.env.SPROUT_RAW_TMP }, stdio: ["ignore", "pipe", "inherit"] }).toString());
+
+  // What the fork runs left on disk: each made a layer (with a copy of the
+  // memory file) under the parent, kept while the parent lives.
+  const layerDirs = readdirSync(`${data}/layers`);
+  const layerMemDisk = layerDirs.reduce((a, l) => a + (existsSync(`${data}/layers/${l}/mem`) ? statSync(`${data}/layers/${l}/mem`).blocks * 512 : 0), 0);
+
+  const f1 = median(fork1), f4 = median(fork4);
+  out({ bench: "fork_into_1_to_exec", runs: 3, median_ms: r1(f1), runs_ms: fork1.map(r1),
+        raw_from_fork_layer_restore_to_first_exec_ms: rawLayer.restore_to_first_exec_ms,
+        ratio_vs_raw_from_fork_layer: r2(f1 / rawLayer.restore_to_first_exec_ms),
+        raw_restore_to_first_exec_ms: raw.restore_to_first_exec_ms, ratio_vs_raw: r2(f1 / raw.restore_to_first_exec_ms) });
+  out({ bench: "fork_into_4_to_all_exec", runs: 3, median_ms: r1(f4), runs_ms: fork4.map(r1),
+        raw_from_fork_layer_parallel4_restore_to_all_exec_ms: rawLayer.parallel4_restore_to_all_exec_ms,
+        ratio_vs_raw_from_fork_layer_parallel4: r2(f4 / rawLayer.parallel4_restore_to_all_exec_ms),
+        raw_parallel4_restore_to_all_exec_ms: raw.parallel4_restore_to_all_exec_ms,
+        ratio_vs_raw_parallel4: r2(f4 / raw.parallel4_restore_to_all_exec_ms), target_ratio: 1.2,
+        layers_after_6_forks: layerDirs.length, layer_mem_files_on_disk_mib: mib(layerMemDisk),
+        note: "fork time includes saving the parent into a new layer (device state + memory file copy); " +
+              "raw_from_fork_layer_* restore from such a layer (same warm guest), raw_* from the default snapshot" });
+
+  const groupPss = group.vms.reduce((a, m) => a + m.pss, 0);
+  const groupCache = group.vms.reduce((a, m) => a + withCache(m), 0) + group.layerCached;
+  out({ bench: "memory_vm_plus_4_forks", mem_mb: 1024,
+        alone_pss_mib: mib(alone.pss), parent_plus_4_forks_pss_mib: mib(groupPss), ratio: r2(groupPss / alone.pss), target_ratio: 2,
+        per_vm_pss_mib: group.vms.map((m) => mib(m.pss)), per_vm_anon_pss_mib: group.vms.map((m) => mib(m.pssAnon)),
+        per_vm_mem_file_mapped_mib: group.vms.map((m) => mib(m.memPss)), per_vm_mem_file_cached_mib: group.vms.map((m) => mib(m.memCached)),
+        fork_layer_mem_cached_mib: mib(group.layerCached), layers: group.layers,
+        alone_with_page_cache_mib: mib(withCache(alone)), parent_plus_4_forks_with_page_cache_mib: mib(groupCache),
+        ratio_with_page_cache: r2(groupCache / withCache(alone)),
+        note: "PSS counts only the pages of each VM's memory file that its QEMU has mapped (touched since the restore); " +
+              "*_with_page_cache adds every cached page of the VMs' memory files and of the fork's layer memory file " +
+              "(not counting the default snapshot's, a fixed cost)" });
+} finally {
+  for (const id of [...mine]) await del(id).catch((e) => console.error(`cleanup: ${e.message}`));
 }
-out({ bench: "file_put_1mib", runs: 5, median_ms: r1(median(puts)) });
-out({ bench: "file_get_1mib", runs: 5, median_ms: r1(median(gets)) });
-await call("DELETE", `/v1/vms/${vm}`);

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # make bench: starts sproutd on a private data dir (kept in $SPROUT_CACHE so
 # the default snapshot is made only once), measures the raw QEMU restore
-# baseline with build/sprout-bench-raw, then the same work through the HTTP
-# API with bench/bench.mjs. Prints JSON lines, ratios included.
+# baseline with build/sprout-bench-raw (one at a time and 4 in parallel, in
+# temporary directories on the data directory's file system), then the same
+# work through the HTTP API with bench/bench.mjs. Prints JSON lines, ratios
+# included. Every VM made is deleted; QEMU processes left behind by an
+# aborted run are killed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +17,48 @@ VCPUS=1
 KEY=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LOG=$(mktemp /tmp/sprout-bench.XXXXXX.log)
+RAWTMP=$CACHE/bench-raw-tmp
+URL=http://127.0.0.1:$PORT
 
-mkdir -p "$DATA"
+# Kills the QEMU processes whose command line names a path under $1.
+kill_qemus_under() {
+        local p
+        for p in /proc/[0-9]*; do
+                { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$1/" &&
+                        grep -q qemu "$p/comm" 2>/dev/null && kill -KILL "${p#/proc/}" 2>/dev/null
+        done
+        return 0
+}
+# Only the default snapshot is worth keeping between runs: the database,
+# VMs and layers start fresh (a database from an older sproutd may not
+# match its schema), and QEMU left over from an aborted run is ended.
+mkdir -p "$DATA" "$RAWTMP"
+if ! flock -n "$DATA/sproutd.lock" true; then
+        echo "another sproutd is using $DATA (is a bench already running?)" >&2
+        exit 1
+fi
+kill_qemus_under "$DATA/vms"
+kill_qemus_under "$RAWTMP"
+rm -rf "$DATA/sprout.db" "$DATA/sprout.db-wal" "$DATA/sprout.db-shm" "$DATA/vms" "$DATA/layers" "$RAWTMP"/*
 SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$PORT --data-dir "$DATA" --image "$IMAGE" \
         --mem-mb $MEM_MB --vcpus $VCPUS >"$LOG" 2>&1 &
 PID=$!
-cleanup() { kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; }
+cleanup() {
+        # VMs a failed run left behind, through the API while it is up.
+        if kill -0 $PID 2>/dev/null; then
+                curl -fs -H "authorization: Bearer $KEY" "$URL/v1/vms" 2>/dev/null |
+                        python3 -c 'import json,sys; [print(v["id"]) for v in json.load(sys.stdin)["vms"]]' 2>/dev/null |
+                        while read -r id; do
+                                echo "==> deleting leftover VM $id" >&2
+                                curl -fs -X DELETE -H "authorization: Bearer $KEY" "$URL/v1/vms/$id" >/dev/null || true
+                        done
+        fi
+        kill -TERM $PID 2>/dev/null || true
+        wait $PID 2>/dev/null || true
+        kill_qemus_under "$DATA/vms"
+        kill_qemus_under "$RAWTMP"
+        rm -rf "$RAWTMP"
+}
 trap cleanup EXIT
 
 echo "==> waiting for sproutd (the first run cold-boots the guest to make the snapshot)" >&2
@@ -29,10 +68,12 @@ for i in $(seq 1 900); do
         [ $((i % 15)) -eq 0 ] && echo "    still preparing ($i s)" >&2
         sleep 1
 done
-SNAP=$(ls -d "$DATA"/snapshots/base-* | head -1)
+SNAP=$(ls -td "$DATA"/snapshots/base-* | head -1)
 
+echo "==> load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (timings assume an otherwise idle machine)" >&2
 echo "==> raw QEMU restore baseline" >&2
-RAW=$(build/sprout-bench-raw "$SNAP" "$IMAGE" 5 $MEM_MB $VCPUS)
+RAW=$(TMPDIR=$RAWTMP build/sprout-bench-raw "$SNAP" "$IMAGE" 5 $MEM_MB $VCPUS 3)
 echo "$RAW"
 echo "==> through the HTTP API" >&2
-SPROUT_URL=http://127.0.0.1:$PORT SPROUT_API_KEY=$KEY RAW="$RAW" node bench/bench.mjs
+SPROUT_URL=$URL SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA RAW="$RAW" SPROUT_RAW_BIN=build/sprout-bench-raw \
+        SPROUT_IMAGE=$IMAGE SPROUT_MEM_MB=$MEM_MB SPROUT_VCPUS=$VCPUS SPROUT_RAW_TMP=$RAWTMP node bench/bench.mjs

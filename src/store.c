@@ -36,6 +36,12 @@ static const char schema[] =
         "  source_vm_id TEXT, layer TEXT NOT NULL, persistence TEXT, created_at INTEGER NOT NULL,"
         "  deleted INTEGER NOT NULL DEFAULT 0, mem_mb INTEGER NOT NULL, vcpus INTEGER NOT NULL);";
 
+static const char *const migrations[] = {
+        "ALTER TABLE vms ADD COLUMN layer TEXT",
+        "ALTER TABLE vms ADD COLUMN pending_mem_mb INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE vms ADD COLUMN pending_vcpus INTEGER NOT NULL DEFAULT 0",
+};
+
 static int sql_err(int rc)
 {
         switch (rc) {
@@ -70,6 +76,10 @@ int store_open(const char *path, struct store **ret)
                 rc = sqlite3_busy_timeout(s->db, 5000);
         if (rc == SQLITE_OK)
                 rc = sqlite3_exec(s->db, schema, NULL, NULL, NULL);
+        /* Columns added since a data dir was first made. ALTER fails with
+         * "duplicate column" where one is already there, which is fine. */
+        for (size_t i = 0; rc == SQLITE_OK && i < sizeof(migrations) / sizeof(migrations[0]); i++)
+                sqlite3_exec(s->db, migrations[i], NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
                 store_close(s);
                 return sql_err(rc) ? sql_err(rc) : -EIO;

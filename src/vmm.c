@@ -1668,6 +1668,14 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
                                 vmm_delete(m, account, jobs[i].id);
                 layers_gc(m);
         } else {
+                char path[PATH_MAX];
+
+                /* Nothing restores from a fork's layer again: keep only its
+                 * disk, which the parent and the forks sit on. */
+                if (layer_path(m, layer, path, "mem") == 0)
+                        unlink(path);
+                if (layer_path(m, layer, path, "state") == 0)
+                        unlink(path);
                 for (int i = 0; i < count; i++)
                         memcpy(ret_ids[i], jobs[i].id, 21);
                 log_info("vm %s: forked into %d in %lld ms", id, count, (long long)(now_ms() - t0));

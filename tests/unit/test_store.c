@@ -1,6 +1,8 @@
 /* Unit tests for the SQLite store: keys are kept hashed and map to their
  * account; VM records round-trip. */
 #include "store.h"
+
+#include <sqlite3.h>
 #include "unit.h"
 #include "util.h"
 
@@ -92,5 +94,32 @@ TEST(store_vm_records)
         free(aid);
         free(key);
         free(aname);
+        rm_rf(dir);
+}
+
+TEST(store_migrates_an_old_schema)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX", path[256];
+        struct store *s = NULL;
+        sqlite3 *db;
+
+        CHECK(mkdtemp(dir) != NULL);
+        snprintf(path, sizeof(path), "%s/db", dir);
+        /* The first released vms table, without the later columns. */
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+        CHECK(sqlite3_exec(db,
+                           "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);"
+                           "CREATE TABLE vms (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, name TEXT, state TEXT NOT NULL,"
+                           " snapshot_id TEXT, workdir TEXT, persistence TEXT, created_at INTEGER NOT NULL,"
+                           " idle_timeout_s INTEGER NOT NULL DEFAULT 300, mem_mb INTEGER NOT NULL DEFAULT 1024,"
+                           " vcpus INTEGER NOT NULL DEFAULT 1);"
+                           "INSERT INTO accounts VALUES ('a', 'admin', 0);"
+                           "INSERT INTO vms (id, account_id, state, created_at) VALUES ('cccccccccccccccccccc', 'a', 'stopped', 1);",
+                           NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(db);
+        CHECK(store_open(path, &s) == 0);
+        struct collect c = {0};
+        CHECK(store_vm_foreach(s, collect_vm, &c) == 0 && c.n == 1 && !strcmp(c.ids[0], "cccccccccccccccccccc"));
+        store_close(s);
         rm_rf(dir);
 }
