@@ -828,7 +828,12 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         m->cfg = *c;
         m->store = store;
         m->data_dir = strdup(c->data_dir);
-        m->image_dir = strdup(c->image_dir);
+        /* The image's real directory, not the "current" link: disk layers
+         * name their backing file by this path, and a rebuilt image must
+         * never slide in under existing VMs. */
+        m->image_dir = realpath(c->image_dir, NULL);
+        if (!m->image_dir)
+                m->image_dir = strdup(c->image_dir);
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         snprintf(m->status, sizeof(m->status), "starting");

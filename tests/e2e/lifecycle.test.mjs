@@ -110,11 +110,15 @@ test("another account's VM: every lifecycle call is 404 VM_NOT_FOUND and changes
   assert.ok(c.alive, `counter still alive: ${c.raw}`);
 });
 
+let instance0; // A's vmInstanceId before the first suspend
+
 test("suspend: 200 {id, vmInstanceId, snapshotLayerId}, state suspended, QEMU gone", { timeout: 150_000 }, async () => {
   const id = needA();
+  instance0 = (await ok("GET", `/v1/vms/${id}`)).vmInstanceId;
   const t0 = Date.now();
-  await suspend(id);
+  const res = await suspend(id);
   console.log(`# suspend took ${Date.now() - t0} ms`);
+  if (instance0 != null) assert.equal(res.vmInstanceId, instance0, "suspend names the instance it suspended");
   const list = await ok("GET", "/v1/vms");
   const row = list.vms.find((v) => v.id === id);
   assert.equal(row?.state, "suspended", `listed as suspended: ${JSON.stringify(row)}`);
@@ -130,6 +134,8 @@ test("start on a suspended VM resumes it: same boot, same counter PID, counter k
   assert.equal(res.json?.id, id, `id: ${res.text}`);
   await waitState(id, "running", { timeoutMs: 10_000 });
   assert.ok(hostPids(id).length > 0, "QEMU runs again");
+  const instance1 = (await ok("GET", `/v1/vms/${id}`)).vmInstanceId;
+  if (instance0 != null) assert.notEqual(instance1, instance0, "a resume is a new VM instance (spec: new id on each start/resume)");
   assert.equal(await bootId(id), boot0, "resumed, not rebooted: the boot id is unchanged");
   const c1 = await counterInfo(id, counterPid);
   assert.ok(c1.alive, `counter PID ${counterPid} still runs counter.sh after resume: ${c1.raw}`);
@@ -164,6 +170,20 @@ test("a file read on a suspended VM resumes it transparently", { timeout: 200_00
   assert.equal(await vmState(id), "running");
   const c = await counterInfo(id, counterPid);
   assert.ok(c.alive, `counter alive: ${c.raw}`);
+});
+
+test("a file write on a suspended VM resumes it transparently", { timeout: 200_000 }, async () => {
+  const id = needA();
+  await suspend(id);
+  const p = filesPath(id, "/root/life-put");
+  const res = await apiWithin(120_000, "PUT", p, {
+    body: { content: Buffer.from("put-while-suspended\n").toString("base64"), encoding: "base64" },
+  });
+  assert.equal(res.status, 200, show("PUT", p, res));
+  assert.equal(await vmState(id), "running");
+  const r = await exec(id, "cat /root/life-put");
+  assert.equal(r.stdout, "put-while-suspended\n");
+  assert.ok((await counterInfo(id, counterPid)).alive, "counter alive");
 });
 
 test("five concurrent execs on a suspended VM resume it once and all answer", { timeout: 200_000 }, async () => {
@@ -201,11 +221,16 @@ test("stop: clean shutdown, 200 {vmId, vmInstanceId}, state stopped, QEMU gone",
   await waitNoHostPids(id, 10_000);
 });
 
-test("stop on a VM that is not running is 400 VM_NOT_RUNNING", async () => {
+test("stop on a VM that is not running is 400 VM_NOT_RUNNING; exec on it errors without hanging", async () => {
   const id = needA();
   const p = `/v1/vms/${id}/stop`;
   expectError(await apiWithin(30_000, "POST", p), 400, "VM_NOT_RUNNING", `POST ${p} (stopped VM)`);
   assert.equal(await vmState(id), "stopped");
+  const e = `/v1/vms/${id}/exec-await`;
+  const res = await apiWithin(30_000, "POST", e, { body: { command: "echo should-not-run" } });
+  assert.ok(!res.timedOut && res.status >= 400, `exec on a stopped VM is an error: ${show("POST", e, res)}`);
+  assert.equal(typeof res.json?.code, "string", `JSON error with a code: ${show("POST", e, res)}`);
+  assert.equal(await vmState(id), "stopped", "a failed exec does not start the VM");
 });
 
 test("start on a stopped VM cold-boots it from its own disk", { timeout: COLD_BOOT_MS + 60_000 }, async () => {
@@ -293,6 +318,21 @@ test("kill: 200 {id} at once, a pending await resolves, state stopped, QEMU gone
   assert.equal(typeof w.json?.exitStatus, "string", `exitStatus: ${w.text}`);
   assert.equal(await waitState(C, "stopped", { timeoutMs: 5_000 }), "stopped");
   await waitNoHostPids(C, 5_000);
+});
+
+test("deleting a VM ends a pending await on it", { timeout: CREATE_TIMEOUT + 60_000 }, async () => {
+  const D = (await vms.create({ name: `e2e-await-del-${rand(3)}` })).id;
+  const ap = `/v1/vms/${D}/await`;
+  const waiting = track(apiWithin(30_000, "POST", ap));
+  await sleep(1000);
+  if (waiting.settled) assert.fail(`await must block while the VM runs: ${(await waiting.promise).text}`);
+  const del = await api("DELETE", `/v1/vms/${D}`);
+  assert.equal(del.status, 200, show("DELETE", D, del));
+  vms.forget(D);
+  const w = await waiting.promise;
+  assert.ok(!w.timedOut, `the await answers once the VM is deleted: ${show("POST", ap, w)}`);
+  assert.ok(w.status === 200 || w.status === 404, `await after delete: ${show("POST", ap, w)}`);
+  await waitNoHostPids(D, 10_000);
 });
 
 test("a deleted VM: every call is 404 VM_NOT_FOUND", { timeout: 120_000 }, async () => {

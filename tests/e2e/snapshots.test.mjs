@@ -346,6 +346,36 @@ test("fork with an invalid count is 400 INVALID_PARAMETERS and makes no VM", { t
   assert.equal((await ok("GET", "/v1/vms")).vms.length, before, "no VM was created");
 });
 
+test("snapshot of a suspended VM with persistence: it stays suspended, and a VM made from it runs the process", { timeout: CREATE_TIMEOUT }, async () => {
+  const id = need(S, "source VM");
+  const bad = await api("POST", `/v1/vms/${id}/snapshot`, { body: { persistence: { type: "bogus" } } });
+  expectError(bad, 400, "INVALID_PARAMETERS", "POST snapshot {persistence: {type: bogus}}");
+  const sus = await api("POST", `/v1/vms/${id}/suspend`);
+  assert.equal(sus.status, 200, show("POST", `/v1/vms/${id}/suspend`, sus));
+  assert.equal(await vmState(id), "suspended");
+  const p = `/v1/vms/${id}/snapshot`;
+  const res = await apiWithin(150_000, "POST", p, { body: { persistence: { type: "persistent" } } });
+  assert.equal(res.status, 200, show("POST", p, res));
+  assert.match(res.json?.snapshotId ?? "", SNAP_RE, res.text);
+  const sid = res.json.snapshotId;
+  snapshots.add(sid);
+  assert.equal(await vmState(id), "suspended", "snapshotting a suspended VM leaves it suspended");
+  const info = await ok("GET", `/v1/vms/snapshots/${sid}`);
+  assert.equal(info.snapshotPersistence?.type, "persistent", JSON.stringify(info));
+  assert.equal(info.name ?? null, null, `no name given: ${JSON.stringify(info)}`);
+  const vm = await vms.create({ snapshotId: sid });
+  const c = await counterInfo(vm.id, counterPid);
+  assert.ok(c.alive && c.value > USR1_JUMP, `the counter with its memory, from a suspended VM's snapshot: ${c.raw}`);
+  assert.equal(await catFile(vm.id, "/root/pre-fork"), "pre-fork\n");
+  const del = await api("DELETE", `/v1/vms/${vm.id}`);
+  assert.equal(del.status, 200, show("DELETE", vm.id, del));
+  vms.forget(vm.id);
+  assert.equal((await ok("DELETE", `/v1/vms/snapshots/${sid}`)).snapshot_id, sid);
+  snapshots.delete(sid);
+  // The source resumes with its process.
+  assert.ok((await counterInfo(id, counterPid)).alive, "the source's counter after resume");
+});
+
 test("delete the forks and the source; the others are unaffected by each delete", { timeout: 60_000 }, async () => {
   const parent = need(S, "source VM");
   for (const f of forks) {
