@@ -176,16 +176,18 @@ try {
   for (let i = 0; i < 3; i++) fork1.push((await forkRun(1)).ms);
 
   // The like-for-like baseline for forks: raw restores (one at a time and
-  // 4 in parallel) from the layer the last fork was made from, which holds
-  // the same guest state (a warm guest, unlike the default snapshot). It
-  // stays while vm sits on it; its directory has the snapshot's layout.
+  // 4 in parallel) of the same warm guest the forks copy (unlike the
+  // default snapshot). A fork's own layer keeps only its disk once the forks
+  // exist, so take a snapshot of the parent: its layer has the full layout.
+  const snap = await call("POST", `/v1/vms/${vm}/snapshot`, {});
   const layer = readFileSync(`${data}/vms/${vm}/disk.current`, "utf8").trim().replace(/^disk-(.*)\.qcow2$/, "$1");
   const rawLayer = JSON.parse(execFileSync(process.env.SPROUT_RAW_BIN,
     [`${data}/layers/${layer}`, process.env.SPROUT_IMAGE, "3", process.env.SPROUT_MEM_MB, process.env.SPROUT_VCPUS, "3"],
     { env: { ...process.env, TMPDIR: process.env.SPROUT_RAW_TMP }, stdio: ["ignore", "pipe", "inherit"] }).toString());
 
-  // What the fork runs left on disk: each made a layer (with a copy of the
-  // memory file) under the parent, kept while the parent lives.
+  await call("DELETE", `/v1/vms/snapshots/${snap.snapshotId}`);
+  // What the fork runs left on disk: each made a layer under the parent,
+  // kept while the parent lives (only the snapshot's keeps a memory file).
   const layerDirs = readdirSync(`${data}/layers`);
   const layerMemDisk = layerDirs.reduce((a, l) => a + (existsSync(`${data}/layers/${l}/mem`) ? statSync(`${data}/layers/${l}/mem`).blocks * 512 : 0), 0);
 
