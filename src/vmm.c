@@ -523,6 +523,11 @@ static void vm_link(struct vmm *m, struct vm *vm)
         pthread_mutex_unlock(&m->lock);
 }
 
+static int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name)
+{
+        return path_fmt(out, PATH_MAX, "%s/%s", vm->dir, name);
+}
+
 /* Takes back a VM that was running when the daemon last stopped. */
 static void reattach(struct vmm *m, struct vm *vm)
 {
@@ -548,14 +553,20 @@ static void reattach(struct vmm *m, struct vm *vm)
                 vm_set_state(m, vm, VM_RUNNING);
                 log_info("vm %s: re-attached to QEMU pid %d", vm->id, (int)q->pid);
         } else {
+                char state[PATH_MAX];
+                int suspended;
+
                 agentc_unref(a);
                 if (q) {
                         qemu_stop(q, 2000);
                         qemu_free(q);
                 }
-                vm_set_state(m, vm, VM_STOPPED);
-                log_warn("vm %s: could not re-attach after restart (%s); marked stopped, disk kept", vm->id,
-                         strerror(-r));
+                /* A suspend that finished saving before the daemon died: the
+                 * VM is suspended, whatever the record said. */
+                suspended = !q && vm_path(vm, state, "state") == 0 && access(state, F_OK) == 0;
+                vm_set_state(m, vm, suspended ? VM_SUSPENDED : VM_STOPPED);
+                log_warn("vm %s: could not re-attach after restart (%s); marked %s, disk kept", vm->id,
+                         strerror(-r), suspended ? "suspended" : "stopped");
         }
         pthread_mutex_unlock(&vm->lock);
 }
@@ -913,11 +924,6 @@ void vmm_free(struct vmm *m)
 /* ------------------------------------------------------------------ */
 /* Booting, saving and layers                                          */
 /* ------------------------------------------------------------------ */
-
-static int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name)
-{
-        return path_fmt(out, PATH_MAX, "%s/%s", vm->dir, name);
-}
 
 /* A layer's directory; NULL names the default snapshot. */
 static int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], const char *name)
@@ -1291,16 +1297,19 @@ static enum vm_state state_of(struct vmm *m, struct vm *vm)
  * ended. vm->lock held. */
 static int vm_suspend(struct vmm *m, struct vm *vm)
 {
-        char state[PATH_MAX];
+        char state[PATH_MAX], tmp[PATH_MAX];
         int64_t t0 = now_ms();
         int r;
 
         if (!vm->qemu)
                 return state_of(m, vm) == VM_SUSPENDED ? 0 : -ENOTCONN;
-        if (vm_path(vm, state, "state") < 0)
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0)
                 return -ENAMETOOLONG;
         vm_set_state(m, vm, VM_SUSPENDING);
-        r = qemu_save(vm->qemu, state, 60000);
+        /* Saved under a temporary name: a "state" file always is whole. */
+        r = qemu_save(vm->qemu, tmp, 60000);
+        if (r == 0 && rename(tmp, state) < 0)
+                r = -errno;
         if (r < 0) {
                 qemu_cont(vm->qemu, 10000);
                 vm_set_state(m, vm, VM_RUNNING);
