@@ -6,6 +6,7 @@
  */
 #include "api.h"
 #include "store.h"
+#include "systemd.h"
 #include "util.h"
 #include "vmm.h"
 
@@ -1079,6 +1080,336 @@ static void handle_snapshot(struct sprout *d, const struct http_req *req, const 
         store_snapshot_clear(&snap);
 }
 
+/* ---- systemd ---- */
+
+/* Runs a root shell command in the guest for the systemd endpoints; on
+ * success returns 0 with its stdout (malloc'd) and exit code. Failures to
+ * reach the VM are answered in resp. */
+static int guest_sh(struct sprout *d, const struct caller *c, const char *id, const char *cmd, char **ret_out,
+                    int *ret_code, struct http_resp *resp)
+{
+        struct vmm_result res = {0};
+        struct vmm_exec e = {.command = cmd, .timeout_ms = 120000};
+        int r = vmm_exec(d->vmm, c->account, id, &e, &res);
+
+        if (r < 0) {
+                vm_error(resp, r, id);
+                return r;
+        }
+        if (res.agent_errno || res.timed_out) {
+                http_error(resp, 500, "INTERNAL_ERROR", "systemd command failed in VM %s: %s", id,
+                           res.timed_out ? "timed out" : res.errmsg ? res.errmsg : strerror(res.agent_errno));
+                vmm_result_clear(&res);
+                return -EIO;
+        }
+        *ret_code = res.exit_code;
+        *ret_out = strndup(res.reply.out.data ? (char *)res.reply.out.data : "", res.reply.out.len);
+        if (!*ret_out) {
+                vmm_result_clear(&res);
+                http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+                return -ENOMEM;
+        }
+        /* Keep stderr visible to callers that report it. */
+        if (res.reply.err.len) {
+                char *both = NULL;
+
+                if (asprintf(&both, "%s%.*s", *ret_out, (int)res.reply.err.len, (char *)res.reply.err.data) >= 0) {
+                        free(*ret_out);
+                        *ret_out = both;
+                }
+        }
+        vmm_result_clear(&res);
+        return 0;
+}
+
+/* Validates a service id from a URL or body into its bare name. */
+static char *service_name(const char *raw, struct http_resp *resp)
+{
+        char msg[160];
+        const char *code = sysd_check_name(raw, msg, sizeof(msg));
+
+        if (code) {
+                http_error(resp, 400, code, "%s", msg);
+                return NULL;
+        }
+        return sysd_base_name(raw);
+}
+
+/* Writes and starts one service described by spec. On success fills
+ * resp; returns -EEXIST when the unit already exists. */
+static int create_service(struct sprout *d, const struct caller *c, const char *id, json_t *spec, const char *user,
+                          struct http_resp *resp)
+{
+        const char *code, *raw = json_string_value(json_object_get(spec, "name"));
+        char msg[256], *name = NULL, *unit = NULL, *path = NULL, *cmd = NULL, *out = NULL;
+        struct vmm_result res = {0};
+        int r = -EINVAL, exit_code;
+
+        name = service_name(raw ? raw : "", resp);
+        if (!name)
+                goto out;
+        unit = sysd_render(spec, user, 0, &code, msg, sizeof(msg));
+        if (!unit) {
+                http_error(resp, 400, code, "service %s: %s", name, msg);
+                goto out;
+        }
+        if (asprintf(&path, SYSD_UNIT_DIR "/%s.service", name) < 0 ||
+            asprintf(&cmd, "test -e %s && exit 17; exit 0", path) < 0) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = guest_sh(d, c, id, cmd, &out, &exit_code, resp);
+        if (r < 0)
+                goto out;
+        if (exit_code == 17) {
+                http_error(resp, 409, "SERVICE_ALREADY_EXISTS", "service %s already exists", name);
+                r = -EEXIST;
+                goto out;
+        }
+        r = vmm_write(d->vmm, c->account, id, path, NULL, unit, strlen(unit), 0644, &res);
+        if (r < 0 || res.agent_errno) {
+                if (r < 0)
+                        vm_error(resp, r, id);
+                else
+                        http_error(resp, 500, "INTERNAL_ERROR", "writing %s: %s", path, strerror(res.agent_errno));
+                r = r < 0 ? r : -EIO;
+                goto out;
+        }
+        free(cmd);
+        free(out);
+        out = NULL;
+        /* A oneshot may run long: start it without waiting for it to end.
+         * The name was checked: it needs no quoting. */
+        {
+                int enable = sysd_wants_enable(spec);
+                int oneshot = !strcmp(json_string_value(json_object_get(spec, "mode")), "oneshot");
+
+                if (asprintf(&cmd, "systemctl daemon-reload && %s%s%s systemctl start %s %s.service", enable ? "systemctl enable -q " : "",
+                             enable ? name : "", enable ? ".service 2>&1 &&" : "", oneshot ? "--no-block" : "", name) < 0) {
+                        cmd = NULL;
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
+        r = guest_sh(d, c, id, cmd, &out, &exit_code, resp);
+        if (r < 0)
+                goto out;
+        resp->status = 200;
+        if (exit_code == 0)
+                resp->body = json_pack("{s:b,s:s,s:s+}", "success", 1, "message", "service created and started",
+                                       "serviceName", name, ".service");
+        else
+                resp->body = json_pack("{s:b,s:s,s:s+}", "success", 0, "message", out, "serviceName", name, ".service");
+        r = 0;
+out:
+        vmm_result_clear(&res);
+        free(name);
+        free(unit);
+        free(path);
+        free(cmd);
+        free(out);
+        return r;
+}
+
+static void handle_services(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                            struct http_resp *resp)
+{
+        char *out = NULL, *user = NULL, *line, *save = NULL;
+        json_t *body, *list;
+        int code;
+
+        if (method_is(req, "POST")) {
+                if (linux_user(req, &user, resp) < 0)
+                        return;
+                body = parse_body(req, resp, "INVALID_PARAMETERS");
+                if (body)
+                        create_service(d, c, id, body, user, resp);
+                json_decref(body);
+                free(user);
+                return;
+        }
+        if (!method_is(req, "GET")) {
+                http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET or POST");
+                return;
+        }
+        if (guest_sh(d, c, id, "grep -l -x '" SYSD_MARKER "' " SYSD_UNIT_DIR "/*.service 2>/dev/null; exit 0", &out,
+                     &code, resp) < 0)
+                return;
+        list = json_array();
+        for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *base = strrchr(line, '/'), *n;
+
+                base = base ? base + 1 : line;
+                n = sysd_base_name(base);
+                if (n)
+                        json_array_append_new(list, json_pack("{s:s}", "name", n));
+                free(n);
+        }
+        free(out);
+        resp->status = 200;
+        resp->body = json_pack("{s:o}", "services", list);
+}
+
+static void handle_service(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                           const char *sid, const char *what, struct http_resp *resp)
+{
+        char *name = service_name(sid, resp), *cmd = NULL, *out = NULL;
+        int code;
+
+        if (!name)
+                return;
+        if (!what && method_is(req, "DELETE")) {
+                if (asprintf(&cmd,
+                             "f=" SYSD_UNIT_DIR "/%1$s.service; grep -q -x '" SYSD_MARKER "' \"$f\" 2>/dev/null || exit 44;"
+                             " systemctl disable --now -q %1$s.service 2>/dev/null; rm -rf \"$f\" \"$f.d\";"
+                             " systemctl daemon-reload; systemctl reset-failed %1$s.service 2>/dev/null; exit 0",
+                             name) < 0)
+                        goto out;
+                if (guest_sh(d, c, id, cmd, &out, &code, resp) < 0)
+                        goto out;
+                if (code == 44) {
+                        http_error(resp, 404, "SERVICE_NOT_FOUND", "service %s not found", name);
+                } else {
+                        resp->status = 200;
+                        resp->body = json_pack("{s:b,s:s}", "success", 1, "message", "service deleted");
+                }
+        } else if (what && !strcmp(what, "status") && method_is(req, "GET")) {
+                if (asprintf(&cmd, "systemctl show %s.service -p LoadState -p ActiveState -p SubState -p Description",
+                             name) < 0)
+                        goto out;
+                if (guest_sh(d, c, id, cmd, &out, &code, resp) < 0)
+                        goto out;
+                json_t *st = json_pack("{s:s}", "name", name);
+                char *line, *save = NULL;
+
+                for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                        char *eq = strchr(line, '=');
+                        size_t n;
+                        char *v;
+
+                        if (!eq)
+                                continue;
+                        *eq = 0;
+                        v = utf8_sanitize(eq + 1, strlen(eq + 1), &n);
+                        if (!strcmp(line, "LoadState"))
+                                json_object_set_new(st, "loadState", json_string(v));
+                        else if (!strcmp(line, "ActiveState"))
+                                json_object_set_new(st, "activeState", json_string(v));
+                        else if (!strcmp(line, "SubState"))
+                                json_object_set_new(st, "subState", json_string(v));
+                        else if (!strcmp(line, "Description"))
+                                json_object_set_new(st, "description", json_string(v));
+                        free(v);
+                }
+                const char *load = json_string_value(json_object_get(st, "loadState"));
+                if (!load || !strcmp(load, "not-found")) {
+                        json_decref(st);
+                        http_error(resp, 404, "SERVICE_NOT_FOUND", "service %s not found", name);
+                } else {
+                        resp->status = 200;
+                        resp->body = st;
+                }
+        } else if (what && !strcmp(what, "logs") && method_is(req, "GET")) {
+                int64_t lines = 100;
+                char *since = http_query(req, "since"), *q = NULL;
+
+                if (query_int(req, "lines", &lines, resp) < 0) {
+                        free(since);
+                        goto out;
+                }
+                if (since && *since)
+                        q = sysd_shell_quote(since);
+                if (asprintf(&cmd,
+                             "[ \"$(systemctl show -p LoadState --value %s.service)\" = not-found ] && exit 44;"
+                             " journalctl -u %s.service -o json --no-pager -n %lld %s%s 2>/dev/null; exit 0",
+                             name, name, (long long)(lines > 10000 ? 10000 : lines), q ? "--since " : "",
+                             q ? q : "") < 0)
+                        cmd = NULL;
+                free(since);
+                free(q);
+                if (!cmd || guest_sh(d, c, id, cmd, &out, &code, resp) < 0)
+                        goto out;
+                if (code == 44) {
+                        http_error(resp, 404, "SERVICE_NOT_FOUND", "service %s not found", name);
+                        goto out;
+                }
+                json_t *logs = json_array();
+                char *line, *save = NULL;
+
+                for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                        json_t *e = json_loads(line, 0, NULL);
+                        const char *msg = json_string_value(json_object_get(e, "MESSAGE"));
+                        const char *ts = json_string_value(json_object_get(e, "__REALTIME_TIMESTAMP"));
+                        char when[32];
+
+                        if (msg && ts) {
+                                format_time(strtoll(ts, NULL, 10) / 1000, when);
+                                json_array_append_new(logs, json_pack("{s:s,s:s,s:o,s:o}", "message", msg, "timestamp",
+                                                                      when, "priority",
+                                                                      str_or_null(json_string_value(json_object_get(e, "PRIORITY"))),
+                                                                      "unit", str_or_null(json_string_value(json_object_get(e, "_SYSTEMD_UNIT")))));
+                        }
+                        json_decref(e);
+                }
+                resp->status = 200;
+                resp->body = json_pack("{s:o}", "logs", logs);
+        } else {
+                http_error(resp, 405, "METHOD_NOT_ALLOWED", "no such operation on a service");
+        }
+out:
+        free(name);
+        free(cmd);
+        free(out);
+}
+
+static void handle_service_batch(struct sprout *d, const struct http_req *req, const struct caller *c,
+                                 const char *id, const char *op, struct http_resp *resp)
+{
+        json_t *body = parse_body(req, resp, "INVALID_PARAMETERS"), *list, *results, *item;
+        size_t i;
+
+        if (!body)
+                return;
+        list = json_object_get(body, "services");
+        if (!json_is_array(list) || json_array_size(list) > 64) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "'services' must be a list of at most 64 {id}");
+                json_decref(body);
+                return;
+        }
+        results = json_array();
+        json_array_foreach(list, i, item) {
+                const char *sid = json_string_value(json_object_get(item, "id"));
+                struct http_resp sub = {0};
+                char *name = service_name(sid ? sid : "", &sub), *cmd = NULL, *out = NULL;
+                int code = -1;
+
+                if (name && asprintf(&cmd, "systemctl %s %s.service 2>&1", op, name) >= 0 &&
+                    guest_sh(d, c, id, cmd, &out, &code, &sub) == 0) {
+                        json_array_append_new(results, json_pack("{s:s,s:b,s:s}", "serviceId", sid, "success", code == 0,
+                                                                 "message", code == 0 ? "ok" : out));
+                } else if (sub.status == 404 && !strcmp(json_string_value(json_object_get(sub.body, "code")), "VM_NOT_FOUND")) {
+                        *resp = sub;
+                        sub.body = NULL;
+                        free(name), free(cmd), free(out);
+                        json_decref(results);
+                        json_decref(body);
+                        return;
+                } else {
+                        const char *m = json_string_value(json_object_get(sub.body, "message"));
+
+                        json_array_append_new(results, json_pack("{s:s,s:b,s:s}", "serviceId", sid ? sid : "", "success",
+                                                                 0, "message", m ? m : "failed"));
+                }
+                json_decref(sub.body);
+                free(name);
+                free(cmd);
+                free(out);
+        }
+        json_decref(body);
+        resp->status = 200;
+        resp->body = json_pack("{s:o}", "results", results);
+}
+
 /* ---- routing ---- */
 
 /* Splits the raw path into at most max segments (still encoded); the last
@@ -1187,6 +1518,24 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                         handle_fork(d, req, &c, id, resp);
                 else
                         handle_lifecycle(d, req, &c, id, seg[3], resp);
+                goto out;
+        }
+        if (n >= 5 && !strcmp(seg[3], "systemd")) {
+                if (n == 5 && !strcmp(seg[4], "services"))
+                        handle_services(d, req, &c, id, resp);
+                else if (n == 5 && (!strcmp(seg[4], "start") || !strcmp(seg[4], "stop") || !strcmp(seg[4], "restart")) &&
+                         method_is(req, "POST"))
+                        handle_service_batch(d, req, &c, id, seg[4], resp);
+                else if ((n == 6 || n == 7) && !strcmp(seg[4], "services")) {
+                        char *sid = http_decode(seg[5], strlen(seg[5]), 0);
+
+                        if (!sid)
+                                http_error(resp, 400, "SERVICE_NAME_INVALID_CHARS", "malformed service id");
+                        else
+                                handle_service(d, req, &c, id, sid, n == 7 ? seg[6] : NULL, resp);
+                        free(sid);
+                } else
+                        http_error(resp, 404, "NOT_FOUND", "no such endpoint: %s %s", req->method, req->path);
                 goto out;
         }
         if (n >= 4 && !strcmp(seg[3], "files")) {
