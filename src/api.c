@@ -270,7 +270,7 @@ static json_t *vm_json(const struct vmm_info *i, int full)
  * better than creating a VM that silently lacks what was asked for. */
 static int refuse_unsupported(json_t *body, struct http_resp *resp)
 {
-        static const char *const fields[] = {"systemd", "users", "groups", "aptDeps", "template", "spec"};
+        static const char *const fields[] = {"template", "spec"};
         json_t *git = json_object_get(body, "git");
 
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -295,13 +295,9 @@ static int refuse_unsupported(json_t *body, struct http_resp *resp)
                         return -EINVAL;
                 }
         }
-        if (git && json_is_object(git)) {
-                json_t *repos = json_object_get(git, "repos");
-
-                if (repos && json_is_array(repos) && json_array_size(repos) > 0) {
-                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "'git.repos' is not supported by this server yet");
-                        return -EINVAL;
-                }
+        if (git && !json_is_null(git) && !json_is_object(git)) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "'git' must be an object");
+                return -EINVAL;
         }
         return 0;
 }
@@ -348,6 +344,8 @@ static int write_additional_files(struct sprout *d, const struct caller *c, cons
         }
         return 0;
 }
+
+static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, struct http_resp *resp);
 
 static void handle_create_vm(struct sprout *d, const struct http_req *req, const struct caller *c,
                              struct http_resp *resp)
@@ -440,7 +438,9 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 http_error(resp, 500, "INTERNAL_ERROR", "could not create the VM: %s", strerror(-r));
                 goto out;
         }
-        if (files && json_is_object(files) && write_additional_files(d, c, id, files, resp) < 0) {
+        if ((files && json_is_object(files) && write_additional_files(d, c, id, files, resp) < 0) ||
+            run_setup(d, c, id, body, resp) < 0) {
+                /* Nothing is left half set up. */
                 vmm_delete(d->vmm, c->account, id);
                 goto out;
         }
@@ -1184,8 +1184,14 @@ static int create_service(struct sprout *d, const struct caller *c, const char *
                 int enable = sysd_wants_enable(spec);
                 int oneshot = !strcmp(json_string_value(json_object_get(spec, "mode")), "oneshot");
 
-                if (asprintf(&cmd, "systemctl daemon-reload && %s%s%s systemctl start %s %s.service", enable ? "systemctl enable -q " : "",
-                             enable ? name : "", enable ? ".service 2>&1 &&" : "", oneshot ? "--no-block" : "", name) < 0) {
+                /* A service that dies at once still "starts": look again a
+                 * moment later and report it failed. */
+                if (asprintf(&cmd,
+                             "systemctl daemon-reload && %s%s%s systemctl start %s %s.service && "
+                             "{ %s ! systemctl is-failed -q %s.service || "
+                             "{ echo 'the service failed right after starting'; exit 1; }; }",
+                             enable ? "systemctl enable -q " : "", enable ? name : "", enable ? ".service 2>&1 &&" : "",
+                             oneshot ? "--no-block" : "", name, oneshot ? "" : "sleep 0.5;", name) < 0) {
                         cmd = NULL;
                         r = -ENOMEM;
                         goto out;
@@ -1408,6 +1414,302 @@ static void handle_service_batch(struct sprout *d, const struct http_req *req, c
         json_decref(body);
         resp->status = 200;
         resp->body = json_pack("{s:o}", "results", results);
+}
+
+/* ---- create-time setup ---- */
+
+static int valid_unix_name(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 32 || !(islower((unsigned char)s[0]) || s[0] == '_'))
+                return 0;
+        for (size_t i = 1; i < n; i++)
+                if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_' || s[i] == '-'))
+                        return 0;
+        return 1;
+}
+
+static int valid_package(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 128 || !isalnum((unsigned char)s[0]))
+                return 0;
+        for (size_t i = 0; i < n; i++)
+                if (!(isalnum((unsigned char)s[i]) || strchr("+-.:=~_", s[i])))
+                        return 0;
+        return 1;
+}
+
+/* Appends a shell-quoted word (with a leading space) to a command. */
+static int add_word(char **cmd, const char *word)
+{
+        char *q = sysd_shell_quote(word), *n = NULL;
+        int r = q && asprintf(&n, "%s %s", *cmd, q) >= 0 ? 0 : -ENOMEM;
+
+        free(q);
+        if (r == 0) {
+                free(*cmd);
+                *cmd = n;
+        }
+        return r;
+}
+
+/* Builds the shell script for groups, users, git and apt packages, or
+ * answers 400 for a malformed entry. The script stops at the first failing
+ * step and names it on stderr. */
+static char *setup_script(json_t *body, struct http_resp *resp)
+{
+        json_t *groups = json_object_get(body, "groups"), *users = json_object_get(body, "users");
+        json_t *git = json_object_get(body, "git"), *apt = json_object_get(body, "aptDeps"), *v;
+        char *cmd = strdup("set -e; step() { echo \"setup step: $*\" >&2; };");
+        size_t i;
+
+#define BAD(...)                                                                                                       \
+        do {                                                                                                           \
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", __VA_ARGS__);                                           \
+                free(cmd);                                                                                             \
+                return NULL;                                                                                           \
+        } while (0)
+#define ADD(s)                                                                                                         \
+        do {                                                                                                           \
+                char *n_ = NULL;                                                                                       \
+                if (!cmd || asprintf(&n_, "%s%s", cmd, (s)) < 0)                                                       \
+                        BAD("out of memory");                                                                          \
+                free(cmd);                                                                                             \
+                cmd = n_;                                                                                              \
+        } while (0)
+#define WORD(w)                                                                                                        \
+        do {                                                                                                           \
+                if (add_word(&cmd, (w)) < 0)                                                                           \
+                        BAD("out of memory");                                                                          \
+        } while (0)
+
+        if (groups && !json_is_null(groups)) {
+                if (!json_is_array(groups))
+                        BAD("'groups' must be a list");
+                json_array_foreach(groups, i, v) {
+                        const char *name = json_string_value(json_object_get(v, "name"));
+                        json_t *gid = json_object_get(v, "gid");
+                        char num[32];
+
+                        if (!valid_unix_name(name))
+                                BAD("groups[%zu].name is not a valid group name", i);
+                        ADD(" step group");
+                        WORD(name);
+                        ADD("; getent group");
+                        WORD(name);
+                        ADD(" >/dev/null || groupadd");
+                        if (json_is_true(json_object_get(v, "system")))
+                                ADD(" -r");
+                        if (json_is_integer(gid) && json_integer_value(gid) >= 0 && json_integer_value(gid) < 65536) {
+                                snprintf(num, sizeof(num), " -g %lld", (long long)json_integer_value(gid));
+                                ADD(num);
+                        }
+                        WORD(name);
+                        ADD(";");
+                }
+        }
+        if (users && !json_is_null(users)) {
+                if (!json_is_array(users))
+                        BAD("'users' must be a list");
+                json_array_foreach(users, i, v) {
+                        const char *name = json_string_value(json_object_get(v, "name"));
+                        const char *gecos = json_string_value(json_object_get(v, "gecos"));
+                        const char *home = json_string_value(json_object_get(v, "home"));
+                        const char *shell = json_string_value(json_object_get(v, "shell"));
+                        json_t *uid = json_object_get(v, "uid"), *ug = json_object_get(v, "groups"), *g;
+                        int sys = json_is_true(json_object_get(v, "system"));
+                        char num[32];
+                        size_t k;
+
+                        if (!valid_unix_name(name))
+                                BAD("users[%zu].name is not a valid user name", i);
+                        if ((home && home[0] != '/') || (shell && shell[0] != '/') || (gecos && strpbrk(gecos, ":\n")))
+                                BAD("users[%zu]: home and shell must be absolute paths, gecos one line without ':'", i);
+                        ADD(" step user");
+                        WORD(name);
+                        ADD("; id -u");
+                        WORD(name);
+                        ADD(" >/dev/null 2>&1 || useradd");
+                        ADD(sys ? " -r" : " -m");
+                        if (json_is_integer(uid) && json_integer_value(uid) >= 0 && json_integer_value(uid) < 65536) {
+                                snprintf(num, sizeof(num), " -u %lld", (long long)json_integer_value(uid));
+                                ADD(num);
+                        }
+                        if (gecos) {
+                                ADD(" -c");
+                                WORD(gecos);
+                        }
+                        if (home) {
+                                ADD(" -d");
+                                WORD(home);
+                        }
+                        ADD(" -s");
+                        WORD(shell ? shell : sys ? "/usr/sbin/nologin" : "/bin/bash");
+                        WORD(name);
+                        ADD(";");
+                        json_array_foreach(ug, k, g) {
+                                if (!valid_unix_name(json_string_value(g)))
+                                        BAD("users[%zu].groups has an invalid group name", i);
+                                ADD(" usermod -aG");
+                                WORD(json_string_value(g));
+                                WORD(name);
+                                ADD(";");
+                        }
+                }
+        }
+        if (git && json_is_object(git)) {
+                json_t *gu = json_object_get(json_object_get(git, "config"), "user");
+                json_t *repos = json_object_get(git, "repos");
+                static const char *const keys[] = {"name", "email", "signingkey"};
+
+                for (size_t k = 0; k < 3; k++) {
+                        const char *val = json_string_value(json_object_get(gu, keys[k]));
+
+                        if (!val)
+                                continue;
+                        ADD(" step git config; git config --system");
+                        WORD(k == 0 ? "user.name" : k == 1 ? "user.email" : "user.signingkey");
+                        WORD(val);
+                        ADD(";");
+                }
+                json_array_foreach(repos, i, v) {
+                        const char *repo = json_string_value(json_object_get(v, "repo"));
+                        const char *path = json_string_value(json_object_get(v, "path"));
+                        const char *rev = json_string_value(json_object_get(v, "rev"));
+
+                        if (!repo || !*repo || !path || path[0] != '/' || (rev && (!*rev || rev[0] == '-')))
+                                BAD("git.repos[%zu] needs a repo, an absolute path and an optional rev", i);
+                        ADD(" step git clone");
+                        WORD(repo);
+                        ADD("; git clone -q --");
+                        WORD(repo);
+                        WORD(path);
+                        ADD(";");
+                        if (rev) {
+                                ADD(" git -C");
+                                WORD(path);
+                                ADD(" -c advice.detachedHead=false checkout -q");
+                                WORD(rev);
+                                ADD(" --;");
+                        }
+                }
+        }
+        if (apt && !json_is_null(apt)) {
+                if (!json_is_array(apt))
+                        BAD("'aptDeps' must be a list of package names");
+                if (json_array_size(apt) > 0) {
+                        ADD(" step apt-get install; export DEBIAN_FRONTEND=noninteractive;"
+                            " apt-get -q update >/dev/null && apt-get install -y -q --no-install-recommends");
+                        json_array_foreach(apt, i, v) {
+                                if (!valid_package(json_string_value(v)))
+                                        BAD("aptDeps[%zu] is not a valid package name", i);
+                                WORD(json_string_value(v));
+                        }
+                        ADD(" >/dev/null;");
+                }
+        }
+        return cmd;
+#undef BAD
+#undef ADD
+#undef WORD
+}
+
+/* Applies create-time setup to a new VM: groups, users, git, packages,
+ * then systemd services (which may need all of those). On failure answers
+ * VM_SETUP_FAILED with what failed and returns -1. */
+static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, struct http_resp *resp)
+{
+        json_t *sd = json_object_get(body, "systemd"), *services = json_object_get(sd, "services");
+        json_t *patched = json_object_get(sd, "patchedServices"), *v;
+        char *script = setup_script(body, resp), *out = NULL;
+        struct vmm_result res = {0};
+        size_t i;
+        int r;
+
+        if (!script)
+                return -1;
+        struct vmm_exec e = {.command = script, .timeout_ms = 30 * 60 * 1000};
+        /* Most creates ask for no setup: spare them a process in the guest. */
+        r = strstr(script, " step ") ? vmm_exec(d->vmm, c->account, id, &e, &res) : 0;
+        free(script);
+        if (r < 0 || res.agent_errno || res.timed_out || res.exit_code != 0) {
+                size_t n = 0;
+                char *err = utf8_sanitize(res.reply.err.data ? (char *)res.reply.err.data : "", res.reply.err.len, &n);
+
+                http_error(resp, 500, "VM_SETUP_FAILED", "VM setup failed: %s",
+                           r < 0 ? strerror(-r) : res.timed_out ? "timed out" : err ? err : "error");
+                json_object_set_new(resp->body, "diagnostics", json_pack("{s:s?}", "stderr", err));
+                free(err);
+                vmm_result_clear(&res);
+                return -1;
+        }
+        vmm_result_clear(&res);
+        /* patchedServices: drop-ins over units that exist in the image. */
+        json_array_foreach(patched, i, v) {
+                const char *code, *raw = json_string_value(json_object_get(v, "name"));
+                char msg[256], *name = NULL, *unit = NULL, *path = NULL;
+                struct http_resp sub = {0};
+                int k;
+
+                name = service_name(raw ? raw : "", &sub);
+                unit = name ? sysd_render(v, NULL, 1, &code, msg, sizeof(msg)) : NULL;
+                if (!unit) {
+                        http_error(resp, 400, name ? code : "CREATE_VM_BAD_REQUEST", "systemd.patchedServices[%zu]: %s", i,
+                                   name ? msg : "bad name");
+                        json_decref(sub.body);
+                        free(name);
+                        return -1;
+                }
+                k = asprintf(&path, SYSD_UNIT_DIR "/%s.service.d/50-sprout.conf", name) < 0 ? -ENOMEM
+                    : vmm_write(d->vmm, c->account, id, path, NULL, unit, strlen(unit), 0644, &res);
+                free(unit);
+                free(path);
+                free(name);
+                json_decref(sub.body);
+                if (k < 0 || res.agent_errno) {
+                        vmm_result_clear(&res);
+                        http_error(resp, 500, "VM_SETUP_FAILED", "writing systemd.patchedServices[%zu] failed", i);
+                        return -1;
+                }
+                vmm_result_clear(&res);
+        }
+        if (json_array_size(patched) > 0 &&
+            guest_sh(d, c, id, "systemctl daemon-reload", &out, &r, resp) < 0)
+                return -1;
+        free(out);
+        json_array_foreach(services, i, v) {
+                struct http_resp sub = {0};
+
+                if (create_service(d, c, id, v, NULL, &sub) < 0 || !json_is_true(json_object_get(sub.body, "success"))) {
+                        const char *name = json_string_value(json_object_get(v, "name"));
+                        const char *code = json_string_value(json_object_get(sub.body, "code"));
+                        const char *m = json_string_value(json_object_get(sub.body, "message"));
+                        char *logs = NULL, *cmd = NULL;
+                        int k = 0;
+
+                        if (code && strcmp(code, "VM_NOT_FOUND") && sub.status == 400) {
+                                /* A malformed service spec: the caller's error. */
+                                *resp = sub;
+                                return -1;
+                        }
+                        if (name && !sysd_check_name(name, (char[8]){0}, 8) &&
+                            asprintf(&cmd, "journalctl -u %s.service --no-pager -n 50 2>&1", name) >= 0)
+                                guest_sh(d, c, id, cmd, &logs, &k, &(struct http_resp){0});
+                        http_error(resp, 500, "VM_SETUP_FAILED", "service %s failed to start: %s", name ? name : "?",
+                                   m ? m : "error");
+                        json_object_set_new(resp->body, "diagnostics",
+                                            json_pack("{s:[{s:s?,s:s?}]}", "failedUnits", "name", name, "logs", logs));
+                        free(cmd);
+                        free(logs);
+                        json_decref(sub.body);
+                        return -1;
+                }
+                json_decref(sub.body);
+        }
+        return 0;
 }
 
 /* ---- routing ---- */
