@@ -1712,6 +1712,135 @@ static int run_setup(struct sprout *d, const struct caller *c, const char *id, j
         return 0;
 }
 
+/* ---- stats stream ---- */
+
+struct stats_stream {
+        struct sprout *d;
+        char *account;
+        char id[21];
+        int interval_ms;
+        int samples;
+        unsigned long long prev_total, prev_idle;
+};
+
+/* Reads a small /proc file in the guest through the agent (no process is
+ * started). Returns a malloc'd NUL-terminated text or NULL. */
+static char *guest_proc(struct stats_stream *s, const char *path, int *ret_err)
+{
+        struct vmm_result res = {0};
+        char *text = NULL;
+        int r = vmm_read(s->d->vmm, s->account, s->id, path, NULL, &res);
+
+        *ret_err = r;
+        if (r == 0 && !res.agent_errno)
+                text = strndup(res.reply.data.data ? (char *)res.reply.data.data : "", res.reply.data.len);
+        vmm_result_clear(&res);
+        return text;
+}
+
+static unsigned long long meminfo_kb(const char *text, const char *key)
+{
+        const char *p = text ? strstr(text, key) : NULL;
+
+        return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+static long stats_next(void *ctx, char *buf, size_t max)
+{
+        struct stats_stream *s = ctx;
+        unsigned long long v[10] = {0}, total = 0, idle, mem_total, mem_avail;
+        char *mem, *stat, *load, when[32], *line;
+        double cpu_pct = 0, l1 = 0, l5 = 0, l15 = 0;
+        int err, cpus = 0;
+        json_t *j;
+        long n;
+
+        if (s->samples++ > 0)
+                sleep_ms(s->interval_ms);
+        mem = guest_proc(s, "/proc/meminfo", &err);
+        if (err < 0)
+                return -1; /* the VM is gone: end the stream */
+        stat = guest_proc(s, "/proc/stat", &err);
+        load = guest_proc(s, "/proc/loadavg", &err);
+        if (stat) {
+                sscanf(stat, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                       &v[6], &v[7]);
+                for (const char *p = stat; (p = strstr(p, "\ncpu")); p++)
+                        cpus++;
+        }
+        for (int i = 0; i < 8; i++)
+                total += v[i];
+        idle = v[3] + v[4];
+        /* Usage since the previous sample (since boot for the first). */
+        if (total > s->prev_total)
+                cpu_pct = 100.0 * (double)((total - s->prev_total) - (idle - s->prev_idle)) / (double)(total - s->prev_total);
+        s->prev_total = total;
+        s->prev_idle = idle;
+        if (load)
+                sscanf(load, "%lf %lf %lf", &l1, &l5, &l15);
+        mem_total = meminfo_kb(mem, "MemTotal:") * 1024;
+        mem_avail = meminfo_kb(mem, "MemAvailable:") * 1024;
+        format_time(wall_ms(), when);
+        j = json_pack("{s:s,s:s,s:{s:I,s:I,s:I,s:f},s:{s:f,s:i},s:[f,f,f]}", "vmId", s->id, "timestamp", when, "memory",
+                      "totalBytes", (json_int_t)mem_total, "availableBytes", (json_int_t)mem_avail, "usedBytes",
+                      (json_int_t)(mem_total - mem_avail), "usedPercent",
+                      mem_total ? 100.0 * (double)(mem_total - mem_avail) / (double)mem_total : 0.0, "cpu",
+                      "usagePercent", cpu_pct, "count", cpus, "loadAverage", l1, l5, l15);
+        free(mem);
+        free(stat);
+        free(load);
+        line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!line)
+                return -1;
+        n = (long)strlen(line);
+        if ((size_t)n + 1 > max) {
+                free(line);
+                return -1;
+        }
+        memcpy(buf, line, (size_t)n);
+        buf[n++] = '\n';
+        free(line);
+        return n;
+}
+
+static void stats_done(void *ctx)
+{
+        struct stats_stream *s = ctx;
+
+        free(s->account);
+        free(s);
+}
+
+static void handle_stats_stream(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                                struct http_resp *resp)
+{
+        struct vmm_info info = {0};
+        struct stats_stream *s;
+        int64_t interval = 1000;
+
+        if (query_int(req, "interval_ms", &interval, resp) < 0)
+                return;
+        if (vmm_get(d->vmm, c->account, id, &info) < 0) {
+                http_error(resp, 404, "VM_NOT_FOUND", "VM %s not found", id);
+                return;
+        }
+        vmm_info_clear(&info);
+        s = calloc(1, sizeof(*s));
+        if (!s || !(s->account = strdup(c->account))) {
+                free(s);
+                http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+                return;
+        }
+        s->d = d;
+        memcpy(s->id, id, 21);
+        s->interval_ms = (int)(interval < 100 ? 100 : interval > 10000 ? 10000 : interval);
+        resp->status = 200;
+        resp->stream = stats_next;
+        resp->stream_ctx = s;
+        resp->stream_done = stats_done;
+}
+
 /* ---- routing ---- */
 
 /* Splits the raw path into at most max segments (still encoded); the last
@@ -1820,6 +1949,13 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                         handle_fork(d, req, &c, id, resp);
                 else
                         handle_lifecycle(d, req, &c, id, seg[3], resp);
+                goto out;
+        }
+        if (n == 5 && !strcmp(seg[3], "stats") && !strcmp(seg[4], "stream")) {
+                if (method_is(req, "GET"))
+                        handle_stats_stream(d, req, &c, id, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET");
                 goto out;
         }
         if (n >= 5 && !strcmp(seg[3], "systemd")) {

@@ -100,6 +100,54 @@ void http_error(struct http_resp *resp, unsigned status, const char *code, const
         resp->body = json_pack("{s:s,s:s,s:s}", "error", code, "code", code, "message", msg);
 }
 
+struct stream_call {
+        http_stream_fn fn;
+        void *ctx;
+        void (*done)(void *ctx);
+};
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+        struct stream_call *s = cls;
+        long n;
+
+        (void)pos;
+        n = s->fn(s->ctx, buf, max);
+        return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+        struct stream_call *s = cls;
+
+        if (s->done)
+                s->done(s->ctx);
+        free(s);
+}
+
+static enum MHD_Result send_stream(struct MHD_Connection *conn, const struct http_resp *resp)
+{
+        struct stream_call *s = malloc(sizeof(*s));
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+
+        if (!s) {
+                resp->stream_done(resp->stream_ctx);
+                return MHD_NO;
+        }
+        *s = (struct stream_call){resp->stream, resp->stream_ctx, resp->stream_done};
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, s, stream_free);
+        if (!r) {
+                stream_free(s);
+                return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+        ret = MHD_queue_response(conn, resp->status ? resp->status : 200, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *conn, const struct http_resp *resp)
 {
         struct MHD_Response *r;
@@ -200,6 +248,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 };
 
                 api_handle(d, &req, &resp);
+        }
+        if (resp.stream) {
+                json_decref(resp.body);
+                return send_stream(conn, &resp);
         }
         if (resp.status == 0)
                 http_error(&resp, 500, "INTERNAL_ERROR", "no answer");

@@ -24,11 +24,21 @@ struct http_req {
         size_t body_len;
 };
 
+/* A streamed body: called from the connection's thread (so it may block)
+ * to fill buf with up to max bytes. Returns the count, 0 to be called again,
+ * or -1 at the end of the stream. done is called once the connection ends,
+ * whoever ended it, and frees ctx. */
+typedef long (*http_stream_fn)(void *ctx, char *buf, size_t max);
+
 /* What the API layer answers: a status and a JSON body (owned, may be
- * NULL for an empty body). */
+ * NULL for an empty body), or, when stream is set, newline-delimited JSON
+ * produced by stream. */
 struct http_resp {
         unsigned status;
         json_t *body;
+        http_stream_fn stream;
+        void *stream_ctx;
+        void (*stream_done)(void *ctx);
 };
 
 /* Looks up a request header (case-insensitive) or a query argument, decoded.
