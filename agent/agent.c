@@ -218,16 +218,33 @@ void agent_drain_add(struct agent *a, int fd)
         a->drain_fds[a->n_drain++] = fd;
 }
 
+/* Ends s early (CANCEL, or the host is gone); RESULT ECANCELED if
+ * send_result. Frees s. */
+static void stream_cancel(struct agent *a, struct agent_stream *s, int send_result)
+{
+        switch (s->kind) {
+        case AGENT_STREAM_EXEC:
+                agent_exec_cancel(a, s, send_result);
+                break;
+        case AGENT_STREAM_WRITE:
+                agent_fs_write_cancel(a, s, send_result);
+                break;
+        case AGENT_STREAM_WATCH:
+                agent_watch_cancel(a, s, send_result);
+                break;
+        case AGENT_STREAM_TERM:
+                agent_term_cancel(a, s, send_result);
+                break;
+        }
+}
+
 /* Abandons every stream without a RESULT: the host that asked is gone. */
 static void streams_abandon(struct agent *a)
 {
         while (a->streams) {
                 struct agent_stream *s = a->streams;
 
-                if (s->kind == AGENT_STREAM_EXEC)
-                        agent_exec_cancel(a, s, 0);
-                else
-                        agent_fs_write_cancel(a, s, 0);
+                stream_cancel(a, s, 0);
         }
 }
 
@@ -300,7 +317,8 @@ static void handle_req(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 agent_send_error(a, id, EBADMSG, "request without a valid OP");
                 return;
         }
-        if ((op == PROTO_OP_EXEC || op == PROTO_OP_WRITE) && a->n_streams >= AGENT_MAX_STREAMS) {
+        if ((op == PROTO_OP_EXEC || op == PROTO_OP_WRITE || op == PROTO_OP_WATCH || op == PROTO_OP_TERMINAL) &&
+            a->n_streams >= AGENT_MAX_STREAMS) {
                 agent_send_error(a, id, EAGAIN, "too many concurrent streams (max %d)", AGENT_MAX_STREAMS);
                 return;
         }
@@ -317,6 +335,18 @@ static void handle_req(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 break;
         case PROTO_OP_STAT:
                 agent_fs_stat(a, id, p, n);
+                break;
+        case PROTO_OP_WATCH:
+                agent_watch_start(a, id, p, n);
+                break;
+        case PROTO_OP_TERMINAL:
+                agent_term_start(a, id, p, n);
+                break;
+        case PROTO_OP_TERM_LIST:
+                agent_term_list(a, id);
+                break;
+        case PROTO_OP_TERM_LOG:
+                agent_term_log(a, id, p, n);
                 break;
         default:
                 agent_send_error(a, id, EOPNOTSUPP, "unknown op %u", op);
@@ -349,17 +379,15 @@ static void dispatch(struct agent *a, const struct proto_hdr *h, const uint8_t *
         if (!s)
                 return;
         if (h->type == PROTO_T_CANCEL) {
-                if (s->kind == AGENT_STREAM_EXEC)
-                        agent_exec_cancel(a, s, 1);
-                else
-                        agent_fs_write_cancel(a, s, 1);
+                stream_cancel(a, s, 1);
         } else if (s->kind == AGENT_STREAM_WRITE) {
                 if (h->type == PROTO_T_DATA)
                         agent_fs_write_data(a, s, p, h->len);
                 else
                         agent_fs_write_eof(a, s);
         }
-        /* An exec has no stdin: DATA/EOF for it are ignored. */
+        /* An exec, a watch and a terminal command have no stdin: DATA/EOF
+         * for them are ignored. */
 }
 
 /* Parses and dispatches every complete frame in the input buffer. */
@@ -467,7 +495,10 @@ static void on_sigchld(struct agent *a)
                 ;
         /* Reap every child, ours by stream or abandoned, so none lingers. */
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        {
                 agent_exec_on_reaped(a, pid, status);
+                agent_term_on_reaped(a, pid, status);
+        }
 }
 
 static void on_drain(struct agent *a, unsigned i)
@@ -503,6 +534,14 @@ static void loop(struct agent *a)
                 for (struct agent_stream *s = a->streams; s; s = s->next) {
                         uint64_t d;
 
+                        if (s->kind == AGENT_STREAM_WATCH) {
+                                pfds[nfds] = (struct pollfd){.fd = agent_watch_fd(s), .events = POLLIN};
+                                slots[nfds++] = (struct agent_slot){.what = SLOT_WATCH, .s = s};
+                                d = agent_watch_next_deadline(s);
+                                if (d && d < next)
+                                        next = d;
+                                continue;
+                        }
                         if (s->kind != AGENT_STREAM_EXEC)
                                 continue;
                         if (s->exec.out_fd >= 0) {
@@ -514,6 +553,13 @@ static void loop(struct agent *a)
                                 slots[nfds++] = (struct agent_slot){.what = SLOT_EXEC, .s = s};
                         }
                         d = agent_exec_next_deadline(s);
+                        if (d && d < next)
+                                next = d;
+                }
+                nfds = agent_term_poll_add(a, nfds);
+                {
+                        uint64_t d = agent_term_next_deadline(a);
+
                         if (d && d < next)
                                 next = d;
                 }
@@ -544,6 +590,10 @@ static void loop(struct agent *a)
                                 agent_exec_on_readable(a, slots[i].s, pfds[i].fd);
                         else if (slots[i].what == SLOT_DRAIN)
                                 on_drain(a, slots[i].idx);
+                        else if (slots[i].what == SLOT_WATCH)
+                                agent_watch_on_readable(a, slots[i].s);
+                        else if (slots[i].what == SLOT_TERM)
+                                agent_term_on_io(a, slots[i].t, pfds[i].revents);
                 }
                 /* on_drain marks closed pipes -1; compact only now, so the
                  * slot indexes stayed valid during the pass above. */
@@ -563,7 +613,10 @@ static void loop(struct agent *a)
                         next_s = s->next;
                         if (s->kind == AGENT_STREAM_EXEC)
                                 agent_exec_tick(a, s, now);
+                        else if (s->kind == AGENT_STREAM_WATCH)
+                                agent_watch_tick(a, s, now);
                 }
+                agent_term_tick(a, now);
                 if (a->lost)
                         host_gone(a, "write failed");
         }

@@ -5,7 +5,9 @@
  *
  * Modules: agent.c owns the port (framing, dispatch, stream table,
  * disconnects), exec.c runs commands (EXEC), fs.c serves files (READ, WRITE,
- * STAT) and switches the filesystem identity for USER requests. They share
+ * STAT) and switches the filesystem identity for USER requests, watch.c
+ * streams inotify events (WATCH), term.c keeps persistent PTY shells
+ * (TERMINAL, TERM_LIST, TERM_LOG). They share
  * the structures below; nothing here is thread-safe because nothing needs
  * to be: the agent never starts a thread.
  *
@@ -29,11 +31,20 @@
 #define AGENT_DEFAULT_MAX_SIZE (64ULL << 20)   /* READ/WRITE file size cap */
 #define AGENT_LINGER_NS (50ULL * 1000000)      /* wait for pipes after the main child exits */
 #define AGENT_IN_CAP (2 * (PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD))
+#define AGENT_MAX_WATCH_STREAMS 16             /* concurrent WATCH streams; past it EAGAIN */
+#define AGENT_MAX_WATCH_DIRS 8192              /* directories watched per stream; more are skipped */
+#define AGENT_MAX_TERMS 32                     /* terminal sessions; past it EAGAIN */
+#define AGENT_TERM_SCROLLBACK (256 * 1024)     /* raw output kept per terminal */
 
 enum agent_stream_kind {
         AGENT_STREAM_EXEC = 1,
         AGENT_STREAM_WRITE = 2,
+        AGENT_STREAM_WATCH = 3, /* a WATCH: s->watch */
+        AGENT_STREAM_TERM = 4,  /* a command running in a terminal: s->term */
 };
+
+struct agent_watch; /* watch.c */
+struct agent_term;  /* term.c */
 
 /* A resolved Linux user: what USER names, looked up once per request. */
 struct agent_user {
@@ -79,17 +90,20 @@ struct agent_stream {
         union {
                 struct agent_exec exec;
                 struct agent_upload up;
+                struct agent_watch *watch; /* owned by the stream */
+                struct agent_term *term;   /* the terminal; it outlives the stream */
         };
         struct agent_stream *next;
 };
 
-#define AGENT_MAX_POLL (2 + 2 * AGENT_MAX_STREAMS + AGENT_MAX_DRAIN)
+#define AGENT_MAX_POLL (2 + 2 * AGENT_MAX_STREAMS + AGENT_MAX_DRAIN + AGENT_MAX_TERMS)
 
 /* What one pollfd of the loop stands for. */
-enum { SLOT_PORT, SLOT_SIG, SLOT_EXEC, SLOT_DRAIN };
+enum { SLOT_PORT, SLOT_SIG, SLOT_EXEC, SLOT_DRAIN, SLOT_WATCH, SLOT_TERM };
 struct agent_slot {
         int what;               /* SLOT_* */
-        struct agent_stream *s; /* SLOT_EXEC: the exec */
+        struct agent_stream *s; /* SLOT_EXEC, SLOT_WATCH: the stream */
+        struct agent_term *t;   /* SLOT_TERM: the terminal */
         unsigned idx;           /* SLOT_DRAIN: index in drain_fds */
 };
 
@@ -110,6 +124,10 @@ struct agent {
         struct rlimit nofile; /* RLIMIT_NOFILE we started with; children get it back */
         gid_t *groups;        /* our own supplementary groups, restored after USER access */
         int ngroups;
+        unsigned n_watches;      /* live WATCH streams */
+        struct agent_term *terms; /* terminal sessions, unordered */
+        unsigned n_terms;
+        uint64_t term_seq;       /* makes each command's end marker unique */
         struct pollfd pfds[AGENT_MAX_POLL];      /* the loop's poll set, rebuilt each round */
         struct agent_slot slots[AGENT_MAX_POLL]; /* what each pfds entry is */
 };
@@ -145,5 +163,31 @@ void agent_fs_write_start(struct agent *a, uint32_t id, const uint8_t *p, size_t
 void agent_fs_write_data(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n);
 void agent_fs_write_eof(struct agent *a, struct agent_stream *s);
 void agent_fs_write_cancel(struct agent *a, struct agent_stream *s, int send_result);
+
+/* watch.c: the stream owns an inotify fd polled by the loop (SLOT_WATCH). */
+void agent_watch_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+int agent_watch_fd(const struct agent_stream *s);
+void agent_watch_on_readable(struct agent *a, struct agent_stream *s);
+uint64_t agent_watch_next_deadline(const struct agent_stream *s);
+void agent_watch_tick(struct agent *a, struct agent_stream *s, uint64_t now);
+void agent_watch_cancel(struct agent *a, struct agent_stream *s, int send_result);
+
+/*
+ * term.c: terminals live in a->terms independently of streams and of the
+ * host connection; a TERMINAL stream only borrows one for one command.
+ * Terminals are freed only by agent_term_tick, never while the loop's slots
+ * may point at them.
+ */
+void agent_term_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_term_list(struct agent *a, uint32_t id);
+void agent_term_log(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+/* Appends a pollfd (SLOT_TERM) per live terminal to a->pfds from index
+ * nfds; returns the new count. */
+int agent_term_poll_add(struct agent *a, int nfds);
+void agent_term_on_io(struct agent *a, struct agent_term *t, short revents);
+void agent_term_on_reaped(struct agent *a, pid_t pid, int status);
+uint64_t agent_term_next_deadline(const struct agent *a);
+void agent_term_tick(struct agent *a, uint64_t now);
+void agent_term_cancel(struct agent *a, struct agent_stream *s, int send_result);
 
 #endif

@@ -54,6 +54,10 @@ enum proto_op {
         PROTO_OP_READ = 2,       /* PATH, MAX_SIZE?, USER?: file -> DATA*; dir -> ENTRY* */
         PROTO_OP_WRITE = 3,      /* PATH, MODE?, USER?, MAX_SIZE? then DATA* EOF */
         PROTO_OP_STAT = 4,       /* PATH, USER?: KIND, SIZE, MODE */
+        PROTO_OP_WATCH = 5,      /* PATH (dir): DATA* (one JSON event + "\n" each) until CANCEL */
+        PROTO_OP_TERMINAL = 6,   /* TERMINAL, CMD, TIMEOUT_MS?, USER?: STDOUT*, EXIT_CODE, TIMED_OUT */
+        PROTO_OP_TERM_LIST = 7,  /* -: ENTRY* (PROTO_KIND_OTHER + name), sorted */
+        PROTO_OP_TERM_LOG = 8,   /* TERMINAL: DATA* (raw scrollback), SIZE */
 };
 
 enum proto_tag {
@@ -81,6 +85,8 @@ enum proto_tag {
         PROTO_TAG_ENTROPY = 31,   /* bytes, mixed into the guest's pool */
         PROTO_TAG_VERSION = 32,   /* u32 */
         PROTO_TAG_BOOT_ID = 33,   /* string */
+        /* terminals */
+        PROTO_TAG_TERMINAL = 40,  /* string, terminal name: 1..64 of [A-Za-z0-9._-] */
 };
 
 enum proto_kind {

@@ -1278,3 +1278,295 @@ TEST(agent_user_files)
         ta_tmp_rm(dir);
         CHECK(ok);
 }
+
+/* ---------------------------------------------------------------- watch */
+
+/* Receives frames until the DATA of stream id contains needle (or the
+ * stream's RESULT arrives, or timeout_ms passes). Returns 1 if found. */
+static int ta_data_wait(struct ta *t, struct ta_res *r, const char *needle, int timeout_ms)
+{
+        uint64_t end = ta_ms() + (uint64_t)timeout_ms;
+
+        for (;;) {
+                struct ta_frame f;
+                uint64_t now = ta_ms();
+
+                if (r->data.len && memmem(r->data.data, r->data.len, needle, strlen(needle)))
+                        return 1;
+                if (now >= end || r->done || ta_recv(t, &f, (int)(end - now)) <= 0)
+                        break;
+                if (f.stream == r->id && f.type == PROTO_T_DATA)
+                        proto_buf_append(&r->data, f.p, f.len);
+                else if (f.stream == r->id && f.type == PROTO_T_RESULT) {
+                        proto_buf_append(&r->result, f.p, f.len);
+                        r->done = 1;
+                }
+                free(f.p);
+        }
+        fprintf(stderr, "    no \"%s\" in watch events: \"%.*s\"\n", needle,
+                (int)(r->data.len > 2000 ? 2000 : r->data.len), r->data.data ? (const char *)r->data.data : "");
+        return 0;
+}
+
+/* Starts a WATCH on dir as stream id; a PING after it proves it is set up. */
+static int ta_watch(struct ta *t, uint32_t id, const char *dir)
+{
+        struct proto_buf b = {0};
+        int ok;
+
+        ta_path_req(&b, PROTO_OP_WATCH, dir);
+        ok = !b.oom && ta_send_req(t, id, &b) == 0;
+        proto_buf_free(&b);
+        return ok && ta_ping(t, id + 1000, 3000, NULL);
+}
+
+TEST(agent_watch_events)
+{
+        struct ta t;
+        struct ta_res r = {.id = 1};
+        char dir[64], a[128], b2[128], sub[128], f[160], q[128], want[512];
+        int ok;
+
+        CHECK(ta_tmp(dir, sizeof(dir)) == 0);
+        snprintf(a, sizeof(a), "%s/a", dir);
+        snprintf(b2, sizeof(b2), "%s/b", dir);
+        snprintf(sub, sizeof(sub), "%s/sub", dir);
+        snprintf(f, sizeof(f), "%s/sub/f", dir);
+        snprintf(q, sizeof(q), "%s/q\"\\x", dir);
+        ok = ta_start(&t) == 0 && ta_watch(&t, 1, dir);
+
+        /* Three writes before the close: one "modified". */
+        ok = ok && ta_write_file(a, "hello", 5, 0644) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"created\",\"path\":\"%s\"}\n", a);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+        snprintf(want, sizeof(want), "{\"kind\":\"modified\",\"path\":\"%s\"}\n", a);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+        ok = ok && rename(a, b2) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"renamed\",\"path\":\"%s\",\"oldPath\":\"%s\"}\n", b2, a);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+        ok = ok && unlink(b2) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"deleted\",\"path\":\"%s\"}\n", b2);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+
+        /* A new directory is watched: a file made in it is reported. */
+        ok = ok && mkdir(sub, 0755) == 0 && ta_write_file(f, "x", 1, 0644) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"created\",\"path\":\"%s\"}\n", sub);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+        snprintf(want, sizeof(want), "{\"kind\":\"created\",\"path\":\"%s\"}\n", f);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+        usleep(100000);
+        ok = ok && ta_write_file(f, "yy", 2, 0644) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"modified\",\"path\":\"%s\"}\n", f);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+
+        /* Quotes and backslashes are escaped. */
+        ok = ok && ta_write_file(q, "", 0, 0644) == 0;
+        snprintf(want, sizeof(want), "{\"kind\":\"created\",\"path\":\"%s/q\\\"\\\\x\"}\n", dir);
+        ok = ok && ta_data_wait(&t, &r, want, 3000);
+
+        /* Only the writes were reported as modified, and nothing ended. */
+        ok = ok && !r.done;
+        ok = ok && ta_send(&t, 1, PROTO_T_CANCEL, NULL, 0) == 0 && ta_collect(&t, &r, 1, 3000) == 1 &&
+             ta_errno(&r) == ECANCELED;
+        ta_res_free(&r);
+        /* The watch is gone: new files raise no events on stream 1, and the
+         * agent still answers. */
+        snprintf(a, sizeof(a), "%s/after", dir);
+        ok = ok && ta_write_file(a, "x", 1, 0644) == 0 && ta_ping(&t, 5, 3000, NULL);
+        ta_stop(&t);
+        ta_tmp_rm(dir);
+        CHECK(ok);
+}
+
+TEST(agent_watch_errors)
+{
+        struct ta t;
+        struct ta_res r = {0};
+        struct proto_buf b = {0};
+        char dir[64], sub[128], file[128];
+        int ok;
+
+        CHECK(ta_tmp(dir, sizeof(dir)) == 0);
+        snprintf(sub, sizeof(sub), "%s/gone", dir);
+        snprintf(file, sizeof(file), "%s/file", dir);
+        ok = mkdir(sub, 0755) == 0 && ta_write_file(file, "x", 1, 0644) == 0 && ta_start(&t) == 0;
+
+        ta_path_req(&b, PROTO_OP_WATCH, "/nonexistent/sprout-dir");
+        ok = ok && ta_call(&t, 1, &b, &r, 3000) && ta_errno(&r) == ENOENT;
+        proto_buf_free(&b);
+        ta_res_free(&r);
+        ta_path_req(&b, PROTO_OP_WATCH, file);
+        ok = ok && ta_call(&t, 2, &b, &r, 3000) && ta_errno(&r) == ENOTDIR;
+        proto_buf_free(&b);
+        ta_res_free(&r);
+
+        /* The watched directory disappearing ends the stream. */
+        r = (struct ta_res){.id = 3};
+        ok = ok && ta_watch(&t, 3, sub) && rmdir(sub) == 0 && ta_collect(&t, &r, 1, 3000) == 1 &&
+             ta_errno(&r) == ENOENT;
+        ta_res_free(&r);
+        ta_stop(&t);
+        ta_tmp_rm(dir);
+        CHECK(ok);
+}
+
+/* ---------------------------------------------------------------- terminals */
+
+/* Runs cmd in terminal name and waits for its RESULT. */
+static int ta_term(struct ta *t, uint32_t id, const char *name, const char *cmd, uint64_t timeout_ms,
+                   struct ta_res *r)
+{
+        struct proto_buf b = {0};
+        int ok;
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERMINAL);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, name);
+        proto_put_str(&b, PROTO_TAG_CMD, cmd);
+        if (timeout_ms)
+                proto_put_u64(&b, PROTO_TAG_TIMEOUT_MS, timeout_ms);
+        ok = ta_call(t, id, &b, r, 10000);
+        proto_buf_free(&b);
+        return ok;
+}
+
+/* Runs cmd in terminal name; succeeds if it exits with code and prints want. */
+static int ta_term_ok(struct ta *t, uint32_t id, const char *name, const char *cmd, int code, const char *want)
+{
+        struct ta_res r = {0};
+        int ok = ta_term(t, id, name, cmd, 0, &r) && ta_errno(&r) == 0 && ta_u32(&r, PROTO_TAG_EXIT_CODE) == code &&
+                 ta_u32(&r, PROTO_TAG_TIMED_OUT) == 0 && (!want || ta_eq(&r.out, want));
+
+        if (!ok)
+                fprintf(stderr, "    terminal %s: `%s`: errno %u exit %lld\n", name, cmd, ta_errno(&r),
+                        (long long)ta_u32(&r, PROTO_TAG_EXIT_CODE));
+        ta_res_free(&r);
+        return ok;
+}
+
+TEST(agent_terminal_sessions)
+{
+        struct ta t;
+        struct ta_res r = {0};
+        struct proto_buf b = {0};
+        struct proto_iter it;
+        struct proto_tlv tlv;
+        const char *want[] = {"\003t1", "\003t2"};
+        int ok, i = 0;
+        uint64_t t0;
+
+        CHECK(ta_start(&t) == 0);
+        ok = ta_term_ok(&t, 1, "t1", "cd /tmp", 0, "");
+        ok = ok && ta_term_ok(&t, 2, "t1", "pwd", 0, "/tmp\n");
+        ok = ok && ta_term_ok(&t, 3, "t1", "X=42; Y='it''s'", 0, "");
+        ok = ok && ta_term_ok(&t, 4, "t1", "echo \"$X $Y\"; echo 'a '\"'b'\"", 0, "42 its\na 'b'\n");
+        ok = ok && ta_term_ok(&t, 5, "t1", "false", 1, "");
+        ok = ok && ta_term_ok(&t, 6, "t1", "printf 'no newline'", 0, "no newline");
+        ok = ok && ta_term_ok(&t, 7, "t1", "echo err >&2; (exit 7)", 7, "err\n");
+        ok = ok && ta_term_ok(&t, 8, "t1", "for i in 1 2; do\n  echo \"l$i\"\ndone", 0, "l1\nl2\n");
+        ok = ok && ta_term_ok(&t, 9, "t1", "if then fi", 2, NULL); /* a syntax error is only an error */
+        ok = ok && ta_term_ok(&t, 10, "t1", "echo $X", 0, "42\n");
+        /* A second terminal has its own shell. */
+        ok = ok && ta_term_ok(&t, 11, "t2", "echo ${X:-unset}; [ \"$(pwd)\" != /tmp ] && echo elsewhere", 0,
+                              "unset\nelsewhere\n");
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LIST);
+        ok = ok && ta_call(&t, 12, &b, &r, 3000) && ta_errno(&r) == 0;
+        proto_buf_free(&b);
+        proto_iter_init(&it, r.result.data, r.result.len);
+        while (ok && proto_iter_next(&it, &tlv) > 0) {
+                if (tlv.tag != PROTO_TAG_ENTRY)
+                        continue;
+                ok = i < 2 && tlv.len == 3 && memcmp(tlv.val, want[i], 3) == 0;
+                i++;
+        }
+        ok = ok && i == 2;
+        ta_res_free(&r);
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LOG);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, "t1");
+        ok = ok && ta_call(&t, 13, &b, &r, 3000) && ta_errno(&r) == 0 &&
+             ta_u64(&r, PROTO_TAG_SIZE) == (int64_t)r.data.len && memmem(r.data.data, r.data.len, "/tmp\n42 its\n", 12) &&
+             !memmem(r.data.data, r.data.len, "SPROUT-", 7);
+        proto_buf_free(&b);
+        ta_res_free(&r);
+
+        /* A timeout interrupts the command; the terminal keeps working. */
+        t0 = ta_ms();
+        ok = ok && ta_term(&t, 14, "t1", "sleep 100", 300, &r) && ta_errno(&r) == 0 &&
+             ta_u32(&r, PROTO_TAG_TIMED_OUT) == 1 && ta_ms() - t0 < 5000;
+        ta_res_free(&r);
+        ok = ok && ta_term_ok(&t, 15, "t1", "echo after; pwd", 0, "after\n/tmp\n");
+
+        /* The shell exiting ends the session with its status. */
+        ok = ok && ta_term_ok(&t, 16, "t2", "exit 3", 3, NULL);
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LOG);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, "t2");
+        ok = ok && ta_call(&t, 17, &b, &r, 3000) && ta_errno(&r) == ENOENT;
+        proto_buf_free(&b);
+        ta_res_free(&r);
+        ok = ok && ta_term_ok(&t, 18, "t2", "echo ${X:-fresh}", 0, "fresh\n");
+        ta_stop(&t);
+        CHECK(ok);
+}
+
+TEST(agent_terminal_errors)
+{
+        struct ta t;
+        struct ta_res r = {0}, r2 = {.id = 2};
+        struct proto_buf b = {0};
+        int ok;
+
+        CHECK(ta_start(&t) == 0);
+        ok = ta_term(&t, 1, "bad name", "true", 0, &r) && ta_errno(&r) == EINVAL;
+        ta_res_free(&r);
+        ok = ok && ta_term(&t, 1, "t", "echo \003", 0, &r) && ta_errno(&r) == EINVAL;
+        ta_res_free(&r);
+
+        /* One command at a time: a second one is refused, not queued. */
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERMINAL);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, "t");
+        proto_put_str(&b, PROTO_TAG_CMD, "sleep 100");
+        ok = ok && ta_send_req(&t, 2, &b) == 0;
+        proto_buf_free(&b);
+        ok = ok && ta_term(&t, 3, "t", "true", 0, &r) && ta_errno(&r) == EBUSY;
+        ta_res_free(&r);
+
+        /* CANCEL interrupts it; its leftovers never reach the next command. */
+        ok = ok && ta_send(&t, 2, PROTO_T_CANCEL, NULL, 0) == 0 && ta_collect(&t, &r2, 1, 3000) == 1 &&
+             ta_errno(&r2) == ECANCELED;
+        ta_res_free(&r2);
+        ok = ok && ta_term_ok(&t, 4, "t", "echo next", 0, "next\n");
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LOG);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, "nope");
+        ok = ok && ta_call(&t, 5, &b, &r, 3000) && ta_errno(&r) == ENOENT;
+        proto_buf_free(&b);
+        ta_res_free(&r);
+        ta_stop(&t);
+        CHECK(ok);
+}
+
+TEST(agent_user_terminal)
+{
+        struct ta t;
+        struct ta_res r = {0};
+        struct proto_buf b = {0};
+        int ok;
+
+        if (!ta_can_switch_user("agent_user_terminal"))
+                return;
+        CHECK(ta_start(&t) == 0);
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERMINAL);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, "mine");
+        proto_put_str(&b, PROTO_TAG_CMD, "id -un");
+        proto_put_str(&b, PROTO_TAG_USER, "nobody");
+        ok = ta_call(&t, 1, &b, &r, 10000) && ta_errno(&r) == 0 && ta_eq(&r.out, "nobody\n");
+        proto_buf_free(&b);
+        ta_res_free(&r);
+        /* The session is nobody's: root may not use it. */
+        ok = ok && ta_term(&t, 2, "mine", "id -un", 0, &r) && ta_errno(&r) == EPERM &&
+             ta_errmsg_has(&r, "belongs to user nobody");
+        ta_res_free(&r);
+        ta_stop(&t);
+        CHECK(ok);
+}
