@@ -145,6 +145,7 @@ static void *reader_main(void *arg)
                         switch (h.type) {
                         case PROTO_T_DATA:
                                 collect(s, &s->reply.data, payload, h.len);
+                                pthread_cond_broadcast(&a->cond);
                                 break;
                         case PROTO_T_STDOUT:
                                 collect(s, &s->reply.out, payload, h.len);
@@ -318,6 +319,26 @@ static int stream_wait(struct agentc *a, struct stream *s, int64_t deadline)
         return s->done ? 0 : -ECONNRESET;
 }
 
+/* Waits for any change (data, end, transport death) until deadline.
+ * Called with a->lock held; -ETIMEDOUT when the deadline passed. */
+static int stream_wait_data(struct agentc *a, int64_t deadline)
+{
+        struct timespec ts;
+        int64_t left = deadline - now_ms();
+
+        if (left <= 0)
+                return -ETIMEDOUT;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+        return 0;
+}
+
 int agentc_ping(struct agentc *a, int timeout_ms)
 {
         struct proto_buf b = {0};
@@ -395,4 +416,80 @@ int agentc_request(struct agentc *a, const struct proto_buf *req, const void *up
                 agentc_reply_free(&s->reply);
         free(s);
         return r;
+}
+
+int agentc_stream_open(struct agentc *a, const struct proto_buf *req, size_t cap, uint32_t *ret_id)
+{
+        struct stream *s;
+        int r;
+
+        if (req->oom)
+                return -ENOMEM;
+        s = stream_open(a, cap);
+        if (!s)
+                return -ENOMEM;
+        r = send_frame(a, s->id, PROTO_T_REQ, req->data, req->len);
+        if (r < 0) {
+                agentc_stream_close(a, s->id);
+                return r;
+        }
+        *ret_id = s->id;
+        return 0;
+}
+
+long agentc_stream_read(struct agentc *a, uint32_t id, void *buf, size_t max, int timeout_ms)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        struct stream *s;
+        long n = 0;
+
+        pthread_mutex_lock(&a->lock);
+        for (;;) {
+                s = stream_find(a, id);
+                if (!s) {
+                        n = -EPIPE;
+                        break;
+                }
+                if (s->reply.data.len > 0) {
+                        n = (long)(s->reply.data.len < max ? s->reply.data.len : max);
+                        memcpy(buf, s->reply.data.data, (size_t)n);
+                        memmove(s->reply.data.data, s->reply.data.data + n, s->reply.data.len - (size_t)n);
+                        s->reply.data.len -= (size_t)n;
+                        break;
+                }
+                if (s->done) {
+                        n = -EPIPE;
+                        break;
+                }
+                if (a->dead) {
+                        n = -ECONNRESET;
+                        break;
+                }
+                if (stream_wait_data(a, deadline) < 0)
+                        break;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return n;
+}
+
+void agentc_stream_close(struct agentc *a, uint32_t id)
+{
+        struct stream *s;
+        int open;
+
+        pthread_mutex_lock(&a->lock);
+        s = stream_find(a, id);
+        open = s && !s->done && !a->dead;
+        pthread_mutex_unlock(&a->lock);
+        if (open)
+                send_frame(a, id, PROTO_T_CANCEL, NULL, 0);
+        pthread_mutex_lock(&a->lock);
+        s = stream_find(a, id);
+        if (s)
+                stream_unlink(a, s);
+        pthread_mutex_unlock(&a->lock);
+        if (s) {
+                agentc_reply_free(&s->reply);
+                free(s);
+        }
 }

@@ -57,4 +57,17 @@ int agentc_request(struct agentc *a, const struct proto_buf *req, const void *up
 
 void agentc_reply_free(struct agentc_reply *r);
 
+/* Long-lived requests (a file watch): opens a stream whose DATA bytes queue
+ * up (at most cap bytes; past it they are dropped and overflow is set) for
+ * agentc_stream_read. */
+int agentc_stream_open(struct agentc *a, const struct proto_buf *req, size_t cap, uint32_t *ret_id);
+
+/* Takes up to max queued bytes, waiting at most timeout_ms. Returns the
+ * count, 0 on timeout, -EPIPE once the agent ended the stream and the queue
+ * is empty, -ECONNRESET when the transport died. */
+long agentc_stream_read(struct agentc *a, uint32_t id, void *buf, size_t max, int timeout_ms);
+
+/* Sends CANCEL (if the stream is still open) and forgets the stream. */
+void agentc_stream_close(struct agentc *a, uint32_t id);
+
 #endif

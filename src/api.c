@@ -593,7 +593,7 @@ static void handle_exec(struct sprout *d, const struct http_req *req, const stru
                 http_error(resp, 400, "INVALID_PARAMETERS", "field 'command' is required");
                 goto out;
         }
-        struct vmm_exec e = {.command = command, .user = user, .timeout_ms = timeout};
+        struct vmm_exec e = {.command = command, .terminal = terminal, .user = user, .timeout_ms = timeout};
         r = vmm_exec(d->vmm, c->account, id, &e, &res);
         if (r < 0) {
                 vm_error(resp, r, id);
@@ -608,6 +608,12 @@ static void handle_exec(struct sprout *d, const struct http_req *req, const stru
                            res.errmsg ? res.errmsg : "command output exceeds the limit");
         } else if (res.agent_errno == ESRCH) {
                 http_error(resp, 404, "USER_NOT_FOUND", "%s", res.errmsg ? res.errmsg : "Linux user not found");
+        } else if (terminal && res.agent_errno == EBUSY) {
+                http_error(resp, 409, "TERMINAL_BUSY", "terminal %s is running another command", terminal);
+        } else if (terminal && res.agent_errno == EPERM) {
+                http_error(resp, 403, "FORBIDDEN", "%s", res.errmsg ? res.errmsg : "terminal of another user");
+        } else if (terminal && (res.agent_errno == EINVAL || res.agent_errno == E2BIG || res.agent_errno == EAGAIN)) {
+                http_error(resp, 400, "INVALID_PARAMETERS", "%s", res.errmsg ? res.errmsg : strerror(res.agent_errno));
         } else if (res.agent_errno) {
                 http_error(resp, 500, "EXEC_FAILED", "%s", res.errmsg ? res.errmsg : strerror(res.agent_errno));
         } else {
@@ -1841,6 +1847,157 @@ static void handle_stats_stream(struct sprout *d, const struct http_req *req, co
         resp->stream_done = stats_done;
 }
 
+/* ---- terminals and file watching ---- */
+
+/* Removes ANSI escape sequences (CSI and OSC) and carriage returns, for
+ * terminal output given as plain lines. In place. */
+static void strip_escapes(char *s)
+{
+        char *o = s;
+
+        for (char *p = s; *p;) {
+                if (p[0] == '\033' && p[1] == '[') {
+                        p += 2;
+                        while (*p && !(*p >= 0x40 && *p <= 0x7e))
+                                p++;
+                        if (*p)
+                                p++;
+                } else if (p[0] == '\033' && p[1] == ']') {
+                        p += 2;
+                        while (*p && *p != '\007' && !(p[0] == '\033' && p[1] == '\\'))
+                                p++;
+                        if (*p == '\007')
+                                p++;
+                        else if (*p)
+                                p += 2;
+                } else if (*p == '\r' || *p == '\033') {
+                        p++;
+                } else {
+                        *o++ = *p++;
+                }
+        }
+        *o = 0;
+}
+
+static void handle_terminals(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                             const char *tid, const char *what, struct http_resp *resp)
+{
+        struct proto_buf b = {0};
+        struct vmm_result res = {0};
+        int r;
+
+        if (!method_is(req, "GET")) {
+                http_error(resp, 405, "METHOD_NOT_ALLOWED", "use GET");
+                return;
+        }
+        if (tid && (!what || (strcmp(what, "logs") && strcmp(what, "xterm-256color")))) {
+                http_error(resp, 404, "NOT_FOUND", "no such endpoint: %s %s", req->method, req->path);
+                return;
+        }
+        proto_put_u32(&b, PROTO_TAG_OP, tid ? PROTO_OP_TERM_LOG : PROTO_OP_TERM_LIST);
+        if (tid)
+                proto_put_str(&b, PROTO_TAG_TERMINAL, tid);
+        r = vmm_call(d->vmm, c->account, id, &b, 1 << 20, &res);
+        proto_buf_free(&b);
+        if (r < 0) {
+                vm_error(resp, r, id);
+                return;
+        }
+        if (res.agent_errno == ENOENT || res.agent_errno == EINVAL) {
+                http_error(resp, 404, "TERMINAL_NOT_FOUND", "terminal %s not found", tid ? tid : "");
+        } else if (res.agent_errno) {
+                http_error(resp, 500, "INTERNAL_ERROR", "%s", res.errmsg ? res.errmsg : strerror(res.agent_errno));
+        } else if (!tid) {
+                json_t *list = json_array();
+                struct proto_iter it;
+                struct proto_tlv t;
+
+                proto_iter_init(&it, res.reply.result, res.reply.result_len);
+                while (proto_iter_next(&it, &t) > 0)
+                        if (t.tag == PROTO_TAG_ENTRY && t.len > 1)
+                                json_array_append_new(list, json_pack("{s:s%,s:s,s:n}", "name", t.val + 1,
+                                                                      (size_t)t.len - 1, "status", "running", "created"));
+                resp->status = 200;
+                resp->body = json_pack("{s:o}", "terminals", list);
+        } else {
+                size_t n;
+                char *text = utf8_sanitize(res.reply.data.data ? (char *)res.reply.data.data : "", res.reply.data.len, &n);
+
+                resp->status = 200;
+                if (text && !strcmp(what, "xterm-256color")) {
+                        resp->body = json_pack("{s:s}", "output", text);
+                } else if (text) {
+                        json_t *lines = json_array();
+                        char *line, *save = NULL;
+
+                        strip_escapes(text);
+                        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+                                json_array_append_new(lines, json_pack("{s:s,s:n}", "line", line, "timestamp"));
+                        resp->body = json_pack("{s:o}", "logs", lines);
+                }
+                free(text);
+                if (!resp->body)
+                        http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+        }
+        vmm_result_clear(&res);
+}
+
+struct watch_stream {
+        struct vmm_watch *w;
+};
+
+static long watch_next(void *ctx, char *buf, size_t max)
+{
+        struct watch_stream *s = ctx;
+
+        for (;;) {
+                long n = vmm_watch_read(s->w, buf, max, 10000);
+
+                if (n > 0)
+                        return n;
+                if (n < 0)
+                        return -1;
+                /* Nothing for 10 s: an empty line (which NDJSON readers
+                 * skip) finds out whether the client is still there. */
+                buf[0] = '\n';
+                return 1;
+        }
+}
+
+static void watch_done(void *ctx)
+{
+        struct watch_stream *s = ctx;
+
+        vmm_watch_close(s->w);
+        free(s);
+}
+
+static void handle_watch(struct sprout *d, const struct http_req *req, const struct caller *c, const char *id,
+                         struct http_resp *resp)
+{
+        struct watch_stream *s = calloc(1, sizeof(*s));
+        char *user = NULL;
+        int r;
+
+        if (!s || linux_user(req, &user, resp) < 0) {
+                if (!s)
+                        http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+                free(s);
+                return;
+        }
+        r = vmm_watch_open(d->vmm, c->account, id, NULL, user, &s->w);
+        free(user);
+        if (r < 0) {
+                free(s);
+                vm_error(resp, r, id);
+                return;
+        }
+        resp->status = 200;
+        resp->stream = watch_next;
+        resp->stream_ctx = s;
+        resp->stream_done = watch_done;
+}
+
 /* ---- routing ---- */
 
 /* Splits the raw path into at most max segments (still encoded); the last
@@ -1949,6 +2106,23 @@ void api_handle(struct sprout *d, const struct http_req *req, struct http_resp *
                         handle_fork(d, req, &c, id, resp);
                 else
                         handle_lifecycle(d, req, &c, id, seg[3], resp);
+                goto out;
+        }
+        if (n == 4 && !strcmp(seg[3], "watch-files")) {
+                if (method_is(req, "POST"))
+                        handle_watch(d, req, &c, id, resp);
+                else
+                        http_error(resp, 405, "METHOD_NOT_ALLOWED", "use POST");
+                goto out;
+        }
+        if ((n == 4 || n == 6) && !strcmp(seg[3], "terminals")) {
+                char *tid = n == 6 ? http_decode(seg[4], strlen(seg[4]), 0) : NULL;
+
+                if (n == 6 && !tid)
+                        http_error(resp, 404, "TERMINAL_NOT_FOUND", "malformed terminal id");
+                else
+                        handle_terminals(d, req, &c, id, tid, n == 6 ? seg[5] : NULL, resp);
+                free(tid);
                 goto out;
         }
         if (n == 5 && !strcmp(seg[3], "stats") && !strcmp(seg[4], "stream")) {

@@ -1798,9 +1798,11 @@ int vmm_exec(struct vmm *m, const char *account, const char *id, const struct vm
 
         if (r < 0)
                 return r;
-        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_EXEC);
+        proto_put_u32(&b, PROTO_TAG_OP, e->terminal ? PROTO_OP_TERMINAL : PROTO_OP_EXEC);
         proto_put_str(&b, PROTO_TAG_CMD, e->command);
-        if (workdir)
+        if (e->terminal)
+                proto_put_str(&b, PROTO_TAG_TERMINAL, e->terminal);
+        else if (workdir)
                 proto_put_str(&b, PROTO_TAG_CWD, workdir);
         if (e->user)
                 proto_put_str(&b, PROTO_TAG_USER, e->user);
@@ -1870,4 +1872,75 @@ int vmm_write(struct vmm *m, const char *account, const char *id, const char *pa
               const void *data, size_t len, unsigned mode, struct vmm_result *ret)
 {
         return file_op(m, account, id, PROTO_OP_WRITE, path, user, data, len, mode, ret);
+}
+
+int vmm_call(struct vmm *m, const char *account, const char *id, struct proto_buf *req, size_t cap,
+             struct vmm_result *ret)
+{
+        struct agentc *a = NULL;
+        int r = agent_for(m, account, id, &a, NULL);
+
+        memset(ret, 0, sizeof(*ret));
+        if (r < 0)
+                return r;
+        r = agentc_request(a, req, NULL, 0, cap, AGENT_TIMEOUT_MS, &ret->reply);
+        if (r == 0)
+                parse_result(ret);
+        else if (r == -ETIMEDOUT)
+                agentc_reply_free(&ret->reply);
+        agentc_unref(a);
+        return r;
+}
+
+struct vmm_watch {
+        struct agentc *agent;
+        uint32_t stream;
+};
+
+int vmm_watch_open(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+                   struct vmm_watch **ret)
+{
+        struct proto_buf b = {0};
+        struct vmm_watch *w = calloc(1, sizeof(*w));
+        char *workdir = NULL, *full = NULL;
+        int r;
+
+        if (!w)
+                return -ENOMEM;
+        r = agent_for(m, account, id, &w->agent, &workdir);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
+        full = resolve_path(path ? path : workdir ? workdir : "/root", workdir);
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_WATCH);
+        proto_put_str(&b, PROTO_TAG_PATH, full ? full : "/root");
+        if (user)
+                proto_put_str(&b, PROTO_TAG_USER, user);
+        /* Events queue here while the client reads; 4 MiB is a deep queue. */
+        r = agentc_stream_open(w->agent, &b, 4 << 20, &w->stream);
+        proto_buf_free(&b);
+        free(full);
+        free(workdir);
+        if (r < 0) {
+                agentc_unref(w->agent);
+                free(w);
+                return r;
+        }
+        *ret = w;
+        return 0;
+}
+
+long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms)
+{
+        return agentc_stream_read(w->agent, w->stream, buf, max, timeout_ms);
+}
+
+void vmm_watch_close(struct vmm_watch *w)
+{
+        if (!w)
+                return;
+        agentc_stream_close(w->agent, w->stream);
+        agentc_unref(w->agent);
+        free(w);
 }

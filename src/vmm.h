@@ -161,6 +161,7 @@ void vmm_result_clear(struct vmm_result *r);
 
 struct vmm_exec {
         const char *command;
+        const char *terminal; /* run in this persistent PTY session; NULL: a fresh process */
         const char *user;   /* Linux user or NULL for root */
         int64_t timeout_ms; /* <= 0: none */
 };
@@ -176,5 +177,19 @@ int vmm_read(struct vmm *m, const char *account, const char *id, const char *pat
 
 int vmm_write(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
               const void *data, size_t len, unsigned mode, struct vmm_result *ret);
+
+/* Sends one TLV request to the VM's agent (resuming it first if
+ * suspended) and collects the answer, as the operations above do. */
+int vmm_call(struct vmm *m, const char *account, const char *id, struct proto_buf *req, size_t cap,
+             struct vmm_result *ret);
+
+/* A stream of file-change events (JSON lines) for a directory tree. */
+struct vmm_watch;
+int vmm_watch_open(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
+                   struct vmm_watch **ret);
+/* As agentc_stream_read: bytes, 0 on timeout, <0 when the stream ended. */
+long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms);
+/* Ends the watch in the guest and frees w; NULL is a no-op. */
+void vmm_watch_close(struct vmm_watch *w);
 
 #endif
