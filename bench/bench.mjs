@@ -217,6 +217,58 @@ try {
         note: "PSS counts only the pages of each VM's memory file that its QEMU has mapped (touched since the restore); " +
               "*_with_page_cache adds every cached page of the VMs' memory files and of the fork's layer memory file " +
               "(not counting the default snapshot's, a fixed cost)" });
+
+  // watch-files: events per second for a burst of file creations, and the
+  // latency from a write in the guest to its event at the client. The
+  // guest's clock is set from the host's at every restore, so the time the
+  // guest puts in a file's name can be compared with the host's clock.
+  {
+    const ctl = new AbortController();
+    const res = await fetch(`${url}/v1/vms/${vm}/watch-files`, { method: "POST", headers: { authorization: `Bearer ${key}` }, signal: ctl.signal });
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    const events = [];
+    let buf = "";
+    const pump = (async () => {
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return;
+          const now = Date.now();
+          buf += dec.decode(value, { stream: true });
+          let i;
+          while ((i = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, i).trim();
+            buf = buf.slice(i + 1);
+            if (line) events.push({ at: now, ev: JSON.parse(line) });
+          }
+        }
+      } catch {}
+    })();
+    await sleep(1000);
+    const N = 2000;
+    const t0 = Date.now();
+    await call("POST", `/v1/vms/${vm}/exec-await`, { command: `mkdir -p /root/wb && cd /root/wb && for i in $(seq ${N}); do : > f$i; done` });
+    while (events.filter((e) => e.ev.path?.startsWith("/root/wb/f")).length < N && Date.now() - t0 < 60000) await sleep(50);
+    const burst = events.filter((e) => e.ev.path?.startsWith("/root/wb/f"));
+    const span = (burst.at(-1)?.at ?? t0) - (burst[0]?.at ?? t0);
+    const lat = [];
+    for (let i = 0; i < 10; i++) {
+      await call("POST", `/v1/vms/${vm}/exec-await`, { command: "touch /root/wb/lat-$(date +%s%3N)" });
+      await sleep(200);
+    }
+    for (const e of events) {
+      const m = e.ev.path?.match(/\/lat-(\d+)$/);
+      if (m && e.ev.kind === "created") lat.push(e.at - Number(m[1]));
+    }
+    ctl.abort();
+    await pump;
+    out({ bench: "watch_files_events_per_second", files: N, events_received: burst.length,
+          events_per_second: span > 0 ? Math.round(burst.length / (span / 1000)) : null,
+          seconds_from_first_to_last_event: r2(span / 1000), note: "rate at which the guest's burst of creations reached the client" });
+    out({ bench: "watch_files_write_to_event", runs: lat.length, median_ms: lat.length ? r1(median(lat)) : null,
+          max_ms: lat.length ? r1(Math.max(...lat)) : null, note: "guest write time (guest clock, set from the host at restore) to client receipt" });
+  }
 } finally {
   for (const id of [...mine]) await del(id).catch((e) => console.error(`cleanup: ${e.message}`));
 }

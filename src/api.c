@@ -345,7 +345,8 @@ static int write_additional_files(struct sprout *d, const struct caller *c, cons
         return 0;
 }
 
-static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, struct http_resp *resp);
+static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, int64_t timeout_s,
+                     struct http_resp *resp);
 
 static void handle_create_vm(struct sprout *d, const struct http_req *req, const struct caller *c,
                              struct http_resp *resp)
@@ -439,7 +440,7 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 goto out;
         }
         if ((files && json_is_object(files) && write_additional_files(d, c, id, files, resp) < 0) ||
-            run_setup(d, c, id, body, resp) < 0) {
+            run_setup(d, c, id, body, ready_timeout, resp) < 0) {
                 /* Nothing is left half set up. */
                 vmm_delete(d->vmm, c->account, id);
                 goto out;
@@ -1626,7 +1627,8 @@ static char *setup_script(json_t *body, struct http_resp *resp)
 /* Applies create-time setup to a new VM: groups, users, git, packages,
  * then systemd services (which may need all of those). On failure answers
  * VM_SETUP_FAILED with what failed and returns -1. */
-static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, struct http_resp *resp)
+static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, int64_t timeout_s,
+                     struct http_resp *resp)
 {
         json_t *sd = json_object_get(body, "systemd"), *services = json_object_get(sd, "services");
         json_t *patched = json_object_get(sd, "patchedServices"), *v;
@@ -1637,7 +1639,8 @@ static int run_setup(struct sprout *d, const struct caller *c, const char *id, j
 
         if (!script)
                 return -1;
-        struct vmm_exec e = {.command = script, .timeout_ms = 30 * 60 * 1000};
+        /* readySignalTimeoutSeconds bounds the setup (0: no bound). */
+        struct vmm_exec e = {.command = script, .timeout_ms = timeout_s > 0 ? timeout_s * 1000 : 0};
         /* Most creates ask for no setup: spare them a process in the guest. */
         r = strstr(script, " step ") ? vmm_exec(d->vmm, c->account, id, &e, &res) : 0;
         free(script);

@@ -1116,6 +1116,10 @@ static int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
         if (running) {
                 int k = qemu_cont(vm->qemu, 10000);
 
+                /* The guest's clock stood still while it was paused: the
+                 * ping sets it from the host's again. */
+                if (k == 0 && vm->agent)
+                        agentc_ping(vm->agent, 5000);
                 if (r == 0)
                         r = k;
         }
