@@ -92,7 +92,7 @@ run_unit() { # BINARY
 run_node() { # FILE [ENV=VALUE...]
         local file=$1 tap p f c rc
         shift
-        tap=$LOGDIR/$(basename "$file" .mjs).tap
+        tap=$LOGDIR/$(basename "$(dirname "$file")")-$(basename "$file" .mjs).tap
         rm -f "$tap" # never count an earlier run's results
         log "running $file"
         env "$@" timeout --kill-after=10 "$FILE_TIMEOUT" node --test \
