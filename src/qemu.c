@@ -422,6 +422,11 @@ void qemu_stop(struct qemu *q, int timeout_ms)
         }
 }
 
+const char *qemu_last_error(struct qemu *q)
+{
+        return q ? qmp_last_error(q->qmp) : "";
+}
+
 void qemu_free(struct qemu *q)
 {
         if (!q)

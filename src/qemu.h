@@ -85,6 +85,9 @@ void qemu_stop(struct qemu *q, int timeout_ms);
  * runs. Safe to call repeatedly. */
 int qemu_reap(struct qemu *q);
 
+/* QEMU's own words for the last failed command, or "". */
+const char *qemu_last_error(struct qemu *q);
+
 /* Frees the handle (does not stop the process); NULL is a no-op. */
 void qemu_free(struct qemu *q);
 

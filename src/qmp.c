@@ -23,6 +23,7 @@ struct qmp {
         char *buf; /* bytes received and not yet consumed */
         size_t len;
         size_t cap;
+        char last_error[256]; /* under lock */
 };
 
 static int unix_connect(const char *path)
@@ -161,6 +162,8 @@ static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout
                 if ((v = json_object_get(msg, "error"))) {
                         const char *desc = json_string_value(json_object_get(v, "desc"));
 
+                        snprintf(q->last_error, sizeof(q->last_error), "%s: %s", cmd, desc ? desc : "error");
+
                         if (ret_error)
                                 *ret_error = strdup(desc ? desc : "unknown QMP error");
                         json_decref(msg);
@@ -215,6 +218,11 @@ int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_
         r = call_locked(q, cmd, args, timeout_ms, ret_return, ret_error);
         pthread_mutex_unlock(&q->lock);
         return r;
+}
+
+const char *qmp_last_error(struct qmp *q)
+{
+        return q ? q->last_error : "";
 }
 
 void qmp_close(struct qmp *q)

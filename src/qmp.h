@@ -23,6 +23,10 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **ret);
  * (malloc'd). Transport failures return -errno (-ETIMEDOUT, -ECONNRESET). */
 int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return, char **ret_error);
 
+/* The description of the last QMP error reply on q ("" if none). Valid
+ * until the next call on q. */
+const char *qmp_last_error(struct qmp *q);
+
 /* Closes the connection and frees q; NULL is a no-op. */
 void qmp_close(struct qmp *q);
 

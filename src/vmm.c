@@ -1317,7 +1317,7 @@ static int vm_suspend(struct vmm *m, struct vm *vm)
         if (r < 0) {
                 qemu_cont(vm->qemu, 10000);
                 vm_set_state(m, vm, VM_RUNNING);
-                log_err("vm %s: suspend failed: %s", vm->id, strerror(-r));
+                log_err("vm %s: suspend failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
                 return r;
         }
         vm_halt(vm, 0);
@@ -1613,7 +1613,7 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
         if (r == 0)
                 log_info("vm %s: snapshot %s (layer %s)", vm->id, sid, layer);
         else
-                log_err("vm %s: snapshot failed: %s", vm->id, strerror(-r));
+                log_err("vm %s: snapshot failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
         vm_unlock(m, vm);
         if (r == 0)
                 memcpy(ret_snapshot, sid, sizeof(sid));
