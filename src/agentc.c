@@ -292,33 +292,6 @@ static struct stream *stream_open(struct agentc *a, size_t cap)
         return s;
 }
 
-/* Waits until the stream is done, the transport dies or deadline (now_ms()
- * value, <0 for none) passes. Called with a->lock held. */
-static int stream_wait(struct agentc *a, struct stream *s, int64_t deadline)
-{
-        while (!s->done && !a->dead) {
-                struct timespec ts;
-                int64_t left;
-
-                if (deadline < 0) {
-                        pthread_cond_wait(&a->cond, &a->lock);
-                        continue;
-                }
-                left = deadline - now_ms();
-                if (left <= 0)
-                        return -ETIMEDOUT;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += left / 1000;
-                ts.tv_nsec += (left % 1000) * 1000000;
-                if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&a->cond, &a->lock, &ts);
-        }
-        return s->done ? 0 : -ECONNRESET;
-}
-
 /* Waits for any change (data, end, transport death) until deadline.
  * Called with a->lock held; -ETIMEDOUT when the deadline passed. */
 static int stream_wait_data(struct agentc *a, int64_t deadline)
@@ -337,6 +310,19 @@ static int stream_wait_data(struct agentc *a, int64_t deadline)
         }
         pthread_cond_timedwait(&a->cond, &a->lock, &ts);
         return 0;
+}
+
+/* Waits until the stream is done, the transport dies or deadline (now_ms()
+ * value, <0 for none) passes. Called with a->lock held. */
+static int stream_wait(struct agentc *a, struct stream *s, int64_t deadline)
+{
+        while (!s->done && !a->dead) {
+                if (deadline < 0)
+                        pthread_cond_wait(&a->cond, &a->lock);
+                else if (stream_wait_data(a, deadline) < 0)
+                        return -ETIMEDOUT;
+        }
+        return s->done ? 0 : -ECONNRESET;
 }
 
 int agentc_ping(struct agentc *a, int timeout_ms)
