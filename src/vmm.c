@@ -592,25 +592,25 @@ static void *bg_main(void *arg)
         /* VMs that were running (or half-way through a transition) when the
          * daemon stopped: take them back or mark them. The list is taken
          * once, as re-attached VMs become running again. */
-        struct vm **todo;
+        struct vm **pending;
         size_t n = 0;
 
         pthread_mutex_lock(&m->lock);
-        todo = calloc((size_t)m->nvms + 1, sizeof(*todo));
-        for (vm = m->vms; todo && vm; vm = vm->next) {
+        pending = calloc((size_t)m->nvms + 1, sizeof(*pending));
+        for (vm = m->vms; pending && vm; vm = vm->next) {
                 if (vm->state == VM_RUNNING || vm->state == VM_STARTING || vm->state == VM_BUILDING ||
                     vm->state == VM_SUSPENDING) {
                         vm->state = VM_STARTING;
                         vm->refs++;
-                        todo[n++] = vm;
+                        pending[n++] = vm;
                 }
         }
         pthread_mutex_unlock(&m->lock);
         for (size_t i = 0; i < n; i++) {
-                reattach(m, todo[i]);
-                vm_put(m, todo[i]);
+                reattach(m, pending[i]);
+                vm_put(m, pending[i]);
         }
-        free(todo);
+        free(pending);
         if (ensure_base(m) == 0) {
                 pthread_mutex_lock(&m->lock);
                 m->ready = 1;
