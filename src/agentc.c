@@ -351,19 +351,27 @@ int agentc_ping(struct agentc *a, int timeout_ms)
         return r;
 }
 
+/* Opens a stream and sends its REQ. On failure to send, the stream stays
+ * registered (the caller's cleanup removes it) and the error is returned. */
+static int stream_start(struct agentc *a, const struct proto_buf *req, size_t cap, struct stream **ret)
+{
+        if (req->oom)
+                return -ENOMEM;
+        *ret = stream_open(a, cap);
+        if (!*ret)
+                return -ENOMEM;
+        return send_frame(a, (*ret)->id, PROTO_T_REQ, req->data, req->len);
+}
+
 int agentc_request(struct agentc *a, const struct proto_buf *req, const void *upload, size_t upload_len,
                    size_t cap, int64_t timeout_ms, struct agentc_reply *ret)
 {
         int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-        struct stream *s;
-        int r;
+        struct stream *s = NULL;
+        int r = stream_start(a, req, cap, &s);
 
-        if (req->oom)
-                return -ENOMEM;
-        s = stream_open(a, cap);
         if (!s)
-                return -ENOMEM;
-        r = send_frame(a, s->id, PROTO_T_REQ, req->data, req->len);
+                return r;
         if (r == 0 && upload) {
                 const uint8_t *p = upload;
 
@@ -406,15 +414,11 @@ int agentc_request(struct agentc *a, const struct proto_buf *req, const void *up
 
 int agentc_stream_open(struct agentc *a, const struct proto_buf *req, size_t cap, uint32_t *ret_id)
 {
-        struct stream *s;
-        int r;
+        struct stream *s = NULL;
+        int r = stream_start(a, req, cap, &s);
 
-        if (req->oom)
-                return -ENOMEM;
-        s = stream_open(a, cap);
         if (!s)
-                return -ENOMEM;
-        r = send_frame(a, s->id, PROTO_T_REQ, req->data, req->len);
+                return r;
         if (r < 0) {
                 agentc_stream_close(a, s->id);
                 return r;
