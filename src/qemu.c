@@ -299,41 +299,15 @@ static int exec_uri(char *out, size_t size, const char *fmt, const char *path)
         return path_fmt(out, size, fmt, path);
 }
 
-int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
+/* Runs a migration command (migrate or migrate-incoming) whose stream goes
+ * through `cat` to or from path, with x-ignore-shared set, and waits for it
+ * to complete. */
+static int migrate(struct qemu *q, const char *cmd, const char *uri_fmt, const char *path, int timeout_ms)
 {
         char uri[4200];
         json_t *args;
-        int r = exec_uri(uri, sizeof(uri), "exec:cat '%s'", state_path);
+        int r = exec_uri(uri, sizeof(uri), uri_fmt, path);
 
-        if (r < 0)
-                return r;
-        r = set_ignore_shared(q, timeout_ms);
-        if (r < 0)
-                return r;
-        args = json_pack("{s:s}", "uri", uri);
-        if (!args)
-                return -ENOMEM;
-        r = qmp_call(q->qmp, "migrate-incoming", args, timeout_ms, NULL, NULL);
-        json_decref(args);
-        if (r < 0)
-                return r;
-        r = wait_status(q, "query-migrate", "status", "completed", "failed", timeout_ms);
-        if (r < 0)
-                return r;
-        /* The state was saved from a paused guest, and QEMU keeps the source's
-         * run state: resume it explicitly. */
-        return qemu_cont(q, timeout_ms);
-}
-
-int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
-{
-        char uri[4200];
-        json_t *args;
-        int r = exec_uri(uri, sizeof(uri), "exec:cat > '%s'", state_path);
-
-        if (r < 0)
-                return r;
-        r = qmp_call(q->qmp, "stop", NULL, timeout_ms, NULL, NULL);
         if (r == 0)
                 r = set_ignore_shared(q, timeout_ms);
         if (r < 0)
@@ -341,11 +315,27 @@ int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
         args = json_pack("{s:s}", "uri", uri);
         if (!args)
                 return -ENOMEM;
-        r = qmp_call(q->qmp, "migrate", args, timeout_ms, NULL, NULL);
+        r = qmp_call(q->qmp, cmd, args, timeout_ms, NULL, NULL);
         json_decref(args);
         if (r < 0)
                 return r;
         return wait_status(q, "query-migrate", "status", "completed", "failed", timeout_ms);
+}
+
+int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
+{
+        int r = migrate(q, "migrate-incoming", "exec:cat '%s'", state_path, timeout_ms);
+
+        /* The state was saved from a paused guest, and QEMU keeps the source's
+         * run state: resume it explicitly. */
+        return r < 0 ? r : qemu_cont(q, timeout_ms);
+}
+
+int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
+{
+        int r = qmp_call(q->qmp, "stop", NULL, timeout_ms, NULL, NULL);
+
+        return r < 0 ? r : migrate(q, "migrate", "exec:cat > '%s'", state_path, timeout_ms);
 }
 
 int qemu_cont(struct qemu *q, int timeout_ms)
