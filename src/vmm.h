@@ -49,6 +49,7 @@ struct vmm_info {
         char id[21];
         char *name;
         char *workdir;
+        char *snapshot_id; /* the snapshot it was created from, or NULL */
         enum vm_state state;
         int64_t created_at; /* wall-clock ms */
         int mem_mb;

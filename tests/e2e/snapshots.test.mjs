@@ -181,6 +181,8 @@ test("POST /v1/vms {snapshotId} restores disk and memory: same process, same PID
   console.log(`# create from snapshot took ${Date.now() - t0} ms`);
   R = vm.id;
   assert.notEqual(R, S);
+  assert.equal(vm.snapshotId, id, "the create answer names the snapshot");
+  assert.equal((await ok("GET", `/v1/vms/${R}`)).snapshotId, id, "VM info names the snapshot it came from");
   assert.equal(await vmState(R), "running");
   assert.equal(await catFile(R, "/root/snap-marker"), `${MARKER}\n`, "a file written before the snapshot");
   assert.equal(await catFile(R, "/root/after-snap"), null, "a file written in the source after the snapshot is not there");
