@@ -261,8 +261,8 @@ static json_t *vm_json(const struct vmm_info *i, int full)
                 json_object_set_new(j, "deleted", json_false());
                 json_object_set_new(j, "createdDeclaratively", json_false());
                 json_object_set_new(j, "metrics", json_null());
-                json_object_set_new(j, "snapshotId", json_null());
         }
+        json_object_set_new(j, "snapshotId", str_or_null(i->snapshot_id));
         return j;
 }
 
@@ -302,6 +302,39 @@ static int refuse_unsupported(json_t *body, struct http_resp *resp)
         return 0;
 }
 
+/* The bytes of a {content, encoding} object (a file to write): base64
+ * decoded, or the text itself for "utf8"/"utf-8"/no encoding. *ret_data is
+ * malloc'd. -EINVAL with *ret_why set when it is malformed. */
+static int file_content(json_t *obj, uint8_t **ret_data, size_t *ret_len, const char **ret_why)
+{
+        json_t *cv = json_object_get(obj, "content"), *ev = json_object_get(obj, "encoding");
+        const char *content = json_string_value(cv), *enc = json_string_value(ev);
+
+        if (!content) {
+                *ret_why = "'content' must be a string";
+                return -EINVAL;
+        }
+        if (ev && !json_is_null(ev) && (!enc || (strcmp(enc, "base64") && strcmp(enc, "utf8") && strcmp(enc, "utf-8")))) {
+                *ret_why = "'encoding' must be 'utf8' or 'base64'";
+                return -EINVAL;
+        }
+        if (enc && !strcmp(enc, "base64")) {
+                if (base64_decode(content, strlen(content), ret_data, ret_len) < 0) {
+                        *ret_why = "'content' is not valid base64";
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        *ret_len = json_string_length(cv);
+        *ret_data = malloc(*ret_len + 1);
+        if (!*ret_data) {
+                *ret_why = "out of memory";
+                return -ENOMEM;
+        }
+        memcpy(*ret_data, content, *ret_len);
+        return 0;
+}
+
 /* additionalFiles: {path: {content, encoding?, executable?}} written into
  * the new VM before the create call returns. */
 static int write_additional_files(struct sprout *d, const struct caller *c, const char *id, json_t *files,
@@ -311,28 +344,18 @@ static int write_additional_files(struct sprout *d, const struct caller *c, cons
         json_t *f;
 
         json_object_foreach(files, path, f) {
-                const char *content = json_string_value(json_object_get(f, "content"));
-                const char *enc = json_string_value(json_object_get(f, "encoding"));
                 int exe = json_is_true(json_object_get(f, "executable"));
                 struct vmm_result res = {0};
+                const char *why = NULL;
                 uint8_t *data = NULL;
                 size_t len = 0;
                 int r;
 
-                if (!content) {
-                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "additionalFiles['%s'].content must be a string",
-                                   path);
+                if (file_content(f, &data, &len, &why) < 0) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "additionalFiles['%s']: %s", path, why);
                         return -EINVAL;
                 }
-                if (enc && !strcmp(enc, "base64")) {
-                        if (base64_decode(content, strlen(content), &data, &len) < 0) {
-                                http_error(resp, 400, "CREATE_VM_BAD_REQUEST",
-                                           "additionalFiles['%s'] is not valid base64", path);
-                                return -EINVAL;
-                        }
-                }
-                r = vmm_write(d->vmm, c->account, id, path, NULL, data ? (void *)data : (void *)content,
-                              data ? len : strlen(content), exe ? 0755 : 0644, &res);
+                r = vmm_write(d->vmm, c->account, id, path, NULL, data, len, exe ? 0755 : 0644, &res);
                 free(data);
                 if (r < 0 || res.agent_errno) {
                         http_error(resp, 400, "VM_SETUP_FAILED", "writing additional file %s failed: %s", path,
@@ -446,7 +469,8 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 goto out;
         }
         resp->status = 200;
-        resp->body = json_pack("{s:s,s:[],s:n,s:n}", "id", id, "domains", "consoleUrl", "snapshotId");
+        resp->body = json_pack("{s:s,s:[],s:n,s:o}", "id", id, "domains", "consoleUrl", "snapshotId",
+                               str_or_null(snapshot));
 out:
         free(persistence);
         json_decref(body);
@@ -728,7 +752,7 @@ static void handle_write_file(struct sprout *d, const struct http_req *req, cons
                               const char *path, struct http_resp *resp)
 {
         struct vmm_result res = {0};
-        const char *content = NULL, *encoding = NULL;
+        const char *why = NULL;
         uint8_t *data = NULL;
         size_t len = 0;
         char *user = NULL;
@@ -738,30 +762,18 @@ static void handle_write_file(struct sprout *d, const struct http_req *req, cons
         body = parse_body(req, resp, "FILES_BAD_REQUEST");
         if (!body)
                 return;
-        if (opt_string(body, "content", &content, resp, "FILES_BAD_REQUEST") < 0 ||
-            opt_string(body, "encoding", &encoding, resp, "FILES_BAD_REQUEST") < 0 ||
-            linux_user(req, &user, resp) < 0)
+        if (linux_user(req, &user, resp) < 0)
                 goto out;
         exe = json_object_get(body, "executable");
-        if (!content) {
-                http_error(resp, 400, "FILES_BAD_REQUEST", "field 'content' is required");
-                goto out;
-        }
-        if (encoding && !strcmp(encoding, "base64")) {
-                if (base64_decode(content, strlen(content), &data, &len) < 0) {
-                        http_error(resp, 400, "FILES_BAD_REQUEST", "content is not valid base64");
-                        goto out;
-                }
-        } else if (encoding && strcmp(encoding, "utf8") && strcmp(encoding, "utf-8")) {
-                http_error(resp, 400, "FILES_BAD_REQUEST", "encoding must be 'utf8' or 'base64'");
+        if (file_content(body, &data, &len, &why) < 0) {
+                http_error(resp, 400, "FILES_BAD_REQUEST", "%s", why);
                 goto out;
         }
         if (exe && !json_is_boolean(exe)) {
                 http_error(resp, 400, "FILES_BAD_REQUEST", "field 'executable' must be a boolean");
                 goto out;
         }
-        r = vmm_write(d->vmm, c->account, id, path, user, data ? (void *)data : (void *)content,
-                      data ? len : strlen(content), json_is_true(exe) ? 0755 : 0644, &res);
+        r = vmm_write(d->vmm, c->account, id, path, user, data, len, json_is_true(exe) ? 0755 : 0644, &res);
         if (r < 0)
                 vm_error(resp, r, id);
         else if (res.agent_errno)

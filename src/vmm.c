@@ -54,6 +54,7 @@ struct vm {
         int mem_mb;
         int vcpus;
         char *layer;         /* layer its disk sits on, NULL: default snapshot; under lock */
+        char *snapshot_id;   /* the snapshot it was created from, or NULL */
         char instance[21];   /* changes on every start or resume; under m->lock */
         char disk[64];       /* file name of its active disk in dir; under lock */
         int64_t idle_timeout_s; /* suspend after this long without activity; 0: never */
@@ -85,6 +86,7 @@ struct vmm {
         int nvms;
         /* default snapshot */
         char base_dir[PATH_MAX];
+        char cmdline[4096]; /* guest kernel command line, made once at start */
         int ready;
         int stopping;
         char status[512];
@@ -109,6 +111,7 @@ static void vm_free(struct vm *vm)
         free(vm->name);
         free(vm->workdir);
         free(vm->layer);
+        free(vm->snapshot_id);
         free(vm);
 }
 
@@ -173,6 +176,7 @@ static void fill_info(const struct vm *vm, struct vmm_info *ret)
         memcpy(ret->id, vm->id, sizeof(ret->id));
         ret->name = vm->name ? strdup(vm->name) : NULL;
         ret->workdir = vm->workdir ? strdup(vm->workdir) : NULL;
+        ret->snapshot_id = vm->snapshot_id ? strdup(vm->snapshot_id) : NULL;
         ret->state = vm->state;
         ret->created_at = vm->created_at;
         ret->mem_mb = vm->mem_mb;
@@ -190,7 +194,8 @@ void vmm_info_clear(struct vmm_info *i)
                 return;
         free(i->name);
         free(i->workdir);
-        i->name = i->workdir = NULL;
+        free(i->snapshot_id);
+        i->name = i->workdir = i->snapshot_id = NULL;
 }
 
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret)
@@ -319,7 +324,7 @@ static int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms)
 static int cold_boot_snapshot(struct vmm *m, const char *dir)
 {
         char disk[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], sock[PATH_MAX], rootfs[PATH_MAX];
-        char kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096], log[PATH_MAX];
+        char kernel[PATH_MAX], initrd[PATH_MAX], log[PATH_MAX];
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         int64_t t0 = now_ms();
@@ -331,9 +336,6 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
             path_fmt(log, sizeof(log), "%s/qemu-img.log", dir) < 0 || image_path(m, rootfs, "rootfs.img") < 0 ||
             image_path(m, kernel, "vmlinuz") < 0 || image_path(m, initrd, "initrd.img") < 0)
                 return -ENAMETOOLONG;
-        r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
-        if (r < 0)
-                return r;
         if (access(rootfs, R_OK) < 0 || access(kernel, R_OK) < 0 || access(initrd, R_OK) < 0)
                 return -ENOENT;
         {
@@ -347,7 +349,7 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
                 .dir = dir,
                 .kernel = kernel,
                 .initrd = initrd,
-                .cmdline = cmdline,
+                .cmdline = m->cmdline,
                 .disk = disk,
                 .mem_path = mem,
                 .mem_shared = 1,
@@ -495,6 +497,7 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->mem_mb = s->mem_mb;
         vm->vcpus = s->vcpus;
         vm->layer = s->layer ? strdup(s->layer) : NULL;
+        vm->snapshot_id = s->snapshot_id ? strdup(s->snapshot_id) : NULL;
         vm->idle_timeout_s = s->idle_timeout_s;
         vm_parse_persistence(vm, s->persistence);
         vm->last_activity = now_ms();
@@ -503,6 +506,7 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->refs = 1; /* the list's */
         pthread_mutex_init(&vm->lock, NULL);
         if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) || (s->layer && !vm->layer) ||
+            (s->snapshot_id && !vm->snapshot_id) ||
             path_fmt(vm->dir, sizeof(vm->dir), "%s/vms/%s", data_dir, s->id) < 0) {
                 vm_free(vm);
                 return NULL;
@@ -854,6 +858,9 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         }
         m->cfg.data_dir = m->data_dir;
         m->cfg.image_dir = m->image_dir;
+        r = qemu_kernel_cmdline(m->image_dir, m->cmdline, sizeof(m->cmdline));
+        if (r < 0)
+                goto fail;
         if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
             path_fmt(path, sizeof(path), "%s/snapshots", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
             path_fmt(path, sizeof(path), "%s/layers", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0)
@@ -940,7 +947,7 @@ static void vm_prune_disks(struct vm *vm);
  * then waits for the agent. Sets vm->qemu and vm->agent. vm->lock held. */
 static int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
 {
-        char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], cmdline[4096];
+        char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         int r;
@@ -949,9 +956,6 @@ static int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
             vm_path(vm, sock, "agent.sock") < 0 || image_path(m, kernel, "vmlinuz") < 0 ||
             image_path(m, initrd, "initrd.img") < 0)
                 return -ENAMETOOLONG;
-        r = qemu_kernel_cmdline(m->image_dir, cmdline, sizeof(cmdline));
-        if (r < 0)
-                return r;
         vm_prune_disks(vm);
         /* Each VM owns a shared-mapped memory file, so saving it (suspend,
          * snapshot, fork) is a device-state save: the RAM is already in
@@ -960,7 +964,7 @@ static int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
                 .dir = vm->dir,
                 .kernel = kernel,
                 .initrd = initrd,
-                .cmdline = cmdline,
+                .cmdline = m->cmdline,
                 .disk = disk,
                 .mem_path = mem,
                 .mem_shared = 1,
