@@ -214,6 +214,12 @@ try {
         fork_layer_mem_cached_mib: mib(group.layerCached), layers: group.layers,
         alone_with_page_cache_mib: mib(withCache(alone)), parent_plus_4_forks_with_page_cache_mib: mib(groupCache),
         ratio_with_page_cache: r2(groupCache / withCache(alone)),
+        // The floor for any sharing scheme: every QEMU's own memory (JIT
+        // cache, device and heap state: not guest RAM) plus the largest
+        // VM's guest pages counted once, as if all guest RAM were shared.
+        ratio_if_guest_ram_fully_shared: r2((group.vms.reduce((a, m) => a + m.pss - m.memPss, 0) +
+                                             Math.max(...group.vms.map((m) => m.memPss))) / alone.pss),
+        per_vm_qemu_own_pss_mib: group.vms.map((m) => mib(m.pss - m.memPss)),
         note: "PSS counts only the pages of each VM's memory file that its QEMU has mapped (touched since the restore); " +
               "*_with_page_cache adds every cached page of the VMs' memory files and of the fork's layer memory file " +
               "(not counting the default snapshot's, a fixed cost)" });
