@@ -381,7 +381,8 @@ int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, in
 
 int store_vm_set_layer(struct store *s, const char *id, const char *layer)
 {
-        return exec_text(s, "UPDATE vms SET layer = ? WHERE id = ?", (const char *[]){layer, id, NULL});
+        /* id first: a NULL layer ends the list and stays unbound, which binds NULL. */
+        return exec_text(s, "UPDATE vms SET layer = ?2 WHERE id = ?1", (const char *[]){id, layer, NULL});
 }
 
 int store_layer_insert(struct store *s, const char *id, const char *parent)
@@ -394,6 +395,19 @@ int store_layer_insert(struct store *s, const char *id, const char *parent)
         sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, parent, -1, SQLITE_TRANSIENT);
         r = sql_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_layer_exists(struct store *s, const char *id)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT 1 FROM layers WHERE id = ?", (const char *[]){id, NULL});
+
+        if (r < 0)
+                return r;
+        r = sqlite3_step(st);
+        r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sql_err(r);
         sqlite3_finalize(st);
         return r;
 }

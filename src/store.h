@@ -79,6 +79,8 @@ int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, in
 /* Layers: immutable memory+device+disk images, each on top of a parent
  * layer (NULL: the default snapshot). */
 int store_layer_insert(struct store *s, const char *id, const char *parent);
+/* 1: a layer id is recorded; 0: not; -errno: could not tell. */
+int store_layer_exists(struct store *s, const char *id);
 
 /* Finds layers that no VM, no live snapshot and no live layer needs, calls
  * fn for each (to remove its files) and forgets them. */

@@ -82,6 +82,9 @@ struct vmm {
         struct store *store;
         pthread_mutex_t lock;
         pthread_cond_t cond; /* a VM's state changed */
+        /* Held across the layer GC and across recording a new layer and the
+         * VM's move onto it, so the GC never sees one without the other. */
+        pthread_mutex_t layer_lock;
         struct vm *vms; /* creation order */
         int nvms;
         /* default snapshot */
@@ -832,6 +835,8 @@ static void *monitor_main(void *arg)
         return NULL;
 }
 
+static void layers_recover(struct vmm *m);
+
 int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
 {
         struct vmm *m = calloc(1, sizeof(*m));
@@ -850,6 +855,7 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         if (!m->image_dir)
                 m->image_dir = strdup(c->image_dir);
         pthread_mutex_init(&m->lock, NULL);
+        pthread_mutex_init(&m->layer_lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         snprintf(m->status, sizeof(m->status), "starting");
         if (!m->data_dir || !m->image_dir) {
@@ -868,6 +874,7 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
         r = store_vm_foreach(store, load_vm, m);
         if (r < 0)
                 goto fail;
+        layers_recover(m);
         *ret = m;
         return 0;
 fail:
@@ -922,6 +929,7 @@ void vmm_free(struct vmm *m)
                 vm_free(vm);
         }
         pthread_mutex_destroy(&m->lock);
+        pthread_mutex_destroy(&m->layer_lock);
         pthread_cond_destroy(&m->cond);
         free(m->data_dir);
         free(m->image_dir);
@@ -1053,13 +1061,16 @@ static int qcow2_size(const char *path, uint64_t *ret)
 /* Freezes vm's memory, device state and disk into a new layer, which the
  * VM's disk then sits on. A running VM is paused for it and resumed after;
  * a suspended one is captured from its files. vm->lock held. */
+static void layers_gc(struct vmm *m);
+
 static int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
 {
         char id[24], dir[PATH_MAX], lstate[PATH_MAX], lmem[PATH_MAX], ldisk[PATH_MAX];
         char disk[PATH_MAX], next[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], size[32], log[PATH_MAX];
         char next_name[64], current[PATH_MAX];
-        int running = vm->qemu != NULL, r;
+        int running = vm->qemu != NULL, recorded = 0, r;
         uint64_t bytes = 0;
+        char *layer = NULL;
 
         memcpy(id, "l-", 2);
         r = random_id(id + 2, 20);
@@ -1098,25 +1109,37 @@ static int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
                 if (r > 0)
                         r = -EIO;
         }
-        if (r == 0 && running)
-                r = qemu_snapshot_disk(vm->qemu, next, 10000);
+        /* Crash-safe order: the layer is recorded before any disk in use
+         * backs onto it (so a directory without a record can go at the
+         * next start), and disk.current names the new overlay before QEMU
+         * moves onto it (until then the overlay is empty and backs onto the
+         * old one, so booting from it loses nothing). */
+        if (r == 0 && !(layer = strdup(id)))
+                r = -ENOMEM;
+        if (r == 0) {
+                pthread_mutex_lock(&m->layer_lock);
+                r = store_layer_insert(m->store, id, vm->layer);
+                recorded = r == 0;
+                if (r == 0)
+                        r = store_vm_set_layer(m->store, vm->id, id);
+                pthread_mutex_unlock(&m->layer_lock);
+        }
         if (r == 0)
                 r = write_file_atomic(current, next_name, strlen(next_name), 0644);
-        if (r == 0)
-                snprintf(vm->disk, sizeof(vm->disk), "%s", next_name);
-        if (r == 0)
-                r = store_layer_insert(m->store, id, vm->layer);
-        if (r == 0) {
-                char *l = strdup(id);
-
-                if (!l) {
-                        r = -ENOMEM;
-                } else {
-                        free(vm->layer);
-                        vm->layer = l;
-                        store_vm_set_layer(m->store, vm->id, l);
-                }
+        if (r == 0 && running)
+                r = qemu_snapshot_disk(vm->qemu, next, 10000);
+        if (r < 0 && recorded) {
+                /* Back onto the old overlay, in the reverse order. */
+                write_file_atomic(current, vm->disk, strlen(vm->disk), 0644);
+                store_vm_set_layer(m->store, vm->id, vm->layer);
         }
+        if (r == 0) {
+                snprintf(vm->disk, sizeof(vm->disk), "%s", next_name);
+                free(vm->layer);
+                vm->layer = layer;
+                layer = NULL;
+        }
+        free(layer);
         if (running) {
                 int k = qemu_cont(vm->qemu, 10000);
 
@@ -1124,13 +1147,14 @@ static int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
                  * ping sets it from the host's again. */
                 if (k == 0 && vm->agent)
                         agentc_ping(vm->agent, 5000);
-                if (r == 0)
-                        r = k;
+                if (r == 0 && k < 0)
+                        return k; /* on the new layer all the same: nothing to undo */
         }
         if (r < 0) {
                 unlink(next);
-                /* Only remove the layer if the VM does not sit on it. */
-                if (!vm->layer || strcmp(vm->layer, id))
+                if (recorded)
+                        layers_gc(m); /* the record, then the directory */
+                else
                         rm_rf(dir);
                 return r;
         }
@@ -1143,15 +1167,42 @@ static void gc_layer(const char *id, void *ud)
         struct vmm *m = ud;
         char dir[PATH_MAX];
 
-        if (id[0] && !strchr(id, '/') && path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, id) == 0) {
+        if (id[0] == 'l' && !strchr(id, '/') && path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, id) == 0) {
                 rm_rf(dir);
                 log_info("layer %s: no longer used, removed", id);
         }
 }
 
+/* Forgets the layers no VM, live snapshot or live layer needs and removes
+ * their directories. */
 static void layers_gc(struct vmm *m)
 {
+        pthread_mutex_lock(&m->layer_lock);
         store_layer_gc(m->store, gc_layer, m);
+        pthread_mutex_unlock(&m->layer_lock);
+}
+
+/* At start-up, before anything can make a layer: removes the layer
+ * directories no record names. vm_make_layer records a layer before any
+ * disk in use backs onto it, so such a directory is what a daemon killed
+ * while preparing a layer left behind, and nothing needs it. */
+static void layers_recover(struct vmm *m)
+{
+        char path[PATH_MAX];
+        struct dirent *de;
+        DIR *d;
+
+        if (path_fmt(path, sizeof(path), "%s/layers", m->data_dir) == 0 && (d = opendir(path))) {
+                while ((de = readdir(d))) {
+                        if (strncmp(de->d_name, "l-", 2) || store_layer_exists(m->store, de->d_name) != 0 ||
+                            path_fmt(path, sizeof(path), "%s/layers/%s", m->data_dir, de->d_name) < 0)
+                                continue;
+                        log_warn("layer %s: left by a snapshot or fork cut short; removed", de->d_name);
+                        rm_rf(path);
+                }
+                closedir(d);
+        }
+        layers_gc(m);
 }
 
 /* ------------------------------------------------------------------ */

@@ -7,7 +7,9 @@
 #   3. a fresh build/sproutd on a free loopback port, temp data dir, random
 #      admin key; wait for /healthz (the first boot of a data dir cold-boots
 #      the guest and saves a snapshot)
-#   4. end-to-end tests (tests/e2e/*.test.mjs) and SDK tests (tests/sdk)
+#   4. end-to-end tests (tests/e2e/*.test.mjs) and SDK tests (tests/sdk),
+#      then checks that restart sproutd over the same data dir: after a
+#      SIGTERM, after a SIGKILL mid-snapshot, and with a storage quota
 #   5. SIGTERM: sproutd must exit 0 within 20 s; no VM process may remain
 #      (VMs outlive a daemon restart by design, but the tests delete theirs)
 #
@@ -30,6 +32,7 @@ FAILED_RUNNERS=()
 LOGDIR=$ROOT/build/test-logs
 SPROUTD_LOG=$LOGDIR/sproutd.log
 SPROUTD_PID=
+SPROUTD_EXTRA_ARGS=() # more sproutd options for the next launch_sproutd
 DATA_DIR=
 MAX_BODY=$((8 * 1024 * 1024))
 HEALTH_TIMEOUT=${SPROUT_HEALTH_TIMEOUT:-900}
@@ -207,12 +210,14 @@ fi
 # ------------------------------------------------------------------------
 
 # Launches $SPROUTD on a free port over $DATA_DIR with $SPROUT_API_KEY as the
-# bootstrap admin key (appending to its log), then waits for /healthz.
+# bootstrap admin key and $SPROUTD_EXTRA_ARGS (appending to its log), then
+# waits for /healthz.
 launch_sproutd() {
         local port args waited=0 code body msg last=0
         port=$(free_port) || return 1
         args=(--listen "127.0.0.1:$port" --data-dir "$DATA_DIR" --max-body-bytes "$MAX_BODY")
         [ -n "${SPROUT_IMAGE:-}" ] && args+=(--image "$SPROUT_IMAGE")
+        args+=("${SPROUTD_EXTRA_ARGS[@]}")
         log "starting $SPROUTD ${args[*]} (log: $SPROUTD_LOG)"
         SPROUT_BOOTSTRAP_KEY=$SPROUT_API_KEY "$SPROUTD" "${args[@]}" >>"$SPROUTD_LOG" 2>&1 &
         SPROUTD_PID=$!
@@ -327,9 +332,18 @@ restart_check() {
         check "restart: vm delete" $?
 }
 
+# A layer directory the way a sproutd killed inside vm_make_layer before it
+# recorded the layer leaves it: nothing backs onto it yet.
+ORPHAN=l-testorphan0000000000
+plant_orphan_layer() {
+        mkdir -p "$DATA_DIR/layers/$ORPHAN" && echo state >"$DATA_DIR/layers/$ORPHAN/state" &&
+                qemu-img create -q -f qcow2 "$DATA_DIR/layers/$ORPHAN/disk.qcow2" 1M
+}
+
 # sproutd killed with SIGKILL in the middle of a snapshot: after a restart
 # the VM runs with its files, and the snapshot either exists and restores,
-# or does not exist at all.
+# or does not exist at all. A layer directory without a record goes at the
+# restart.
 crash_check() {
         local id out ok=1 snaps sid restored
         kill -0 "$SPROUTD_PID" 2>/dev/null || return
@@ -343,10 +357,14 @@ crash_check() {
         wait "$SPROUTD_PID" 2>/dev/null
         SPROUTD_PID=
         wait
+        plant_orphan_layer
+        check "crash: make a layer directory without a record" $?
         if ! launch_sproutd; then
                 check "crash: sproutd becomes healthy again after SIGKILL" 1
                 return
         fi
+        [ ! -e "$DATA_DIR/layers/$ORPHAN" ]
+        check "crash: a layer directory without a record is removed at start" $?
         out=$(build/sprout vm exec "$id" 'cat /root/crash-marker') && [ "$out" = kept ] && ok=0
         [ "$ok" -eq 0 ] || log "after the crash, vm exec $id printed '$out'"
         check "crash: the VM runs and keeps its files after a SIGKILL mid-snapshot" "$ok"
@@ -366,6 +384,107 @@ crash_check() {
         check "crash: vm delete" $?
 }
 
+# Calls the API with the admin key: METHOD PATH [JSON]; prints the body.
+api() {
+        local data=()
+        [ $# -ge 3 ] && data=(-d "$3")
+        curl -s -m 120 -X "$1" -H "Authorization: Bearer $SPROUT_API_KEY" "${data[@]}" "$SPROUT_URL$2"
+}
+
+# Bytes sproutd counts against --storage-quota-bytes, counted the way
+# storage_used() in src/vmm.c does: files under vms/ with no other name,
+# and all files under layers/. (The API's diskUsageBytes covers only this
+# account's VMs and snapshots, not fork layers.)
+storage_used() {
+        { find "$DATA_DIR/vms" -type f -links 1 -printf '%b\n'; find "$DATA_DIR/layers" -type f -printf '%b\n'; } \
+                2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s * 512 }'
+}
+
+# Which of the given VM ids GET /v1/vms lists. Listing, unlike a GET of one
+# VM, does not count as using a VM, so it leaves the eviction order alone.
+listed_vms() { # ID...
+        local list id
+        list=$(api GET /v1/vms)
+        for id in "$@"; do
+                case $list in *"\"id\":\"$id\""*) echo "$id" ;; esac
+        done
+}
+
+# Over the storage quota sproutd evicts sticky VMs, the lowest priority
+# first, then the least recently used; never persistent ones. A restart
+# forgets when VMs were last used (all count as used at start, in creation
+# order), so the VM used since is the one made first: evicting by creation
+# order rather than by use would pick it.
+quota_check() {
+        local pers s9 s5used s5idle vm used quota n i code body
+        local -a vms present
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        log "quota check: over the storage quota, the least recently used lowest-priority sticky VM is evicted"
+        # idleTimeoutSeconds 0: never suspended for idleness, and guest
+        # network traffic does not count as use.
+        for vm in 'quota-persistent {"type":"persistent"}' 'quota-sticky9 {"type":"sticky","priority":9}' \
+                'quota-sticky5-used {"type":"sticky","priority":5}' 'quota-sticky5-idle {"type":"sticky","priority":5}'; do
+                body=$(api POST /v1/vms "{\"name\":\"${vm%% *}\",\"idleTimeoutSeconds\":0,\"persistence\":${vm#* }}")
+                vms+=("$(printf '%s' "$body" | grep -o '"id":"[a-z0-9]*"' | head -1 | cut -d'"' -f4)")
+                [ -n "${vms[-1]}" ] || log "quota: create ${vm%% *}: $body"
+        done
+        pers=${vms[0]} s9=${vms[1]} s5used=${vms[2]} s5idle=${vms[3]}
+        [ -n "$pers" ] && [ -n "$s9" ] && [ -n "$s5used" ] && [ -n "$s5idle" ]
+        n=$?
+        check "quota: create a persistent, a priority 9 and two priority 5 sticky VMs" $n
+        if [ "$n" -ne 0 ]; then
+                for vm in "${vms[@]}"; do [ -z "$vm" ] || api DELETE "/v1/vms/$vm" >/dev/null; done
+                return
+        fi
+        stop_sproutd
+        # Room for 32 MiB more; then 64 MiB written in the persistent VM
+        # (disk, and page cache in its memory file) go over the quota by
+        # less than evicting one VM frees (its memory file alone is larger).
+        used=$(storage_used)
+        quota=$((used + 32 * 1024 * 1024))
+        SPROUTD_EXTRA_ARGS=(--storage-quota-bytes "$quota")
+        launch_sproutd
+        n=$?
+        SPROUTD_EXTRA_ARGS=()
+        log "quota: $used bytes used, quota $quota"
+        check "quota: sproutd restarts with --storage-quota-bytes" $n
+        [ "$n" -eq 0 ] || return
+        build/sprout vm exec "$s5used" true >/dev/null
+        check "quota: use the first priority 5 VM after the restart" $?
+        build/sprout vm exec "$pers" 'head -c 64M /dev/urandom > /root/quota-fill && sync' >/dev/null
+        check "quota: write 64 MiB in the persistent VM" $?
+        # sproutd looks at the quota every 5 s; wait for an eviction, then
+        # one more round, which must evict nothing more.
+        for ((i = 0; i < 60; i++)); do
+                mapfile -t present < <(listed_vms "${vms[@]}")
+                [ "${#present[@]}" -lt 4 ] && break
+                sleep 1
+        done
+        sleep 6
+        mapfile -t present < <(listed_vms "${vms[@]}")
+        log "quota: $(storage_used) bytes used now; left: ${present[*]}"
+        code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms/$s5idle")
+        case " ${present[*]} " in *" $s5idle "*) n=1 ;; *) [ "$code" = 404 ]; n=$? ;; esac
+        [ "$n" -eq 0 ] || log "quota: GET of the VM that should be evicted: $code"
+        check "quota: the least recently used priority 5 sticky VM is evicted" $n
+        for vm in "$s5used:the recently used priority 5" "$s9:the priority 9" "$pers:the persistent"; do
+                case " ${present[*]} " in *" ${vm%%:*} "*) n=0 ;; *) n=1 ;; esac
+                check "quota: ${vm#*:} VM is not evicted" $n
+        done
+        # Without the quota again, for the rest of the run.
+        stop_sproutd
+        if ! launch_sproutd; then
+                check "quota: sproutd restarts without the quota" 1
+                return
+        fi
+        n=0
+        for vm in $(listed_vms "${vms[@]}"); do
+                api DELETE "/v1/vms/$vm" >/dev/null || n=1
+        done
+        [ -z "$(listed_vms "${vms[@]}")" ] || n=1
+        check "quota: vm delete" $n
+}
+
 if start_sproutd; then
         check "sproutd starts and becomes healthy" 0
         for f in "${FILES[@]}"; do
@@ -383,6 +502,7 @@ if start_sproutd; then
         done
         restart_check
         crash_check
+        quota_check
         [ -z "$SPROUTD_PID" ] || stop_sproutd final
 else
         check "sproutd starts and becomes healthy" 1

@@ -97,6 +97,51 @@ TEST(store_vm_records)
         rm_rf(dir);
 }
 
+struct gc_seen {
+        int n;
+        char ids[4][24];
+};
+
+static void gc_seen(const char *id, void *ud)
+{
+        struct gc_seen *g = ud;
+
+        if (g->n < 4)
+                snprintf(g->ids[g->n], sizeof(g->ids[0]), "%s", id);
+        g->n++;
+}
+
+/* The layer GC frees exactly what no VM and no layer above needs. */
+TEST(store_layer_gc_follows_parents)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *aid = NULL, *key = NULL, *aname = NULL;
+        struct gc_seen g = {0};
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname) == 0);
+        struct store_vm v = {.id = "vvvvvvvvvvvvvvvvvvvv", .account_id = aid, .state = "running",
+                             .created_at = 1, .mem_mb = 1024, .vcpus = 1};
+        CHECK(store_vm_insert(s, &v) == 0);
+        CHECK(store_layer_exists(s, "l-a") == 0);
+        CHECK(store_layer_insert(s, "l-a", NULL) == 0 && store_layer_insert(s, "l-b", "l-a") == 0);
+        CHECK(store_layer_insert(s, "l-c", "l-a") == 0);
+        CHECK(store_layer_insert(s, "l-a", NULL) == -EEXIST);
+        CHECK(store_vm_set_layer(s, v.id, "l-b") == 0);
+        CHECK(store_layer_gc(s, gc_seen, &g) == 0 && g.n == 1 && !strcmp(g.ids[0], "l-c"));
+        CHECK(store_layer_exists(s, "l-c") == 0 && store_layer_exists(s, "l-a") == 1);
+        CHECK(store_vm_set_layer(s, v.id, NULL) == 0);
+        g.n = 0;
+        CHECK(store_layer_gc(s, gc_seen, &g) == 0 && g.n == 2);
+        CHECK(store_layer_exists(s, "l-a") == 0 && store_layer_exists(s, "l-b") == 0);
+        store_close(s);
+        free(aid);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}
+
 TEST(store_migrates_an_old_schema)
 {
         char dir[] = "/tmp/sprout-store-XXXXXX", path[256];
