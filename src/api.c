@@ -125,6 +125,12 @@ static void vm_error(struct http_resp *resp, int r, const char *id)
         case -ETIMEDOUT:
                 http_error(resp, 504, "AGENT_TIMEOUT", "VM %s did not answer in time", id);
                 break;
+        case -ENOTRECOVERABLE:
+                http_error(resp, 409, "VM_SETUP_FAILED",
+                           "VM %s failed to come up after its create returned (waitForReadySignal: false) and is"
+                           " stopped; GET /v1/vms/%s has the error; delete it, or start it to look inside",
+                           id, id);
+                break;
         default:
                 http_error(resp, 500, "INTERNAL_ERROR", "VM %s: %s", id, strerror(-r));
                 break;
@@ -263,6 +269,13 @@ static json_t *vm_json(const struct vmm_info *i, int full)
                 json_object_set_new(j, "metrics", json_null());
         }
         json_object_set_new(j, "snapshotId", str_or_null(i->snapshot_id));
+        /* Why a create that did not wait (waitForReadySignal: false)
+         * failed: the error it would have answered. */
+        if (i->error) {
+                json_t *e = json_loads(i->error, 0, NULL);
+
+                json_object_set_new(j, "error", e ? e : json_string(i->error));
+        }
         return j;
 }
 
@@ -336,7 +349,7 @@ static int file_content(json_t *obj, uint8_t **ret_data, size_t *ret_len, const 
 }
 
 /* additionalFiles: {path: {content, encoding?, executable?}} written into
- * the new VM before the create call returns. */
+ * the new VM first thing in its create-time setup. */
 static int write_additional_files(struct sprout *d, const struct caller *c, const char *id, json_t *files,
                                   struct http_resp *resp)
 {
@@ -368,8 +381,15 @@ static int write_additional_files(struct sprout *d, const struct caller *c, cons
         return 0;
 }
 
-static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, int64_t timeout_s,
-                     struct http_resp *resp);
+/* The create-time setup a create hands to the VM manager (see the
+ * create-time setup section below). */
+struct create_setup;
+static int check_setup(json_t *body, struct http_resp *resp);
+static struct create_setup *create_setup_new(struct sprout *d, const struct caller *c, json_t *body,
+                                             int64_t timeout_s);
+static int create_setup_run(void *ud, const char *id, char **ret_error);
+static void create_setup_free(void *ud);
+static void create_setup_answer(struct create_setup *x, struct http_resp *resp);
 
 static void handle_create_vm(struct sprout *d, const struct http_req *req, const struct caller *c,
                              struct http_resp *resp)
@@ -377,8 +397,9 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
         const char *name = NULL, *workdir = NULL, *snapshot = NULL;
         int64_t idle = 300, ready_timeout = 120;
         char id[21], *persistence = NULL;
+        struct create_setup *setup = NULL;
         json_t *body, *v, *files;
-        int r;
+        int r, wait;
 
         body = parse_body(req, resp, "CREATE_VM_BAD_REQUEST");
         if (!body)
@@ -407,6 +428,7 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "field 'waitForReadySignal' must be a boolean");
                 goto out;
         }
+        wait = !json_is_false(v);
         files = json_object_get(body, "additionalFiles");
         if (files && !json_is_null(files) && !json_is_object(files)) {
                 http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "field 'additionalFiles' must be an object");
@@ -437,15 +459,36 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 }
                 persistence = json_dumps(v, JSON_COMPACT);
         }
+        /* Every malformed setup entry is answered now, before a VM exists:
+         * a create that does not wait cannot answer it later. */
+        if (check_setup(body, resp) < 0)
+                goto out;
+        setup = create_setup_new(d, c, body, ready_timeout);
+        if (!setup) {
+                http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
+                goto out;
+        }
 
+        /* waitForReadySignal: false answers once the VM is listed; the
+         * manager then owns the setup and frees it. */
+        struct vmm_setup vs = {.run = create_setup_run, .release = wait ? NULL : create_setup_free, .ud = setup};
         struct vmm_create opts = {
                 .name = name,
                 .workdir = workdir,
                 .idle_timeout_s = idle,
                 .persistence = persistence,
                 .snapshot_id = snapshot,
+                .setup = &vs,
+                .background = !wait,
         };
         r = vmm_create(d->vmm, c->account, &opts, id);
+        if (!wait)
+                setup = NULL;
+        if (r == -ECANCELED) {
+                /* Nothing is left half set up: the manager removed it. */
+                create_setup_answer(setup, resp);
+                goto out;
+        }
         if (r == -ENOMEDIUM) {
                 http_error(resp, 404, "SNAPSHOT_NOT_FOUND", "snapshot %s not found", snapshot);
                 goto out;
@@ -462,16 +505,11 @@ static void handle_create_vm(struct sprout *d, const struct http_req *req, const
                 http_error(resp, 500, "INTERNAL_ERROR", "could not create the VM: %s", strerror(-r));
                 goto out;
         }
-        if ((files && json_is_object(files) && write_additional_files(d, c, id, files, resp) < 0) ||
-            run_setup(d, c, id, body, ready_timeout, resp) < 0) {
-                /* Nothing is left half set up. */
-                vmm_delete(d->vmm, c->account, id);
-                goto out;
-        }
         resp->status = 200;
         resp->body = json_pack("{s:s,s:[],s:n,s:o}", "id", id, "domains", "consoleUrl", "snapshotId",
                                str_or_null(snapshot));
 out:
+        create_setup_free(setup);
         free(persistence);
         json_decref(body);
 }
@@ -1101,14 +1139,14 @@ static void handle_snapshot(struct sprout *d, const struct http_req *req, const 
 
 /* ---- systemd ---- */
 
-/* Runs a root shell command in the guest for the systemd endpoints; on
- * success returns 0 with its stdout (malloc'd) and exit code. Failures to
- * reach the VM are answered in resp. */
-static int guest_sh(struct sprout *d, const struct caller *c, const char *id, const char *cmd, char **ret_out,
-                    int *ret_code, struct http_resp *resp)
+/* Runs a root shell command in the guest for the systemd endpoints, for
+ * at most timeout_ms; on success returns 0 with its stdout (malloc'd) and
+ * exit code. Failures to reach the VM are answered in resp. */
+static int guest_sh_for(struct sprout *d, const struct caller *c, const char *id, const char *cmd, int64_t timeout_ms,
+                        char **ret_out, int *ret_code, struct http_resp *resp)
 {
         struct vmm_result res = {0};
-        struct vmm_exec e = {.command = cmd, .timeout_ms = 120000};
+        struct vmm_exec e = {.command = cmd, .timeout_ms = timeout_ms};
         int r = vmm_exec(d->vmm, c->account, id, &e, &res);
 
         if (r < 0) {
@@ -1141,6 +1179,12 @@ static int guest_sh(struct sprout *d, const struct caller *c, const char *id, co
         return 0;
 }
 
+static int guest_sh(struct sprout *d, const struct caller *c, const char *id, const char *cmd, char **ret_out,
+                    int *ret_code, struct http_resp *resp)
+{
+        return guest_sh_for(d, c, id, cmd, 120000, ret_out, ret_code, resp);
+}
+
 /* Validates a service id from a URL or body into its bare name. */
 static char *service_name(const char *raw, struct http_resp *resp)
 {
@@ -1154,26 +1198,44 @@ static char *service_name(const char *raw, struct http_resp *resp)
         return sysd_base_name(raw);
 }
 
-/* Writes and starts one service described by spec. On success fills
- * resp; returns -EEXIST when the unit already exists. */
-static int create_service(struct sprout *d, const struct caller *c, const char *id, json_t *spec, const char *user,
-                          struct http_resp *resp)
+/* Checks spec (a service, or with patch set a drop-in over one) and
+ * renders its unit text; *ret_name is the bare name. Answers 400 in resp
+ * when spec is malformed. */
+static char *service_unit(json_t *spec, const char *user, int patch, char **ret_name, struct http_resp *resp)
 {
         const char *code, *raw = json_string_value(json_object_get(spec, "name"));
-        char msg[256], *name = NULL, *unit = NULL, *path = NULL, *cmd = NULL, *out = NULL;
+        char msg[256], *name, *unit;
+
+        *ret_name = NULL;
+        name = service_name(raw ? raw : "", resp);
+        if (!name)
+                return NULL;
+        unit = sysd_render(spec, user, patch, &code, msg, sizeof(msg));
+        if (!unit) {
+                http_error(resp, 400, code, "service %s: %s", name, msg);
+                free(name);
+                return NULL;
+        }
+        *ret_name = name;
+        return unit;
+}
+
+/* Writes the unit file of the service described by spec, refusing to
+ * replace one (-EEXIST, 409); *ret_name is its bare name (malloc'd).
+ * Failures are answered in resp. */
+static int install_service(struct sprout *d, const struct caller *c, const char *id, json_t *spec, const char *user,
+                           char **ret_name, struct http_resp *resp)
+{
+        char *name = NULL, *unit = NULL, *path = NULL, *cmd = NULL, *out = NULL;
         struct vmm_result res = {0};
         int r = -EINVAL, exit_code;
 
-        name = service_name(raw ? raw : "", resp);
-        if (!name)
+        unit = service_unit(spec, user, 0, &name, resp);
+        if (!unit)
                 goto out;
-        unit = sysd_render(spec, user, 0, &code, msg, sizeof(msg));
-        if (!unit) {
-                http_error(resp, 400, code, "service %s: %s", name, msg);
-                goto out;
-        }
         if (asprintf(&path, SYSD_UNIT_DIR "/%s.service", name) < 0 ||
             asprintf(&cmd, "test -e %s && exit 17; exit 0", path) < 0) {
+                http_error(resp, 500, "INTERNAL_ERROR", "out of memory");
                 r = -ENOMEM;
                 goto out;
         }
@@ -1194,9 +1256,30 @@ static int create_service(struct sprout *d, const struct caller *c, const char *
                 r = r < 0 ? r : -EIO;
                 goto out;
         }
+        *ret_name = name;
+        name = NULL;
+        r = 0;
+out:
+        vmm_result_clear(&res);
+        free(name);
+        free(unit);
+        free(path);
         free(cmd);
         free(out);
-        out = NULL;
+        return r;
+}
+
+/* Writes and starts one service described by spec. On success fills
+ * resp; returns -EEXIST when the unit already exists. */
+static int create_service(struct sprout *d, const struct caller *c, const char *id, json_t *spec, const char *user,
+                          struct http_resp *resp)
+{
+        char *name = NULL, *cmd = NULL, *out = NULL;
+        int r, exit_code;
+
+        r = install_service(d, c, id, spec, user, &name, resp);
+        if (r < 0)
+                goto out;
         /* A oneshot may run long: start it without waiting for it to end.
          * The name was checked: it needs no quoting. */
         {
@@ -1227,10 +1310,7 @@ static int create_service(struct sprout *d, const struct caller *c, const char *
                 resp->body = json_pack("{s:b,s:s,s:s+}", "success", 0, "message", out, "serviceName", name, ".service");
         r = 0;
 out:
-        vmm_result_clear(&res);
         free(name);
-        free(unit);
-        free(path);
         free(cmd);
         free(out);
         return r;
@@ -1636,23 +1716,307 @@ static char *setup_script(json_t *body, struct http_resp *resp)
 #undef WORD
 }
 
+#define SETUP_MAX_SERVICES 64
+
+/* Answers 400 for a malformed create-time setup entry (additionalFiles,
+ * groups, users, git, aptDeps, systemd), so that a create never starts a
+ * VM for a request it then refuses. */
+static int check_setup(json_t *body, struct http_resp *resp)
+{
+        static const char *const lists[] = {"services", "patchedServices"};
+        json_t *files = json_object_get(body, "additionalFiles"), *sd = json_object_get(body, "systemd"), *v;
+        const char *path;
+        char *text;
+        size_t i;
+
+        json_object_foreach(files, path, v) {
+                const char *why = "must be an object with a 'content'";
+                uint8_t *data = NULL;
+                size_t len = 0;
+
+                if (!json_is_object(v) || file_content(v, &data, &len, &why) < 0) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "additionalFiles['%s']: %s", path, why);
+                        free(data);
+                        return -EINVAL;
+                }
+                free(data);
+        }
+        text = setup_script(body, resp);
+        if (!text)
+                return -EINVAL;
+        free(text);
+        if (sd && !json_is_null(sd) && !json_is_object(sd)) {
+                http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "'systemd' must be an object");
+                return -EINVAL;
+        }
+        for (size_t k = 0; k < 2; k++) {
+                json_t *list = json_object_get(sd, lists[k]);
+
+                if (!list || json_is_null(list))
+                        continue;
+                if (!json_is_array(list) || json_array_size(list) > SETUP_MAX_SERVICES) {
+                        http_error(resp, 400, "CREATE_VM_BAD_REQUEST", "systemd.%s must be a list of at most %d services",
+                                   lists[k], SETUP_MAX_SERVICES);
+                        return -EINVAL;
+                }
+                json_array_foreach(list, i, v) {
+                        struct http_resp sub = {0};
+                        char *name = NULL, *unit = service_unit(v, NULL, k == 1, &name, &sub);
+                        const char *code = json_string_value(json_object_get(sub.body, "code"));
+                        const char *msg = json_string_value(json_object_get(sub.body, "message"));
+                        int bad = !unit;
+
+                        if (bad)
+                                http_error(resp, 400, code ? code : "CREATE_VM_BAD_REQUEST", "systemd.%s[%zu]: %s",
+                                           lists[k], i, msg ? msg : "invalid");
+                        json_decref(sub.body);
+                        free(name);
+                        free(unit);
+                        if (bad)
+                                return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* How long the next setup step may take: at most cap ms (0: no cap) and
+ * no later than deadline (now_ms(); 0: none), in *ret_ms (0: unbounded).
+ * Answers VM_SETUP_FAILED once the deadline has passed. */
+static int setup_time(int64_t deadline, int64_t cap, int64_t *ret_ms, struct http_resp *resp)
+{
+        int64_t left = deadline ? deadline - now_ms() : 0;
+
+        if (deadline && left <= 0) {
+                http_error(resp, 500, "VM_SETUP_FAILED", "VM setup timed out (readySignalTimeoutSeconds)");
+                return -ETIMEDOUT;
+        }
+        *ret_ms = !deadline ? cap : cap && cap < left ? cap : left;
+        return 0;
+}
+
+/* guest_sh for a setup step: bounded by the deadline as setup_time says,
+ * and any failure answered as VM_SETUP_FAILED. */
+static int setup_sh(struct sprout *d, const struct caller *c, const char *id, const char *cmd, int64_t deadline,
+                    int64_t cap, char **ret_out, int *ret_code, struct http_resp *resp)
+{
+        struct http_resp sub = {0};
+        int64_t ms;
+        const char *m;
+        int r = setup_time(deadline, cap, &ms, resp);
+
+        if (r < 0)
+                return r;
+        r = guest_sh_for(d, c, id, cmd, ms, ret_out, ret_code, &sub);
+        if (r < 0) {
+                m = json_string_value(json_object_get(sub.body, "message"));
+                http_error(resp, 500, "VM_SETUP_FAILED", "VM setup failed: %s", m ? m : "error");
+        }
+        json_decref(sub.body);
+        return r;
+}
+
+/* Appends " NAME.service" to a list of units; NAME was checked. */
+static int add_unit(char **list, const char *name)
+{
+        char *n = NULL;
+
+        if (asprintf(&n, "%s %s.service", *list ? *list : "", name) < 0)
+                return -ENOMEM;
+        free(*list);
+        *list = n;
+        return 0;
+}
+
+/* Answers VM_SETUP_FAILED for a service that did not come up, with its
+ * last log lines as diagnostics. */
+static void service_failed(struct sprout *d, const struct caller *c, const char *id, const char *name,
+                           const char *why, struct http_resp *resp)
+{
+        struct http_resp sub = {0};
+        char *logs = NULL, *cmd = NULL;
+        int k = 0;
+
+        if (asprintf(&cmd, "journalctl -u %s.service --no-pager -n 50 2>&1", name) >= 0)
+                guest_sh(d, c, id, cmd, &logs, &k, &sub);
+        json_decref(sub.body);
+        http_error(resp, 500, "VM_SETUP_FAILED", "service %s failed to start: %s", name, why);
+        json_object_set_new(resp->body, "diagnostics",
+                            json_pack("{s:[{s:s,s:s?}]}", "failedUnits", "name", name, "logs", logs));
+        free(cmd);
+        free(logs);
+}
+
+/* systemd.patchedServices: a drop-in over each unit (one the image has),
+ * a reload, and a restart of the patched units that are running, since a
+ * VM restored from a snapshot started them before the patch existed; the
+ * patch then takes effect as if the VM had booted with it. */
+static int apply_patches(struct sprout *d, const struct caller *c, const char *id, json_t *patched,
+                         int64_t deadline, struct http_resp *resp)
+{
+        char *units = NULL, *cmd = NULL, *out = NULL;
+        int r = -EIO, code = 0;
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(patched, i, v) {
+                struct http_resp sub = {0};
+                struct vmm_result res = {0};
+                char *name = NULL, *unit = service_unit(v, NULL, 1, &name, &sub), *path = NULL;
+                int k = unit ? 0 : -EINVAL; /* check_setup passed it */
+
+                json_decref(sub.body);
+                if (k == 0 && asprintf(&path, SYSD_UNIT_DIR "/%s.service.d/50-sprout.conf", name) < 0) {
+                        path = NULL;
+                        k = -ENOMEM;
+                }
+                if (k == 0)
+                        k = vmm_write(d->vmm, c->account, id, path, NULL, unit, strlen(unit), 0644, &res);
+                if (k == 0 && res.agent_errno)
+                        k = -res.agent_errno;
+                if (k == 0)
+                        k = add_unit(&units, name);
+                if (k < 0)
+                        http_error(resp, 500, "VM_SETUP_FAILED", "writing systemd.patchedServices[%zu] failed: %s", i,
+                                   res.errmsg ? res.errmsg : strerror(-k));
+                vmm_result_clear(&res);
+                free(name);
+                free(unit);
+                free(path);
+                if (k < 0)
+                        goto out;
+        }
+        if (!units) {
+                r = 0;
+                goto out;
+        }
+        if (asprintf(&cmd, "systemctl daemon-reload && systemctl try-restart%s 2>&1", units) < 0) {
+                cmd = NULL;
+                http_error(resp, 500, "VM_SETUP_FAILED", "out of memory");
+                goto out;
+        }
+        if (setup_sh(d, c, id, cmd, deadline, 120000, &out, &code, resp) < 0)
+                goto out;
+        if (code != 0) {
+                http_error(resp, 500, "VM_SETUP_FAILED", "restarting the patched services failed: %s", out);
+                goto out;
+        }
+        r = 0;
+out:
+        free(units);
+        free(cmd);
+        free(out);
+        return r;
+}
+
+/* systemd.services: every unit is written first, then all are started in
+ * one transaction, as a boot starts them. Units that require each other
+ * then each run once, in order, even when one deletes itself after success
+ * (deleteAfterSuccess, as in the SDK's runCommands chains) before the next
+ * one starts. A oneshot may run long and is not waited for; for a
+ * long-running service the create waits until its start is done (after
+ * the units it is ordered after) and checks that it came up. */
+static int start_services(struct sprout *d, const struct caller *c, const char *id, json_t *services,
+                          int64_t deadline, struct http_resp *resp)
+{
+        size_t n = json_array_size(services), i;
+        char **names = calloc(n + 1, sizeof(*names)), *enable = NULL, *start = NULL, *cmd = NULL, *out = NULL;
+        int r = -EIO, code = 0;
+        json_t *v;
+
+        if (!names) {
+                http_error(resp, 500, "VM_SETUP_FAILED", "out of memory");
+                return -ENOMEM;
+        }
+        json_array_foreach(services, i, v) {
+                struct http_resp sub = {0};
+
+                if (install_service(d, c, id, v, NULL, &names[i], &sub) < 0) {
+                        const char *m = json_string_value(json_object_get(sub.body, "message"));
+
+                        http_error(resp, 500, "VM_SETUP_FAILED", "systemd.services[%zu] could not be written: %s", i,
+                                   m ? m : "error");
+                        json_decref(sub.body);
+                        goto out;
+                }
+                if ((sysd_wants_enable(v) && add_unit(&enable, names[i]) < 0) || add_unit(&start, names[i]) < 0) {
+                        http_error(resp, 500, "VM_SETUP_FAILED", "out of memory");
+                        goto out;
+                }
+        }
+        if (asprintf(&cmd, "systemctl daemon-reload && %s%s%s systemctl start --no-block%s 2>&1",
+                     enable ? "systemctl enable -q" : "", enable ? enable : "", enable ? " 2>&1 &&" : "", start) < 0) {
+                cmd = NULL;
+                http_error(resp, 500, "VM_SETUP_FAILED", "out of memory");
+                goto out;
+        }
+        if (setup_sh(d, c, id, cmd, deadline, 120000, &out, &code, resp) < 0)
+                goto out;
+        if (code != 0) {
+                http_error(resp, 500, "VM_SETUP_FAILED", "starting the services failed: %s", out);
+                json_object_set_new(resp->body, "diagnostics", json_pack("{s:s}", "stderr", out));
+                goto out;
+        }
+        json_array_foreach(services, i, v) {
+                if (!strcmp(json_string_value(json_object_get(v, "mode")), "oneshot"))
+                        continue;
+                free(cmd);
+                free(out);
+                out = NULL;
+                /* Its start job ends once it runs (or failed, or a unit it
+                 * requires did); a service that dies at once still
+                 * "started": look again a moment later. */
+                if (asprintf(&cmd,
+                             "u=%s.service; while [ -n \"$(systemctl show -p Job --value $u)\" ]; do sleep 0.2; done;"
+                             " sleep 0.5; systemctl is-failed -q $u && { echo 'the service failed right after starting';"
+                             " exit 1; }; [ \"$(systemctl show -p ActiveState --value $u)\" = inactive ] &&"
+                             " [ \"$(systemctl show -p ExecMainStartTimestampMonotonic --value $u)\" = 0 ] &&"
+                             " { echo 'the service never started (did a unit it requires fail?)'; exit 1; }; exit 0",
+                             names[i]) < 0) {
+                        cmd = NULL;
+                        http_error(resp, 500, "VM_SETUP_FAILED", "out of memory");
+                        goto out;
+                }
+                if (setup_sh(d, c, id, cmd, deadline, 0, &out, &code, resp) < 0)
+                        goto out;
+                if (code != 0) {
+                        out[strcspn(out, "\n")] = 0;
+                        service_failed(d, c, id, names[i], out, resp);
+                        goto out;
+                }
+        }
+        r = 0;
+out:
+        for (i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+        free(enable);
+        free(start);
+        free(cmd);
+        free(out);
+        return r;
+}
+
 /* Applies create-time setup to a new VM: groups, users, git, packages,
- * then systemd services (which may need all of those). On failure answers
- * VM_SETUP_FAILED with what failed and returns -1. */
-static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, int64_t timeout_s,
+ * then systemd drop-ins and services (which may need all of those), all
+ * before deadline (now_ms(); 0: none). On failure answers VM_SETUP_FAILED
+ * with what failed and returns -1. The body passed check_setup. */
+static int run_setup(struct sprout *d, const struct caller *c, const char *id, json_t *body, int64_t deadline,
                      struct http_resp *resp)
 {
         json_t *sd = json_object_get(body, "systemd"), *services = json_object_get(sd, "services");
-        json_t *patched = json_object_get(sd, "patchedServices"), *v;
-        char *script = setup_script(body, resp), *out = NULL;
+        json_t *patched = json_object_get(sd, "patchedServices");
+        char *script = setup_script(body, resp);
         struct vmm_result res = {0};
-        size_t i;
+        int64_t ms = 0;
         int r;
 
         if (!script)
                 return -1;
-        /* readySignalTimeoutSeconds bounds the setup (0: no bound). */
-        struct vmm_exec e = {.command = script, .timeout_ms = timeout_s > 0 ? timeout_s * 1000 : 0};
+        if (setup_time(deadline, 0, &ms, resp) < 0) {
+                free(script);
+                return -1;
+        }
+        struct vmm_exec e = {.command = script, .timeout_ms = ms};
         /* Most creates ask for no setup: spare them a process in the guest. */
         r = strstr(script, " step ") ? vmm_exec(d->vmm, c->account, id, &e, &res) : 0;
         free(script);
@@ -1668,69 +2032,80 @@ static int run_setup(struct sprout *d, const struct caller *c, const char *id, j
                 return -1;
         }
         vmm_result_clear(&res);
-        /* patchedServices: drop-ins over units that exist in the image. */
-        json_array_foreach(patched, i, v) {
-                const char *code, *raw = json_string_value(json_object_get(v, "name"));
-                char msg[256], *name = NULL, *unit = NULL, *path = NULL;
-                struct http_resp sub = {0};
-                int k;
-
-                name = service_name(raw ? raw : "", &sub);
-                unit = name ? sysd_render(v, NULL, 1, &code, msg, sizeof(msg)) : NULL;
-                if (!unit) {
-                        http_error(resp, 400, name ? code : "CREATE_VM_BAD_REQUEST", "systemd.patchedServices[%zu]: %s", i,
-                                   name ? msg : "bad name");
-                        json_decref(sub.body);
-                        free(name);
-                        return -1;
-                }
-                k = asprintf(&path, SYSD_UNIT_DIR "/%s.service.d/50-sprout.conf", name) < 0 ? -ENOMEM
-                    : vmm_write(d->vmm, c->account, id, path, NULL, unit, strlen(unit), 0644, &res);
-                free(unit);
-                free(path);
-                free(name);
-                json_decref(sub.body);
-                if (k < 0 || res.agent_errno) {
-                        vmm_result_clear(&res);
-                        http_error(resp, 500, "VM_SETUP_FAILED", "writing systemd.patchedServices[%zu] failed", i);
-                        return -1;
-                }
-                vmm_result_clear(&res);
-        }
-        if (json_array_size(patched) > 0 &&
-            guest_sh(d, c, id, "systemctl daemon-reload", &out, &r, resp) < 0)
+        if (json_array_size(patched) > 0 && apply_patches(d, c, id, patched, deadline, resp) < 0)
                 return -1;
-        free(out);
-        json_array_foreach(services, i, v) {
-                struct http_resp sub = {0};
+        if (json_array_size(services) > 0 && start_services(d, c, id, services, deadline, resp) < 0)
+                return -1;
+        return 0;
+}
 
-                if (create_service(d, c, id, v, NULL, &sub) < 0 || !json_is_true(json_object_get(sub.body, "success"))) {
-                        const char *name = json_string_value(json_object_get(v, "name"));
-                        const char *code = json_string_value(json_object_get(sub.body, "code"));
-                        const char *m = json_string_value(json_object_get(sub.body, "message"));
-                        char *logs = NULL, *cmd = NULL;
-                        int k = 0;
+/* A create's setup as handed to the VM manager: all it needs, since a
+ * create that does not wait has answered its request before it runs. */
+struct create_setup {
+        struct sprout *d;
+        struct caller c;       /* the account is a copy */
+        json_t *body;          /* a reference; only read */
+        int64_t timeout_s;     /* readySignalTimeoutSeconds: bounds the setup; 0: no bound */
+        struct http_resp resp; /* the answer when it failed */
+};
 
-                        if (code && strcmp(code, "VM_NOT_FOUND") && sub.status == 400) {
-                                /* A malformed service spec: the caller's error. */
-                                *resp = sub;
-                                return -1;
-                        }
-                        if (name && !sysd_check_name(name, (char[8]){0}, 8) &&
-                            asprintf(&cmd, "journalctl -u %s.service --no-pager -n 50 2>&1", name) >= 0)
-                                guest_sh(d, c, id, cmd, &logs, &k, &(struct http_resp){0});
-                        http_error(resp, 500, "VM_SETUP_FAILED", "service %s failed to start: %s", name ? name : "?",
-                                   m ? m : "error");
-                        json_object_set_new(resp->body, "diagnostics",
-                                            json_pack("{s:[{s:s?,s:s?}]}", "failedUnits", "name", name, "logs", logs));
-                        free(cmd);
-                        free(logs);
-                        json_decref(sub.body);
-                        return -1;
-                }
-                json_decref(sub.body);
+static struct create_setup *create_setup_new(struct sprout *d, const struct caller *c, json_t *body,
+                                             int64_t timeout_s)
+{
+        struct create_setup *x = calloc(1, sizeof(*x));
+
+        if (!x)
+                return NULL;
+        x->c.account = strdup(c->account);
+        if (!x->c.account) {
+                free(x);
+                return NULL;
+        }
+        x->d = d;
+        x->c.admin = c->admin;
+        x->body = json_incref(body);
+        x->timeout_s = timeout_s;
+        return x;
+}
+
+/* vmm_setup.run: additionalFiles, then run_setup. */
+static int create_setup_run(void *ud, const char *id, char **ret_error)
+{
+        struct create_setup *x = ud;
+        json_t *files = json_object_get(x->body, "additionalFiles");
+        int64_t deadline = x->timeout_s > 0 ? now_ms() + x->timeout_s * 1000 : 0;
+
+        if ((json_is_object(files) && write_additional_files(x->d, &x->c, id, files, &x->resp) < 0) ||
+            run_setup(x->d, &x->c, id, x->body, deadline, &x->resp) < 0) {
+                if (!x->resp.body)
+                        http_error(&x->resp, 500, "VM_SETUP_FAILED", "VM setup failed");
+                *ret_error = json_dumps(x->resp.body, JSON_COMPACT);
+                return -EIO;
         }
         return 0;
+}
+
+/* Moves the failure answer of a setup that ran (and failed) into resp. */
+static void create_setup_answer(struct create_setup *x, struct http_resp *resp)
+{
+        json_decref(resp->body);
+        *resp = x->resp;
+        memset(&x->resp, 0, sizeof(x->resp));
+        if (!resp->body)
+                http_error(resp, 500, "VM_SETUP_FAILED", "VM setup failed");
+}
+
+/* vmm_setup.release; NULL is a no-op. */
+static void create_setup_free(void *ud)
+{
+        struct create_setup *x = ud;
+
+        if (!x)
+                return;
+        json_decref(x->body);
+        json_decref(x->resp.body);
+        free(x->c.account);
+        free(x);
 }
 
 /* ---- stats stream ---- */

@@ -222,6 +222,9 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
         const char *user, *group, *workdir, *key;
         long long timeout, watchdog, rsec = -1, burst = -1, interval = -1;
         int oneshot = mode && !strcmp(mode, "oneshot");
+        json_t *das = json_object_get(spec, "deleteAfterSuccess");
+        const char *name = json_string_value(json_object_get(spec, "name"));
+        char *base = NULL;
         size_t i, nexec;
 
         *ret_code = "INVALID_PARAMETERS";
@@ -267,16 +270,31 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                     opt_uint(rp, "startLimitIntervalSec", &interval, msg, size) < 0)
                         return NULL;
         }
+        if (das && !json_is_null(das) && !json_is_boolean(das)) {
+                snprintf(msg, size, "'deleteAfterSuccess' must be a boolean");
+                return NULL;
+        }
+        /* deleteAfterSuccess is "for oneshot" in the spec: on a
+         * long-running service it is ignored, and so it is in a patch,
+         * which must never delete the unit it patches. */
+        if (oneshot && !patch && json_is_true(das)) {
+                const char *bad = sysd_check_name(name, msg, size);
+
+                if (bad) {
+                        *ret_code = bad;
+                        return NULL;
+                }
+                base = sysd_base_name(name);
+                if (!base)
+                        return NULL;
+        }
         if (!user)
                 user = default_user;
 
         add(&t, SYSD_MARKER "\n[Unit]\n");
-        if (!patch) {
-                const char *name = json_string_value(json_object_get(spec, "name"));
-
-                /* Checked by sysd_check_name: letters, digits, -_.@ only. */
+        /* Checked by sysd_check_name: letters, digits, -_.@ only. */
+        if (!patch)
                 addf(&t, "Description=%s\n", name && !sysd_check_name(name, msg, size) ? name : "service");
-        }
         if (add_units(&t, "After", json_object_get(spec, "after"), msg, size) < 0 ||
             add_units(&t, "Requires", json_object_get(spec, "requires"), msg, size) < 0 ||
             add_units(&t, "OnFailure", json_object_get(spec, "onFailure"), msg, size) < 0)
@@ -291,9 +309,33 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                 json_t *ready = json_object_get(spec, "readySignal");
 
                 addf(&t, "Type=%s\n", oneshot ? "oneshot" : json_is_true(ready) ? "notify" : "simple");
+                /* A unit that deletes itself cannot remain active; and
+                 * only a unit that leaves the active state runs
+                 * ExecStopPost= when its commands end. */
                 if (oneshot)
                         addf(&t, "RemainAfterExit=%s\n",
-                             json_is_false(json_object_get(spec, "remainAfterExit")) ? "no" : "yes");
+                             base || json_is_false(json_object_get(spec, "remainAfterExit")) ? "no" : "yes");
+        }
+        if (base) {
+                /* After a run that ended in success (not a failure, and not
+                 * a stop that killed it: EXIT_CODE then says "killed"), the
+                 * unit removes itself: enable links, file and drop-ins,
+                 * then a reload so that systemd forgets it. A failed run
+                 * keeps the unit, its status and its logs. '+' runs this as
+                 * root whatever User= says. Units started in the same
+                 * transaction that require this one still start after it
+                 * is gone (tried with systemd 252); a unit started later
+                 * that requires it does not find it. The reload runs inside
+                 * the unit's own stop: --no-block spares that stop the wait
+                 * where systemctl supports it (252 waits, which works). */
+                add(&t, "ExecStopPost=+/bin/sh -c \"test $$SERVICE_RESULT/$$EXIT_CODE/$$EXIT_STATUS = success/exited/0"
+                        " || exit 0; systemctl disable --no-reload -q ");
+                add(&t, base);
+                add(&t, ".service; rm -rf " SYSD_UNIT_DIR "/");
+                add(&t, base);
+                add(&t, ".service " SYSD_UNIT_DIR "/");
+                add(&t, base);
+                add(&t, ".service.d; systemctl --no-block daemon-reload\"\n");
         }
         if (exec && json_is_array(exec)) {
                 nexec = json_array_size(exec);
@@ -353,9 +395,11 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
         }
         if (t.oom)
                 goto fail;
+        free(base);
         *ret_code = NULL;
         return t.s;
 fail:
+        free(base);
         free(t.s);
         return NULL;
 }

@@ -72,6 +72,13 @@ struct vm {
         pthread_mutex_t lock;
         struct qemu *qemu;    /* under lock */
         struct agentc *agent; /* under lock */
+        /* Create-time setup in progress: the thread running it (which holds
+         * lock throughout) and its own reference to the agent; under
+         * m->lock. */
+        int in_setup;
+        pthread_t setup_thread;
+        struct agentc *setup_agent;
+        char *error; /* why a background create failed (JSON text); set under lock and m->lock */
         struct vm *next;
 };
 
@@ -97,6 +104,7 @@ struct vmm {
         pthread_t monitor;
         int threads_started;
         int64_t quota_warned; /* usage last warned about; monitor thread only */
+        int creates; /* background creates still running; under lock */
 };
 
 /* ------------------------------------------------------------------ */
@@ -115,6 +123,7 @@ static void vm_free(struct vm *vm)
         free(vm->workdir);
         free(vm->layer);
         free(vm->snapshot_id);
+        free(vm->error);
         free(vm);
 }
 
@@ -189,6 +198,7 @@ static void fill_info(const struct vm *vm, struct vmm_info *ret)
         ret->idle_timeout_s = vm->idle_timeout_s;
         memcpy(ret->instance, vm->instance, sizeof(ret->instance));
         memcpy(ret->dir, vm->dir, sizeof(ret->dir));
+        ret->error = vm->error ? strdup(vm->error) : NULL;
 }
 
 void vmm_info_clear(struct vmm_info *i)
@@ -198,7 +208,8 @@ void vmm_info_clear(struct vmm_info *i)
         free(i->name);
         free(i->workdir);
         free(i->snapshot_id);
-        i->name = i->workdir = i->snapshot_id = NULL;
+        free(i->error);
+        i->name = i->workdir = i->snapshot_id = i->error = NULL;
 }
 
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret)
@@ -910,6 +921,8 @@ int vmm_ready(struct vmm *m, char *buf, size_t size)
         return ready;
 }
 
+static void creates_drain(struct vmm *m);
+
 void vmm_free(struct vmm *m)
 {
         if (!m)
@@ -922,6 +935,7 @@ void vmm_free(struct vmm *m)
                 pthread_join(m->bg, NULL);
                 pthread_join(m->monitor, NULL);
         }
+        creates_drain(m);
         while (m->vms) {
                 struct vm *vm = m->vms;
 
@@ -1209,24 +1223,163 @@ static void layers_recover(struct vmm *m)
 /* Create and delete                                                   */
 /* ------------------------------------------------------------------ */
 
+/* A create from the moment its VM exists: what create_run needs. */
+struct create_job {
+        struct vmm *m;
+        struct vm *vm;          /* a reference of the job's own */
+        char *layer;            /* NULL: the default snapshot */
+        struct vmm_setup setup; /* run NULL: none */
+        int background;
+        int *listed; /* background: set to 1 under m->lock once the VM is listed */
+        int64_t t0;
+};
+
+/* The API error kept for a background create whose restore failed: the
+ * answer a waiting create would have given. */
+static char *create_error(int r)
+{
+        json_t *j = json_pack("{s:s,s:s,s:s+}", "error", "INTERNAL_ERROR", "code", "INTERNAL_ERROR", "message",
+                              "could not create the VM: ", strerror(-r));
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+        json_decref(j);
+        return text;
+}
+
+/* Lists the job's VM, restores it and runs its setup, holding vm->lock
+ * from the moment it is listed until it runs or has failed: requests for
+ * it meanwhile see it starting and wait. On failure a foreground create
+ * removes the VM; a background one keeps it, stopped, with the error, so
+ * that the caller who was not waiting can see what happened. */
+static int create_run(struct create_job *j)
+{
+        struct vmm *m = j->m;
+        struct vm *vm = j->vm;
+        struct agentc *a;
+        char *error = NULL;
+        int r;
+
+        pthread_mutex_lock(&vm->lock);
+        vm_link(m, vm);
+        if (j->listed) {
+                pthread_mutex_lock(&m->lock);
+                *j->listed = 1;
+                j->listed = NULL; /* the creator's: gone once it wakes */
+                pthread_cond_broadcast(&m->cond);
+                pthread_mutex_unlock(&m->lock);
+        }
+        r = vm_from_layer(m, vm, j->layer);
+        if (r < 0) {
+                log_err("vm %s: create failed: %s", vm->id, strerror(-r));
+                if (j->background)
+                        error = create_error(r);
+        } else if (j->setup.run) {
+                /* The setup's own guest operations go around vm->lock,
+                 * which this thread holds (see agent_for). */
+                pthread_mutex_lock(&m->lock);
+                vm->in_setup = 1;
+                vm->setup_thread = pthread_self();
+                vm->setup_agent = agentc_ref(vm->agent);
+                pthread_mutex_unlock(&m->lock);
+                r = j->setup.run(j->setup.ud, vm->id, &error);
+                pthread_mutex_lock(&m->lock);
+                vm->in_setup = 0;
+                a = vm->setup_agent;
+                vm->setup_agent = NULL;
+                pthread_mutex_unlock(&m->lock);
+                agentc_unref(a);
+                if (r < 0) {
+                        json_t *e = error ? json_loads(error, 0, NULL) : NULL;
+                        const char *msg = json_string_value(json_object_get(e, "message"));
+
+                        log_err("vm %s: create-time setup failed: %s", vm->id, msg ? msg : strerror(-r));
+                        json_decref(e);
+                        r = -ECANCELED;
+                }
+        }
+        if (r < 0 && !j->background) {
+                vm_unlink(m, vm);
+                vm_halt(vm, 0);
+                store_vm_delete(m->store, vm->id);
+                rm_rf(vm->dir);
+        } else if (r < 0) {
+                vm_halt(vm, 0);
+                pthread_mutex_lock(&m->lock);
+                vm->error = error;
+                error = NULL;
+                pthread_mutex_unlock(&m->lock);
+                vm_set_state(m, vm, VM_STOPPED);
+                log_warn("vm %s: its background create failed; kept, stopped, until deleted", vm->id);
+        } else {
+                vm_set_state(m, vm, VM_RUNNING);
+                log_info("vm %s: created for account %s from %s in %lld ms%s", vm->id, vm->account,
+                         j->layer ? j->layer : "the default snapshot", (long long)(now_ms() - j->t0),
+                         j->background ? " (in the background)" : "");
+        }
+        pthread_mutex_unlock(&vm->lock);
+        free(error);
+        return r;
+}
+
+static void create_release(const struct vmm_create *opts)
+{
+        if (opts->background && opts->setup && opts->setup->release)
+                opts->setup->release(opts->setup->ud);
+}
+
+static void *create_main(void *arg)
+{
+        struct create_job *j = arg;
+        struct vmm *m = j->m;
+
+        create_run(j);
+        if (j->setup.release)
+                j->setup.release(j->setup.ud);
+        vm_put(m, j->vm);
+        free(j->layer);
+        free(j);
+        pthread_mutex_lock(&m->lock);
+        m->creates--;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+        return NULL;
+}
+
+/* Ends the background creates before the manager goes away: the setups
+ * in progress lose their agent (their requests fail at once, and they
+ * end as failed creates), restores finish within their own time limits. */
+static void creates_drain(struct vmm *m)
+{
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm; vm = vm->next)
+                if (vm->setup_agent)
+                        agentc_shutdown(vm->setup_agent);
+        while (m->creates > 0)
+                pthread_cond_wait(&m->cond, &m->lock);
+        pthread_mutex_unlock(&m->lock);
+}
+
 /* Makes and starts one VM from layer (NULL: the default snapshot). */
 static int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer,
                      int mem_mb, int vcpus, char ret_id[21])
 {
         struct store_vm rec = {0};
+        struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background};
+        struct create_job *bg;
         struct vm *vm;
+        pthread_t thread;
         char id[21];
-        int64_t t0 = now_ms();
-        int r;
+        int r, listed = 0;
 
         pthread_mutex_lock(&m->lock);
         r = !m->ready ? -EAGAIN : m->nvms >= m->cfg.max_vms ? -EUSERS : 0;
         pthread_mutex_unlock(&m->lock);
-        if (r < 0)
+        if (r == 0)
+                r = random_id(id, 20);
+        if (r < 0) {
+                create_release(opts);
                 return r;
-        r = random_id(id, 20);
-        if (r < 0)
-                return r;
+        }
         rec.id = id;
         rec.account_id = (char *)account;
         rec.name = (char *)opts->name;
@@ -1240,37 +1393,63 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         rec.vcpus = vcpus;
         rec.layer = (char *)layer;
         vm = vm_alloc(&rec, m->data_dir);
-        if (!vm)
+        if (!vm) {
+                create_release(opts);
                 return -ENOMEM;
+        }
         vm->state = VM_STARTING;
-        vm->refs = 2; /* the list's and ours, until this call returns */
+        vm->refs = 2; /* the list's and the job's */
         r = mkdir_p(vm->dir, 0700);
         if (r == 0)
                 r = store_vm_insert(m->store, &rec);
         if (r < 0) {
                 rm_rf(vm->dir);
                 vm_free(vm);
+                create_release(opts);
                 return r;
         }
-        /* Visible (as starting) while it restores; operations on it wait on
-         * vm->lock until the restore is done. */
-        pthread_mutex_lock(&vm->lock);
-        vm_link(m, vm);
-        r = vm_from_layer(m, vm, layer);
-        if (r < 0) {
-                log_err("vm %s: create failed: %s", id, strerror(-r));
-                vm_unlink(m, vm);
+        job.vm = vm;
+        job.layer = (char *)layer;
+        if (opts->setup)
+                job.setup = *opts->setup;
+        if (!opts->background) {
+                r = create_run(&job);
+                vm_put(m, vm);
+                if (r == 0)
+                        memcpy(ret_id, id, 21);
+                return r;
+        }
+        /* In the background: the thread lists the VM with vm->lock held,
+         * so that nothing reaches it half made, and this call returns once
+         * it is listed. */
+        bg = malloc(sizeof(*bg));
+        if (bg) {
+                *bg = job;
+                bg->listed = &listed;
+                bg->layer = layer ? strdup(layer) : NULL;
+        }
+        pthread_mutex_lock(&m->lock);
+        m->creates++;
+        pthread_mutex_unlock(&m->lock);
+        if (!bg || (layer && !bg->layer) || pthread_create(&thread, NULL, create_main, bg) != 0) {
+                pthread_mutex_lock(&m->lock);
+                m->creates--;
+                pthread_cond_broadcast(&m->cond);
+                pthread_mutex_unlock(&m->lock);
+                if (bg)
+                        free(bg->layer);
+                free(bg);
                 store_vm_delete(m->store, id);
                 rm_rf(vm->dir);
-                pthread_mutex_unlock(&vm->lock);
-                vm_put(m, vm);
-                return r;
+                vm_free(vm);
+                create_release(opts);
+                return -EAGAIN;
         }
-        vm_set_state(m, vm, VM_RUNNING);
-        pthread_mutex_unlock(&vm->lock);
-        vm_put(m, vm);
-        log_info("vm %s: created for account %s from %s in %lld ms", id, account, layer ? layer : "the default snapshot",
-                 (long long)(now_ms() - t0));
+        pthread_detach(thread);
+        pthread_mutex_lock(&m->lock);
+        while (!listed)
+                pthread_cond_wait(&m->cond, &m->lock);
+        pthread_mutex_unlock(&m->lock);
         memcpy(ret_id, id, 21);
         return 0;
 }
@@ -1285,10 +1464,13 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
         r = store_snapshot_get(m->store, account, opts->snapshot_id, &snap);
         if (r == 0 && snap.deleted)
                 r = -ENOENT;
-        if (r == 0)
+        if (r == 0) {
                 r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, ret_id);
-        else if (r == -ENOENT)
-                r = -ENOMEDIUM; /* no such snapshot */
+        } else {
+                create_release(opts);
+                if (r == -ENOENT)
+                        r = -ENOMEDIUM; /* no such snapshot */
+        }
         store_snapshot_clear(&snap);
         return r;
 }
@@ -1798,13 +1980,31 @@ static int agent_for(struct vmm *m, const char *account, const char *id, struct 
                      char **ret_workdir)
 {
         struct vm *vm = vm_get(m, account, id);
-        int r = 0;
+        int r = 0, own;
 
         if (!vm)
                 return -ENOENT;
+        /* A new VM's create-time setup runs in the thread that holds
+         * vm->lock for the whole create: its own requests go around it. */
+        pthread_mutex_lock(&m->lock);
+        own = vm->in_setup && pthread_equal(vm->setup_thread, pthread_self());
+        if (own && m->stopping) {
+                r = -ECANCELED;
+        } else if (own) {
+                *ret_agent = agentc_ref(vm->setup_agent);
+                if (ret_workdir)
+                        *ret_workdir = vm->workdir ? strdup(vm->workdir) : NULL;
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (own) {
+                vm_put(m, vm);
+                return r;
+        }
         pthread_mutex_lock(&vm->lock);
         if (vm->removed)
                 r = -ENOENT;
+        else if (vm->error && !vm->qemu)
+                r = -ENOTRECOVERABLE;
         else if ((r = ensure_running(m, vm)) < 0)
                 ;
         else if (!vm->agent)

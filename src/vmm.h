@@ -60,6 +60,7 @@ struct vmm_info {
         int64_t idle_timeout_s;
         int64_t disk_bytes; /* allocated by the VM's own files */
         char dir[4096];     /* its directory (for disk use) */
+        char *error;        /* a background create that failed: the API error as JSON object text; else NULL */
 };
 
 struct vmm;
@@ -80,18 +81,45 @@ int vmm_ready(struct vmm *m, char *buf, size_t size);
  * running so a restarted daemon can take them back. */
 void vmm_free(struct vmm *m);
 
+/* Create-time setup: what a new VM gets (files, users, services...) before
+ * it counts as running. */
+struct vmm_setup {
+        /* Called once the new VM's agent answers, from the thread that
+         * restored it. Until it returns the VM reads as starting and every
+         * other request for the VM waits, as for any transition; the guest
+         * operations below that this same thread makes for the VM go
+         * through (they fail with -ECANCELED once the manager is stopping).
+         * Returns 0, or < 0 and may set *ret_error to a malloc'd JSON object
+         * text (the API error: code, message, diagnostics). */
+        int (*run)(void *ud, const char *id, char **ret_error);
+        /* Called once, when ud is no longer needed; may be NULL. The
+         * manager calls it only for a background create (see below), on
+         * every path, vmm_create's own failures included. */
+        void (*release)(void *ud);
+        void *ud;
+};
+
 struct vmm_create {
         const char *name;    /* may be NULL */
         const char *workdir; /* may be NULL: the agent's default */
         int64_t idle_timeout_s;
         const char *persistence; /* JSON text, may be NULL */
         const char *snapshot_id; /* restore this snapshot; NULL: the default one */
+        const struct vmm_setup *setup; /* may be NULL: none; copied */
+        /* Return as soon as the VM is listed (starting): restore and setup
+         * go on in a thread of their own. A failure there keeps the VM,
+         * stopped, with the error in vmm_info.error, and its guest
+         * operations fail with -ENOTRECOVERABLE until it is started again
+         * or deleted. */
+        int background;
 };
 
 /* Creates a VM for account from a snapshot (its memory, device state and
- * disk) and returns once it runs and its agent answers. -EAGAIN when the
- * manager is not ready, -EUSERS past max_vms, -ENOMEDIUM for an unknown or
- * deleted snapshot, other -errno on failure (nothing is left behind). */
+ * disk) and returns once it runs, its agent answers and its setup is done
+ * (or, with opts->background, once it is listed). -EAGAIN when the manager
+ * is not ready, -EUSERS past max_vms, -ENOMEDIUM for an unknown or deleted
+ * snapshot, -ECANCELED when setup->run failed, other -errno on failure;
+ * without background nothing is left behind on failure. */
 int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21]);
 
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret);
@@ -147,7 +175,8 @@ int vmm_snapshot_delete(struct vmm *m, const char *account, const char *id);
  * Guest operations. Each returns 0 when the agent answered, with the
  * outcome in the result (agent_errno != 0 for a failure inside the guest,
  * with errmsg), or -errno when the VM could not be reached: -ENOENT no such
- * VM, -ENOTCONN not running, -ETIMEDOUT, -ECONNRESET (VM went away).
+ * VM, -ENOTCONN not running, -ETIMEDOUT, -ECONNRESET (VM went away),
+ * -ENOTRECOVERABLE its background create failed (vmm_info.error says why).
  */
 struct vmm_result {
         int agent_errno;

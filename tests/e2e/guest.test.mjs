@@ -12,11 +12,22 @@ import { after, test } from "node:test";
 import { VmTracker, api, exec, expectError, ok, sleep } from "./lib.mjs";
 
 const vms = new VmTracker();
-let gitDaemon;
+const snapshots = new Set();
+const gitDaemons = [];
 after(async () => {
-  gitDaemon?.kill();
+  for (const d of gitDaemons) d.kill();
   await vms.cleanup();
+  for (const id of snapshots) await api("DELETE", `/v1/vms/snapshots/${id}`).catch(() => {});
 });
+
+/** Polls fn() (an async function returning truthy when done) every 500 ms
+ * for up to ms; returns its last value. */
+async function poll(fn, ms = 60_000) {
+  const end = Date.now() + ms;
+  let v;
+  while (!(v = await fn()) && Date.now() < end) await sleep(500);
+  return v;
+}
 
 const svc = (vm, p = "") => `/v1/vms/${vm}/systemd${p}`;
 let A;
@@ -111,10 +122,31 @@ async function serveRepo() {
   git("commit", "-q", "-am", "two");
   execFileSync("git", ["clone", "-q", "--bare", work, path.join(dir, "repo.git")]);
   const port = await new Promise((res) => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => res(p)); }); });
-  gitDaemon = spawn("git", ["daemon", "--reuseaddr", `--base-path=${dir}`, "--export-all", `--port=${port}`, "--listen=127.0.0.1", dir],
-    { stdio: "ignore" });
+  gitDaemons.push(spawn("git", ["daemon", "--reuseaddr", `--base-path=${dir}`, "--export-all", `--port=${port}`,
+    "--listen=127.0.0.1", dir], { stdio: "ignore" }));
   await sleep(500);
-  return { url: `git://10.0.2.2:${port}/repo.git`, first };
+  return { url: `git://10.0.2.2:${port}/repo.git`, first, port };
+}
+
+/** A TCP proxy on the host to 127.0.0.1:port that holds every connection
+ * until open() is called. */
+async function gatedProxy(port) {
+  let open;
+  const opened = new Promise((r) => (open = r));
+  const state = { connections: 0 };
+  const server = net.createServer((c) => {
+    state.connections++;
+    c.pause();
+    c.on("error", () => {});
+    opened.then(() => {
+      const up = net.connect(port, "127.0.0.1");
+      up.on("error", () => c.destroy());
+      c.pipe(up);
+      up.pipe(c);
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { port: server.address().port, open, close: () => server.close(), state };
 }
 
 test("create-time setup: groups, users, files, git repos at a rev, and an enabled service", async () => {
@@ -151,4 +183,147 @@ test("create-time setup: a failing service gives VM_SETUP_FAILED with its logs; 
 test("create-time setup: aptDeps are installed from the Debian mirror through the guest's network", async () => {
   const { id } = await vms.create({ aptDeps: ["jq"] });
   assert.match((await exec(id, "jq --version")).stdout, /^jq-/);
+});
+
+test("systemd: deleteAfterSuccess removes a oneshot after success and keeps a failed one", async () => {
+  const vm = A ?? (await vms.create({})).id;
+  expectError(await api("POST", svc(vm, "/services"), { body: { name: "x", mode: "oneshot", exec: ["true"], deleteAfterSuccess: "yes" } }),
+    400, "INVALID_PARAMETERS");
+  // Enabled (the default) and as another user: the removal must undo the
+  // enable link too, and run as root whatever User= says.
+  await ok("POST", svc(vm, "/services"), {
+    body: { name: "tidy-ok", mode: "oneshot", exec: ["echo ran > /tmp/tidy-ok.out"], user: "nobody", deleteAfterSuccess: true },
+  });
+  await ok("POST", svc(vm, "/services"), {
+    body: { name: "tidy-bad", mode: "oneshot", exec: ["echo about to fail; exit 4"], deleteAfterSuccess: true },
+  });
+  // On a long-running service the flag does not apply: it keeps running.
+  await ok("POST", svc(vm, "/services"), { body: { name: "tidy-svc", mode: "service", exec: ["exec sleep 1000"], deleteAfterSuccess: true } });
+  const names = async () => (await ok("GET", svc(vm, "/services"))).services.map((s) => s.name);
+  const done = await poll(async () => {
+    const bad = await api("GET", svc(vm, "/services/tidy-bad/status"));
+    return !(await names()).includes("tidy-ok") && bad.json?.activeState === "failed";
+  });
+  assert.ok(done, `tidy-ok still listed or tidy-bad not failed: ${JSON.stringify(await names())}`);
+  assert.equal((await exec(vm, "cat /tmp/tidy-ok.out")).stdout, "ran\n");
+  expectError(await api("GET", svc(vm, "/services/tidy-ok/status")), 404, "SERVICE_NOT_FOUND");
+  const left = await exec(vm, "cd /etc/systemd/system; ls -d tidy-ok.service tidy-ok.service.d multi-user.target.wants/tidy-ok.service" +
+    " 2>/dev/null; systemctl show -p LoadState --value tidy-ok.service");
+  assert.equal(left.stdout, "not-found\n", "tidy-ok's unit, drop-ins and enable link are gone and systemd forgot it");
+  // The failed run keeps its unit, enable link, status and logs.
+  const names2 = await names();
+  assert.ok(names2.includes("tidy-bad") && names2.includes("tidy-svc"), JSON.stringify(names2));
+  assert.equal((await exec(vm, "test -f /etc/systemd/system/tidy-bad.service && test -L " +
+    "/etc/systemd/system/multi-user.target.wants/tidy-bad.service && echo kept")).stdout, "kept\n");
+  const logs = await ok("GET", svc(vm, "/services/tidy-bad/logs?lines=50"));
+  assert.ok(logs.logs.some((l) => l.message === "about to fail"), JSON.stringify(logs));
+  assert.equal((await ok("GET", svc(vm, "/services/tidy-svc/status"))).activeState, "active");
+  await ok("DELETE", svc(vm, "/services/tidy-bad"));
+  await ok("DELETE", svc(vm, "/services/tidy-svc"));
+});
+
+test("create-time setup: a runCommands-style chain of deleteAfterSuccess oneshots runs once each, in order", async () => {
+  // What the SDK's VmSpec.runCommands sends: each oneshot after and
+  // requiring the one before, all deleteAfterSuccess. The last one fails.
+  const step = (i, cmd) => ({ name: `chain-${i}`, mode: "oneshot", deleteAfterSuccess: true, exec: [cmd],
+    ...(i > 1 ? { after: [`chain-${i - 1}`], requires: [`chain-${i - 1}`] } : {}) });
+  const { id } = await vms.create({
+    systemd: { services: [step(1, "echo 1 >> /tmp/chain; sleep 1"), step(2, "echo 2 >> /tmp/chain"),
+                          step(3, "echo 3 >> /tmp/chain; sleep 1"), step(4, "echo 4 >> /tmp/chain; exit 7")] },
+  });
+  const st = await poll(async () => {
+    const r = await api("GET", svc(id, "/services/chain-4/status"));
+    return r.json?.activeState === "failed" && r.json;
+  });
+  assert.ok(st, "chain-4 ran and failed");
+  assert.equal((await exec(id, "cat /tmp/chain")).stdout, "1\n2\n3\n4\n");
+  assert.deepEqual((await ok("GET", svc(id, "/services"))).services.map((s) => s.name), ["chain-4"]);
+  assert.equal((await exec(id, "ls /etc/systemd/system | grep -c '^chain-' ; true")).stdout, "1\n");
+});
+
+test("create-time setup: patchedServices drop-ins take effect, restarting a running unit", async () => {
+  // A snapshot with a running service that records its environment when
+  // it starts; a VM made from it patches that service's env, and the
+  // exec of a unit shipped (not started) in additionalFiles.
+  const vm = A ?? (await vms.create({})).id;
+  await ok("POST", svc(vm, "/services"), { body: { name: "probe", mode: "service",
+    exec: ["echo v=$PATCHED > /tmp/probe.out; exec sleep 1000"] } });
+  assert.equal((await exec(vm, "sleep 0.5; cat /tmp/probe.out")).stdout, "v=\n");
+  const { snapshotId } = await ok("POST", `/v1/vms/${vm}/snapshot`, { body: {} });
+  snapshots.add(snapshotId);
+  await ok("DELETE", svc(vm, "/services/probe"));
+  const { id } = await vms.create({
+    snapshotId,
+    additionalFiles: { "/etc/systemd/system/probe2.service": {
+      content: "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo original > /tmp/probe2.out'\n" } },
+    systemd: { patchedServices: [{ name: "probe", env: { PATCHED: "yes" } },
+                                 { name: "probe2", exec: ["echo patched-$(whoami) > /tmp/probe2.out"] }] },
+  });
+  const r = await exec(id, "cat /tmp/probe.out; systemctl show -p DropInPaths --value probe.service;" +
+    " systemctl start probe2.service; cat /tmp/probe2.out");
+  assert.equal(r.stdout, "v=yes\n/etc/systemd/system/probe.service.d/50-sprout.conf\npatched-root\n", JSON.stringify(r));
+  expectError(await api("POST", "/v1/vms", { body: { systemd: { patchedServices: [{ name: "bad name", env: {} }] } } }),
+    400, "SERVICE_NAME_INVALID_CHARS");
+});
+
+test("waitForReadySignal: false answers at once; requests wait for the setup and see it", async () => {
+  // The setup clones a repository through a proxy that holds the
+  // connection until the create has answered: a create that waited for
+  // its setup would only answer when the fallback below opens the gate.
+  const { port } = await serveRepo();
+  const gate = await gatedProxy(port);
+  let fellBack = false;
+  const fallback = setTimeout(() => {
+    fellBack = true;
+    gate.open();
+  }, 90_000);
+  let id;
+  try {
+    ({ id } = await vms.create({
+      waitForReadySignal: false,
+      users: [{ name: "dave" }],
+      additionalFiles: { "/opt/bg/hello.txt": { content: "made by setup\n" } },
+      git: { config: {}, repos: [{ repo: `git://10.0.2.2:${gate.port}/repo.git`, path: "/srv/bg" }] },
+      systemd: { services: [{ name: "bg-web", mode: "service", exec: ["exec sleep 1000"] }] },
+    }));
+  } finally {
+    clearTimeout(fallback);
+    gate.open();
+  }
+  assert.equal(fellBack, false, "the create answered only once its setup could go on");
+  const info = await ok("GET", `/v1/vms/${id}`);
+  assert.ok(["starting", "running"].includes(info.state), `state right after create: ${info.state}`);
+  // The first request waits for the restore and the whole setup.
+  const r = await exec(id, "cat /opt/bg/hello.txt; id -un dave; systemctl is-active bg-web; cat /srv/bg/README");
+  gate.close();
+  assert.equal(r.stdout, "made by setup\ndave\nactive\nsecond\n", JSON.stringify(r));
+  assert.ok(gate.state.connections >= 1, "the setup went through the gate");
+  const after = await ok("GET", `/v1/vms/${id}`);
+  assert.equal(after.state, "running");
+  assert.equal(after.error, undefined);
+  assert.deepEqual((await ok("GET", svc(id, "/services"))).services.map((s) => s.name), ["bg-web"]);
+});
+
+test("waitForReadySignal: false with a failing setup keeps the VM, stopped, with the error", async () => {
+  // A malformed setup is still refused before any VM exists.
+  expectError(await api("POST", "/v1/vms", { body: { waitForReadySignal: false, users: [{ name: "Bad User" }] } }),
+    400, "CREATE_VM_BAD_REQUEST");
+  const { id } = await vms.create({
+    waitForReadySignal: false,
+    systemd: { services: [{ name: "bad", mode: "service", exec: ["echo dying; exit 3"] }] },
+  });
+  // Requests wait for the outcome, then get a clear error.
+  expectError(await api("POST", `/v1/vms/${id}/exec-await`, { body: { command: "true" } }), 409, "VM_SETUP_FAILED");
+  const info = await ok("GET", `/v1/vms/${id}`);
+  assert.equal(info.state, "stopped", JSON.stringify(info));
+  assert.equal(info.error?.code, "VM_SETUP_FAILED", JSON.stringify(info));
+  const unit = info.error.diagnostics?.failedUnits?.[0];
+  assert.equal(unit?.name, "bad", JSON.stringify(info.error));
+  assert.match(unit.logs, /dying/);
+  expectError(await api("GET", svc(id, "/services")), 409, "VM_SETUP_FAILED");
+  const listed = (await ok("GET", "/v1/vms")).vms.find((v) => v.id === id);
+  assert.equal(listed?.state, "stopped");
+  await ok("DELETE", `/v1/vms/${id}`);
+  vms.forget(id);
+  expectError(await api("GET", `/v1/vms/${id}`), 404, "VM_NOT_FOUND");
 });

@@ -3,7 +3,7 @@
 // vm.user(). One VM, deleted by after().
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { Freestyle } from "freestyle-sandboxes";
+import { Freestyle, VmSpec } from "freestyle-sandboxes";
 
 const baseUrl = process.env.SPROUT_URL ?? process.env.FREESTYLE_API_URL ?? "http://127.0.0.1:8080";
 const apiKey = process.env.SPROUT_API_KEY ?? process.env.FREESTYLE_API_KEY;
@@ -63,4 +63,28 @@ test("vm.user() runs exec and file writes as that Linux user", async () => {
   await dana.fs.writeTextFile("/home/dana/x.txt", "mine");
   assert.equal((await vm.exec("stat -c %U /home/dana/x.txt")).stdout, "dana\n");
   assert.equal(await dana.fs.readTextFile("/home/dana/x.txt"), "mine");
+});
+
+// VmSpec.runCommands sends a chain of oneshot services, each requiring the
+// one before and each removing itself after success (deleteAfterSuccess).
+test("VmSpec.runCommands through the SDK: the commands run once, in order, and their units go", { timeout: 5 * 60_000 }, async () => {
+  const { vm: v } = await freestyle.vms.create(new VmSpec().runCommands(
+    "echo one >> /root/steps", "echo two >> /root/steps", "echo three >> /root/steps"));
+  try {
+    let steps = "";
+    for (let i = 0; i < 60 && steps !== "one\ntwo\nthree\n"; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      steps = (await v.exec("cat /root/steps 2>/dev/null")).stdout;
+    }
+    assert.equal(steps, "one\ntwo\nthree\n");
+    let left;
+    for (let i = 0; i < 30; i++) {
+      left = (await v.systemd.list()).services.map((s) => s.name);
+      if (left.length === 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.deepEqual(left, []);
+  } finally {
+    await v.delete();
+  }
 });

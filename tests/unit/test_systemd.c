@@ -76,3 +76,35 @@ TEST(systemd_render_errors)
         CHECK(render("{\"name\":\"x\",\"mode\":\"service\",\"exec\":[\"a\"],\"after\":[\"a b\"]}", 0, &code) == NULL);
         CHECK(render("{\"name\":\"x\",\"mode\":\"service\",\"exec\":[\"a\"],\"env\":{\"A B\":\"1\"}}", 0, &code) == NULL);
 }
+
+TEST(systemd_render_delete_after_success)
+{
+        const char *code = NULL;
+        char *u = render("{\"name\":\"tidy.service\",\"mode\":\"oneshot\",\"exec\":[\"true\"],\"user\":\"app\","
+                         "\"deleteAfterSuccess\":true,\"remainAfterExit\":true}",
+                         0, &code);
+
+        CHECK(u != NULL && code == NULL);
+        /* It must leave the active state for ExecStopPost= to run. */
+        CHECK(strstr(u, "RemainAfterExit=no\n"));
+        /* Root ('+') whatever User= is; only after a clean success. */
+        CHECK(strstr(u, "ExecStopPost=+/bin/sh -c \"test $$SERVICE_RESULT/$$EXIT_CODE/$$EXIT_STATUS = "
+                        "success/exited/0 || exit 0; systemctl disable --no-reload -q tidy.service; rm -rf "
+                        "/etc/systemd/system/tidy.service /etc/systemd/system/tidy.service.d; "
+                        "systemctl --no-block daemon-reload\"\n"));
+        free(u);
+
+        /* Not a oneshot, or false: nothing is added. */
+        u = render("{\"name\":\"web\",\"mode\":\"service\",\"exec\":[\"x\"],\"deleteAfterSuccess\":true}", 0, &code);
+        CHECK(u != NULL && strstr(u, "ExecStopPost") == NULL);
+        free(u);
+        u = render("{\"name\":\"o\",\"mode\":\"oneshot\",\"exec\":[\"x\"],\"deleteAfterSuccess\":false}", 0, &code);
+        CHECK(u != NULL && strstr(u, "ExecStopPost") == NULL && strstr(u, "RemainAfterExit=yes\n"));
+        free(u);
+        /* A patch never deletes the unit it patches. */
+        u = render("{\"mode\":\"oneshot\",\"deleteAfterSuccess\":true}", 1, &code);
+        CHECK(u != NULL && strstr(u, "ExecStopPost") == NULL);
+        free(u);
+        CHECK(render("{\"name\":\"o\",\"mode\":\"oneshot\",\"exec\":[\"x\"],\"deleteAfterSuccess\":1}", 0, &code) == NULL &&
+              !strcmp(code, "INVALID_PARAMETERS"));
+}
