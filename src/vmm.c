@@ -79,6 +79,7 @@ struct vm {
         pthread_t setup_thread;
         struct agentc *setup_agent;
         char *error; /* why a background create failed (JSON text); set under lock and m->lock */
+        int doomed;  /* a delete waits for lock: no setup may begin; under m->lock */
         struct vm *next;
 };
 
@@ -1277,11 +1278,11 @@ static int create_run(struct create_job *j)
                 /* The setup's own guest operations go around vm->lock,
                  * which this thread holds (see agent_for). */
                 pthread_mutex_lock(&m->lock);
-                vm->in_setup = 1;
+                vm->in_setup = !vm->doomed;
                 vm->setup_thread = pthread_self();
                 vm->setup_agent = agentc_ref(vm->agent);
                 pthread_mutex_unlock(&m->lock);
-                r = j->setup.run(j->setup.ud, vm->id, &error);
+                r = vm->in_setup ? j->setup.run(j->setup.ud, vm->id, &error) : -ECANCELED;
                 pthread_mutex_lock(&m->lock);
                 vm->in_setup = 0;
                 a = vm->setup_agent;
@@ -1481,6 +1482,14 @@ int vmm_delete(struct vmm *m, const char *account, const char *id)
 
         if (!vm)
                 return -ENOENT;
+        /* A create-time setup holds vm->lock until it ends, which may be
+         * minutes away (readySignalTimeoutSeconds): cut it short instead;
+         * its guest requests fail at once. */
+        pthread_mutex_lock(&m->lock);
+        vm->doomed = 1;
+        if (vm->in_setup && vm->setup_agent)
+                agentc_shutdown(vm->setup_agent);
+        pthread_mutex_unlock(&m->lock);
         pthread_mutex_lock(&vm->lock);
         if (vm->removed) {
                 pthread_mutex_unlock(&vm->lock);

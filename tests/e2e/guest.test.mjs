@@ -327,3 +327,26 @@ test("waitForReadySignal: false with a failing setup keeps the VM, stopped, with
   vms.forget(id);
   expectError(await api("GET", `/v1/vms/${id}`), 404, "VM_NOT_FOUND");
 });
+
+test("waitForReadySignal: false: deleting a VM whose setup still runs cuts the setup short", async () => {
+  // A notify service that never signals keeps the setup waiting for its
+  // start job until timeoutSec (10 min). One VM is deleted at once (while
+  // it restores), the other once its setup has had time to begin; without
+  // the cut each delete would wait for the setup's end.
+  const spec = {
+    waitForReadySignal: false,
+    readySignalTimeoutSeconds: 900,
+    systemd: { services: [{ name: "never-ready", mode: "service", readySignal: true, timeoutSec: 600, exec: ["sleep 3600"] }] },
+  };
+  const a = (await vms.create(spec)).id;
+  const b = (await vms.create(spec)).id;
+  for (const [id, wait] of [[a, 0], [b, 5000]]) {
+    await sleep(wait);
+    assert.equal((await ok("GET", `/v1/vms/${id}`)).state, "starting");
+    const res = await api("DELETE", `/v1/vms/${id}`);
+    assert.equal(res.status, 200, res.text);
+    assert.ok(res.ms < 60_000, `delete of a VM in setup took ${res.ms} ms`);
+    vms.forget(id);
+    expectError(await api("GET", `/v1/vms/${id}`), 404, "VM_NOT_FOUND");
+  }
+});
