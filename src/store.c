@@ -29,7 +29,7 @@ static const char schema[] =
         "  state TEXT NOT NULL, snapshot_id TEXT, workdir TEXT, persistence TEXT,"
         "  created_at INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL DEFAULT 300,"
         "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1, layer TEXT,"
-        "  pending_mem_mb INTEGER NOT NULL DEFAULT 0, pending_vcpus INTEGER NOT NULL DEFAULT 0);"
+        "  pending_mem_mb INTEGER NOT NULL DEFAULT 0, pending_vcpus INTEGER NOT NULL DEFAULT 0, error TEXT);"
         "CREATE TABLE IF NOT EXISTS layers (id TEXT PRIMARY KEY, parent TEXT);"
         "CREATE TABLE IF NOT EXISTS snapshots ("
         "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
@@ -40,6 +40,7 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN layer TEXT",
         "ALTER TABLE vms ADD COLUMN pending_mem_mb INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE vms ADD COLUMN pending_vcpus INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE vms ADD COLUMN error TEXT",
 };
 
 static int sql_err(int rc)
@@ -265,7 +266,8 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
 
         r = prepare(s, &st,
                     "INSERT INTO vms (id, account_id, name, state, snapshot_id, workdir, persistence,"
-                    " created_at, idle_timeout_s, mem_mb, vcpus, layer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, idle_timeout_s, mem_mb, vcpus, layer, error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     NULL);
         if (r < 0)
                 return r;
@@ -281,9 +283,16 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
         sqlite3_bind_int(st, 10, vm->mem_mb);
         sqlite3_bind_int(st, 11, vm->vcpus);
         sqlite3_bind_text(st, 12, vm->layer, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 13, vm->error, -1, SQLITE_TRANSIENT);
         r = sql_err(sqlite3_step(st));
         sqlite3_finalize(st);
         return r;
+}
+
+int store_vm_set_error(struct store *s, const char *id, const char *error)
+{
+        /* id first: a NULL error ends the list and stays unbound (NULL). */
+        return exec_text(s, "UPDATE vms SET error = ?2 WHERE id = ?1", (const char *[]){id, error, NULL});
 }
 
 int store_vm_set_state(struct store *s, const char *id, const char *state)
@@ -310,7 +319,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
         r = prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persistence, created_at,"
-                    " idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb, pending_vcpus FROM vms"
+                    " idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb, pending_vcpus, error FROM vms"
                     " ORDER BY created_at, id",
                     NULL);
         if (r < 0)
@@ -331,6 +340,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         .layer = col_dup(st, 11),
                         .pending_mem_mb = sqlite3_column_int(st, 12),
                         .pending_vcpus = sqlite3_column_int(st, 13),
+                        .error = col_dup(st, 14),
                 };
 
                 r = vm.id && vm.account_id && vm.state ? fn(&vm, userdata) : -ENOMEM;
@@ -356,6 +366,7 @@ void store_vm_clear(struct store_vm *vm)
         free(vm->workdir);
         free(vm->persistence);
         free(vm->layer);
+        free(vm->error);
         memset(vm, 0, sizeof(*vm));
 }
 

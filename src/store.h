@@ -29,6 +29,7 @@ struct store_vm {
         char *layer;       /* the layer its disk overlay sits on; NULL: default snapshot */
         int pending_mem_mb; /* applied at the next cold start; 0: none */
         int pending_vcpus;
+        char *error; /* a create that failed or was cut short: the API error as JSON text; else NULL */
 };
 
 /* A snapshot's record; strings owned (store_snapshot_clear). */
@@ -73,6 +74,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
 void store_vm_clear(struct store_vm *vm);
 int store_vm_set_layer(struct store *s, const char *id, const char *layer);
+int store_vm_set_error(struct store *s, const char *id, const char *error);
 int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
                       int pending_vcpus);
 

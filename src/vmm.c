@@ -513,6 +513,7 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->vcpus = s->vcpus;
         vm->layer = s->layer ? strdup(s->layer) : NULL;
         vm->snapshot_id = s->snapshot_id ? strdup(s->snapshot_id) : NULL;
+        vm->error = s->error ? strdup(s->error) : NULL;
         vm->idle_timeout_s = s->idle_timeout_s;
         vm_parse_persistence(vm, s->persistence);
         vm->last_activity = now_ms();
@@ -559,6 +560,9 @@ static void reattach(struct vmm *m, struct vm *vm)
         r = qemu_attach(vm->dir, 2000, &q);
         /* A daemon killed in the middle of a snapshot or suspend leaves the
          * guest paused: let it run again (a no-op for a running guest). */
+        /* A create the daemon died in: its setup may be half done. */
+        if (r == 0 && vm->error)
+                r = -ECANCELED;
         if (r == 0)
                 qemu_cont(q, 2000);
         if (r == 0 && path_fmt(sock, sizeof(sock), "%s/agent.sock", vm->dir) == 0) {
@@ -584,8 +588,11 @@ static void reattach(struct vmm *m, struct vm *vm)
                  * VM is suspended, whatever the record said. */
                 suspended = !q && vm_path(vm, state, "state") == 0 && access(state, F_OK) == 0;
                 vm_set_state(m, vm, suspended ? VM_SUSPENDED : VM_STOPPED);
-                log_warn("vm %s: could not re-attach after restart (%s); marked %s, disk kept", vm->id,
-                         strerror(-r), suspended ? "suspended" : "stopped");
+                if (r == -ECANCELED)
+                        log_warn("vm %s: the daemon stopped during its create; marked stopped, disk kept", vm->id);
+                else
+                        log_warn("vm %s: could not re-attach after restart (%s); marked %s, disk kept", vm->id,
+                                 strerror(-r), suspended ? "suspended" : "stopped");
         }
         pthread_mutex_unlock(&vm->lock);
 }
@@ -1305,6 +1312,7 @@ static int create_run(struct create_job *j)
                 rm_rf(vm->dir);
         } else if (r < 0) {
                 vm_halt(vm, 0);
+                store_vm_set_error(m->store, vm->id, error);
                 pthread_mutex_lock(&m->lock);
                 vm->error = error;
                 error = NULL;
@@ -1312,6 +1320,7 @@ static int create_run(struct create_job *j)
                 vm_set_state(m, vm, VM_STOPPED);
                 log_warn("vm %s: its background create failed; kept, stopped, until deleted", vm->id);
         } else {
+                store_vm_set_error(m->store, vm->id, NULL);
                 vm_set_state(m, vm, VM_RUNNING);
                 log_info("vm %s: created for account %s from %s in %lld ms%s", vm->id, vm->account,
                          j->layer ? j->layer : "the default snapshot", (long long)(now_ms() - j->t0),
@@ -1385,6 +1394,10 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         rec.account_id = (char *)account;
         rec.name = (char *)opts->name;
         rec.state = (char *)"starting";
+        /* Cleared once the create is done: a daemon that dies before then
+         * finds this at its next start. */
+        rec.error = (char *)"{\"error\":\"VM_SETUP_FAILED\",\"code\":\"VM_SETUP_FAILED\","
+                            "\"message\":\"sproutd stopped before this VM's create was done\"}";
         rec.workdir = (char *)opts->workdir;
         rec.persistence = (char *)opts->persistence;
         rec.snapshot_id = (char *)opts->snapshot_id;
@@ -1398,6 +1411,8 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
                 create_release(opts);
                 return -ENOMEM;
         }
+        free(vm->error); /* the record's mark only */
+        vm->error = NULL;
         vm->state = VM_STARTING;
         vm->refs = 2; /* the list's and the job's */
         r = mkdir_p(vm->dir, 0700);

@@ -384,6 +384,32 @@ crash_check() {
         check "crash: vm delete" $?
 }
 
+# sproutd killed with SIGKILL while a create's setup runs: after the restart
+# the VM is stopped with the VM_SETUP_FAILED error in its info, not taken
+# back as running with its setup half done.
+create_crash_check() {
+        local id info ok
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        log "create crash check: sproutd killed with SIGKILL during a create's setup"
+        id=$(api POST /v1/vms '{"waitForReadySignal":false,"readySignalTimeoutSeconds":900,"systemd":{"services":[{"name":"never-ready","mode":"service","readySignal":true,"timeoutSec":600,"exec":["sleep 3600"]}]}}' |
+                grep -o '"id":"[a-z0-9]*"' | head -1 | cut -d'"' -f4)
+        [ -n "$id" ] || { check "create crash: create without waiting" 1; return; }
+        sleep 5
+        kill -9 "$SPROUTD_PID"
+        wait "$SPROUTD_PID" 2>/dev/null
+        SPROUTD_PID=
+        if ! launch_sproutd; then
+                check "create crash: sproutd becomes healthy again after SIGKILL" 1
+                return
+        fi
+        info=$(api GET "/v1/vms/$id")
+        case $info in *'"state":"stopped"'*'"code":"VM_SETUP_FAILED"'* | *'"code":"VM_SETUP_FAILED"'*'"state":"stopped"'*) ok=0 ;; *) ok=1 ;; esac
+        [ "$ok" -eq 0 ] || log "after the crash: $info"
+        check "create crash: the VM is stopped with VM_SETUP_FAILED after the restart" "$ok"
+        api DELETE "/v1/vms/$id" >/dev/null
+        check "create crash: vm delete" $?
+}
+
 # Calls the API with the admin key: METHOD PATH [JSON]; prints the body.
 api() {
         local data=()
@@ -502,6 +528,7 @@ if start_sproutd; then
         done
         restart_check
         crash_check
+        create_crash_check
         quota_check
         [ -z "$SPROUTD_PID" ] || stop_sproutd final
 else
