@@ -67,7 +67,7 @@ test: deps
 	@$(MAKE) --no-print-directory all image build/test-unit build/asan/test-unit
 	@tests/run.sh
 
-test-unit: build/test-unit build/asan/test-unit
+test-unit: build/test-unit build/asan/test-unit build/sprout-agent
 	@build/test-unit && build/asan/test-unit
 
 bench: deps

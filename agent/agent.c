@@ -256,8 +256,14 @@ static void handle_ping(struct agent *a, uint32_t id, const uint8_t *p, size_t n
         struct proto_tlv t;
         uint64_t ns;
         char boot_id[64] = "";
+        uint32_t fresh = 0;
         int fd;
 
+        /* A new host connection: streams still open belong to an earlier
+         * one that went without our seeing it (this guest was restored
+         * from a snapshot or resumed), and their ids will be used again. */
+        if (proto_get_u32(p, n, PROTO_TAG_NEW_SESSION, &fresh) == 0 && fresh)
+                streams_abandon(a);
         /* A malformed PING still gets its HELLO: the host is asking whether
          * we are alive, and the fields are best effort anyway. */
         if (proto_get_u64(p, n, PROTO_TAG_TIME_NS, &ns) == 0) {

@@ -20,7 +20,10 @@
  * Exchanges:
  *   PING (host) -> HELLO (agent), same stream id. PING carries the host's
  *     wall clock and entropy so a VM restored from a snapshot gets a correct
- *     clock and a fresh random pool.
+ *     clock and a fresh random pool. The first PING of a host connection
+ *     carries PROTO_TAG_NEW_SESSION: the agent drops the streams of any
+ *     earlier connection, which a VM restored from a snapshot (or resumed)
+ *     taken mid-request still holds without having seen that host go.
  *   REQ (host, TLV with PROTO_TAG_OP) opens a stream. The host may follow with
  *     DATA frames and one EOF (file upload). The agent answers with any number
  *     of DATA/STDOUT/STDERR frames and exactly one RESULT, which closes the
@@ -85,6 +88,7 @@ enum proto_tag {
         PROTO_TAG_ENTROPY = 31,   /* bytes, mixed into the guest's pool */
         PROTO_TAG_VERSION = 32,   /* u32 */
         PROTO_TAG_BOOT_ID = 33,   /* string */
+        PROTO_TAG_NEW_SESSION = 34, /* u32 1: the first PING of a host connection */
         /* terminals */
         PROTO_TAG_TERMINAL = 40,  /* string, terminal name: 1..64 of [A-Za-z0-9._-] */
 };

@@ -32,6 +32,7 @@ struct agentc {
         int refs;       /* under lock */
         int dead;       /* transport closed; under lock */
         uint32_t next_id;
+        int pinged;                /* a PING went out (the first says NEW_SESSION); under lock */
         pthread_mutex_t lock;      /* streams, refs, dead */
         pthread_mutex_t write_lock; /* whole frames go out one at a time */
         pthread_cond_t cond;       /* a stream finished or the transport died */
@@ -331,10 +332,16 @@ int agentc_ping(struct agentc *a, int timeout_ms)
         struct timespec ts;
         uint8_t entropy[64];
         struct stream *s = stream_open(a, 0);
-        int r;
+        int r, first;
 
         if (!s)
                 return -ENOMEM;
+        pthread_mutex_lock(&a->lock);
+        first = !a->pinged;
+        a->pinged = 1;
+        pthread_mutex_unlock(&a->lock);
+        if (first)
+                proto_put_u32(&b, PROTO_TAG_NEW_SESSION, 1);
         clock_gettime(CLOCK_REALTIME, &ts);
         proto_put_u64(&b, PROTO_TAG_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
         if (random_bytes(entropy, sizeof(entropy)) == 0)

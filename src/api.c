@@ -119,6 +119,7 @@ static void vm_error(struct http_resp *resp, int r, const char *id)
                 http_error(resp, 400, "VM_NOT_RUNNING", "VM %s is not running", id);
                 break;
         case -ECONNRESET:
+        case -EPIPE:
                 http_error(resp, 500, "VM_CONNECTION_LOST", "lost the connection to VM %s (it stopped or was deleted)",
                            id);
                 break;
@@ -127,7 +128,7 @@ static void vm_error(struct http_resp *resp, int r, const char *id)
                 break;
         case -ENOTRECOVERABLE:
                 http_error(resp, 409, "VM_SETUP_FAILED",
-                           "VM %s failed to come up after its create returned (waitForReadySignal: false) and is"
+                           "VM %s never finished its create (its setup failed, or sproutd stopped during it) and is"
                            " stopped; GET /v1/vms/%s has the error; delete it, or start it to look inside",
                            id, id);
                 break;

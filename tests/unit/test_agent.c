@@ -755,6 +755,58 @@ TEST(agent_exec_cancel_and_busy)
         CHECK(ok);
 }
 
+/* The first PING of a new host connection drops the streams of the one
+ * before, as a guest restored mid-request holds them: their ids work again
+ * and their commands end. */
+TEST(agent_new_session_ping_drops_old_streams)
+{
+        struct ta t;
+        struct ta_res r = {0}, again = {0};
+        struct proto_buf b = {0}, ping = {0};
+        struct ta_frame f;
+        long pid = 0;
+        uint64_t end;
+        int ok;
+
+        CHECK(ta_start(&t) == 0);
+        ta_exec_req(&b, "echo $$; exec sleep 100");
+        ok = ta_send_req(&t, 5, &b) == 0;
+        end = ta_ms() + 5000;
+        while (ok && r.out.len < 2 && ta_ms() < end) {
+                if (ta_recv(&t, &f, 100) == 1) {
+                        if (f.stream == 5 && f.type == PROTO_T_STDOUT)
+                                proto_buf_append(&r.out, f.p, f.len);
+                        free(f.p);
+                }
+        }
+        if (r.out.len) {
+                proto_buf_append(&r.out, "", 1);
+                pid = strtol((char *)r.out.data, NULL, 10);
+        }
+        ok = ok && pid > 0;
+        /* A plain PING leaves the stream alone. */
+        ok = ok && ta_ping(&t, 6, 3000, NULL) && kill((pid_t)pid, 0) == 0;
+        proto_put_u32(&ping, PROTO_TAG_NEW_SESSION, 1);
+        ok = ok && ta_send(&t, 7, PROTO_T_PING, ping.data, ping.len) == 0;
+        end = ta_ms() + 3000;
+        for (int hello = 0; ok && !hello && ta_ms() < end;) {
+                if (ta_recv(&t, &f, 100) != 1)
+                        continue;
+                hello = f.type == PROTO_T_HELLO && f.stream == 7;
+                free(f.p);
+        }
+        ok = ok && ta_pid_gone((pid_t)pid, 2000);
+        proto_buf_free(&b);
+        ta_exec_req(&b, "echo again");
+        ok = ok && ta_call(&t, 5, &b, &again, 5000) && ta_errno(&again) == 0 && ta_eq(&again.out, "again\n");
+        proto_buf_free(&b);
+        proto_buf_free(&ping);
+        ta_res_free(&r);
+        ta_res_free(&again);
+        ta_stop(&t);
+        CHECK(ok);
+}
+
 TEST(agent_exits_on_eof_and_kills_commands)
 {
         struct ta t;
