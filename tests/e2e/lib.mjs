@@ -287,7 +287,10 @@ export async function startCounter(id, file = "/tmp/counter", { key = ADMIN_KEY 
 export async function counterInfo(id, pid, file = "/tmp/counter", { key = ADMIN_KEY } = {}) {
   const r = await exec(
     id,
-    `if tr '\\0' ' ' < /proc/${pid}/cmdline 2>/dev/null | grep -q counter.sh; then echo alive; else echo dead; fi; cat ${file} 2>/dev/null || echo none`,
+    // The loop truncates the file before it writes: a read in between
+    // finds it empty, so read again.
+    `if tr '\\0' ' ' < /proc/${pid}/cmdline 2>/dev/null | grep -q counter.sh; then echo alive; else echo dead; fi; ` +
+      `for k in 1 2 3 4 5; do v=$(cat ${file} 2>/dev/null); [ -n "$v" ] && break; sleep 0.05; done; echo "\${v:-none}"`,
     { key },
   );
   const [state, value] = r.stdout.trim().split("\n");

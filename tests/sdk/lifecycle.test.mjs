@@ -45,7 +45,10 @@ function rejectsWith(cls) {
 /** {alive, value} of the counter loop in a VM, through the SDK's exec. */
 async function counter(vm) {
   const r = await vm.exec(
-    `if tr '\\0' ' ' < /proc/${counterPid}/cmdline 2>/dev/null | grep -q counter.sh; then echo alive; else echo dead; fi; cat /tmp/counter 2>/dev/null || echo none`,
+    // The loop truncates the file before it writes: a read in between
+    // finds it empty, so read again.
+    `if tr '\\0' ' ' < /proc/${counterPid}/cmdline 2>/dev/null | grep -q counter.sh; then echo alive; else echo dead; fi; ` +
+      `for k in 1 2 3 4 5; do v=$(cat /tmp/counter 2>/dev/null); [ -n "$v" ] && break; sleep 0.05; done; echo "\${v:-none}"`,
   );
   const [state, value] = r.stdout.trim().split("\n");
   return { alive: state === "alive", value: Number(value), raw: r.stdout };
