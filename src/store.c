@@ -29,7 +29,8 @@ static const char schema[] =
         "  state TEXT NOT NULL, snapshot_id TEXT, workdir TEXT, persistence TEXT,"
         "  created_at INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL DEFAULT 300,"
         "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1, layer TEXT,"
-        "  pending_mem_mb INTEGER NOT NULL DEFAULT 0, pending_vcpus INTEGER NOT NULL DEFAULT 0, error TEXT);"
+        "  pending_mem_mb INTEGER NOT NULL DEFAULT 0, pending_vcpus INTEGER NOT NULL DEFAULT 0, error TEXT,"
+        "  last_active_at INTEGER NOT NULL DEFAULT 0);"
         "CREATE TABLE IF NOT EXISTS layers (id TEXT PRIMARY KEY, parent TEXT);"
         "CREATE TABLE IF NOT EXISTS snapshots ("
         "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
@@ -41,6 +42,7 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN pending_mem_mb INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE vms ADD COLUMN pending_vcpus INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE vms ADD COLUMN error TEXT",
+        "ALTER TABLE vms ADD COLUMN last_active_at INTEGER NOT NULL DEFAULT 0",
 };
 
 static int sql_err(int rc)
@@ -295,6 +297,19 @@ int store_vm_set_error(struct store *s, const char *id, const char *error)
         return exec_text(s, "UPDATE vms SET error = ?2 WHERE id = ?1", (const char *[]){id, error, NULL});
 }
 
+int store_vm_set_last_active(struct store *s, const char *id, int64_t at)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "UPDATE vms SET last_active_at = ?2 WHERE id = ?1", (const char *[]){id, NULL});
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 2, at);
+        r = sql_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+        return r;
+}
+
 int store_vm_set_state(struct store *s, const char *id, const char *state)
 {
         return exec_text(s, "UPDATE vms SET state = ? WHERE id = ?", (const char *[]){state, id, NULL});
@@ -319,7 +334,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
         r = prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persistence, created_at,"
-                    " idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb, pending_vcpus, error FROM vms"
+                    " idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb, pending_vcpus, error, last_active_at FROM vms"
                     " ORDER BY created_at, id",
                     NULL);
         if (r < 0)
@@ -341,6 +356,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         .pending_mem_mb = sqlite3_column_int(st, 12),
                         .pending_vcpus = sqlite3_column_int(st, 13),
                         .error = col_dup(st, 14),
+                        .last_active_at = sqlite3_column_int64(st, 15),
                 };
 
                 r = vm.id && vm.account_id && vm.state ? fn(&vm, userdata) : -ENOMEM;

@@ -30,6 +30,7 @@ struct store_vm {
         int pending_mem_mb; /* applied at the next cold start; 0: none */
         int pending_vcpus;
         char *error; /* a create that failed or was cut short: the API error as JSON text; else NULL */
+        int64_t last_active_at; /* wall-clock ms of its last use as last saved; 0: never saved */
 };
 
 /* A snapshot's record; strings owned (store_snapshot_clear). */
@@ -75,6 +76,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 void store_vm_clear(struct store_vm *vm);
 int store_vm_set_layer(struct store *s, const char *id, const char *layer);
 int store_vm_set_error(struct store *s, const char *id, const char *error);
+int store_vm_set_last_active(struct store *s, const char *id, int64_t at);
 int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
                       int pending_vcpus);
 

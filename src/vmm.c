@@ -59,6 +59,7 @@ struct vm {
         char disk[64];       /* file name of its active disk in dir; under lock */
         int64_t idle_timeout_s; /* suspend after this long without activity; 0: never */
         int64_t last_activity;  /* now_ms() of the last API request or guest traffic; under m->lock */
+        int64_t saved_activity; /* last_activity as last written to the store; under m->lock */
         uint64_t net_bytes;     /* guest interface byte counters at the last look; under lock */
         int pending_mem_mb;     /* applied at the next cold start; 0: none; under lock */
         int pending_vcpus;
@@ -517,6 +518,13 @@ static struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->idle_timeout_s = s->idle_timeout_s;
         vm_parse_persistence(vm, s->persistence);
         vm->last_activity = now_ms();
+        /* Use before a restart still counts (idle time, eviction order);
+         * a VM whose use was never saved was last used at its creation. */
+        int64_t used_at = s->last_active_at > 0 ? s->last_active_at : s->created_at;
+
+        if (used_at > 0 && used_at < wall_ms())
+                vm->last_activity -= wall_ms() - used_at;
+        vm->saved_activity = vm->last_activity;
         vm->pending_mem_mb = s->pending_mem_mb;
         vm->pending_vcpus = s->pending_vcpus;
         vm->refs = 1; /* the list's */
@@ -801,6 +809,29 @@ static void evict_for_quota(struct vmm *m)
         }
 }
 
+/* Writes the last use of the VMs used since the last call to the store,
+ * as wall-clock time, so that a restart keeps it. */
+static void activity_save(struct vmm *m)
+{
+        struct {
+                char id[21];
+                int64_t at;
+        } list[256];
+        int n = 0;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
+                if (vm->last_activity == vm->saved_activity)
+                        continue;
+                vm->saved_activity = vm->last_activity;
+                memcpy(list[n].id, vm->id, 21);
+                list[n++].at = wall_ms() - (now_ms() - vm->last_activity);
+        }
+        pthread_mutex_unlock(&m->lock);
+        for (int i = 0; i < n; i++)
+                store_vm_set_last_active(m->store, list[i].id, list[i].at);
+}
+
 static void *monitor_main(void *arg)
 {
         struct vmm *m = arg;
@@ -815,6 +846,8 @@ static void *monitor_main(void *arg)
                 ephemeral_reap(m);
                 if (tick % 10 == 0)
                         evict_for_quota(m);
+                if (tick % 120 == 0)
+                        activity_save(m);
                 pthread_mutex_lock(&m->lock);
                 for (struct vm *vm = m->vms; vm && n < 256; vm = vm->next) {
                         if (vm->state == VM_RUNNING) {
@@ -944,6 +977,7 @@ void vmm_free(struct vmm *m)
                 pthread_join(m->monitor, NULL);
         }
         creates_drain(m);
+        activity_save(m);
         while (m->vms) {
                 struct vm *vm = m->vms;
 

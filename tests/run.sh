@@ -437,10 +437,9 @@ listed_vms() { # ID...
 }
 
 # Over the storage quota sproutd evicts sticky VMs, the lowest priority
-# first, then the least recently used; never persistent ones. A restart
-# forgets when VMs were last used (all count as used at start, in creation
-# order), so the VM used since is the one made first: evicting by creation
-# order rather than by use would pick it.
+# first, then the least recently used; never persistent ones. The VM used
+# last is the one made first, and it is used before a restart: evicting by
+# creation order, or forgetting use across the restart, would pick it.
 quota_check() {
         local pers s9 s5used s5idle vm used quota n i code body
         local -a vms present
@@ -462,6 +461,8 @@ quota_check() {
                 for vm in "${vms[@]}"; do [ -z "$vm" ] || api DELETE "/v1/vms/$vm" >/dev/null; done
                 return
         fi
+        build/sprout vm exec "$s5used" true >/dev/null
+        check "quota: use the first priority 5 VM" $?
         stop_sproutd
         # Room for 32 MiB more; then 64 MiB written in the persistent VM
         # (disk, and page cache in its memory file) go over the quota by
@@ -475,8 +476,6 @@ quota_check() {
         log "quota: $used bytes used, quota $quota"
         check "quota: sproutd restarts with --storage-quota-bytes" $n
         [ "$n" -eq 0 ] || return
-        build/sprout vm exec "$s5used" true >/dev/null
-        check "quota: use the first priority 5 VM after the restart" $?
         build/sprout vm exec "$pers" 'head -c 64M /dev/urandom > /root/quota-fill && sync' >/dev/null
         check "quota: write 64 MiB in the persistent VM" $?
         # sproutd looks at the quota every 5 s; wait for an eviction, then
