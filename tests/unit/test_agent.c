@@ -359,6 +359,35 @@ static int ta_exec(struct ta *t, uint32_t id, const char *cmd, struct ta_res *r,
 }
 
 /* Sends PING on id and waits for the HELLO. Returns 1 when it came. */
+/* Starts `sleep 100` on stream id and returns its pid once it runs (read
+ * from its stdout; 0 on failure). The request is freed; r collects the
+ * stream's frames read meanwhile. */
+static long ta_start_sleeper(struct ta *t, uint32_t id, struct ta_res *r)
+{
+        struct proto_buf b = {0};
+        uint64_t end = ta_ms() + 5000;
+        long pid = 0;
+        int ok;
+
+        ta_exec_req(&b, "echo $$; exec sleep 100");
+        ok = ta_send_req(t, id, &b) == 0;
+        proto_buf_free(&b);
+        while (ok && r->out.len < 2 && ta_ms() < end) {
+                struct ta_frame f;
+
+                if (ta_recv(t, &f, 100) == 1) {
+                        if (f.stream == id && f.type == PROTO_T_STDOUT)
+                                proto_buf_append(&r->out, f.p, f.len);
+                        free(f.p);
+                }
+        }
+        if (r->out.len) {
+                proto_buf_append(&r->out, "", 1);
+                pid = strtol((char *)r->out.data, NULL, 10);
+        }
+        return pid > 0 ? pid : 0;
+}
+
 static int ta_ping(struct ta *t, uint32_t id, int timeout_ms, struct ta_frame *ret_hello)
 {
         uint64_t end = ta_ms() + (uint64_t)timeout_ms;
@@ -720,29 +749,13 @@ TEST(agent_exec_cancel_and_busy)
         struct ta_res busy = {0};
         struct proto_buf b = {0};
         long pid = 0;
-        uint64_t end;
         int ok;
 
         CHECK(ta_start(&t) == 0);
-        ta_exec_req(&b, "echo $$; exec sleep 100");
-        ok = ta_send_req(&t, 5, &b) == 0;
-        /* Wait for the pid on stdout, so we know it runs. */
-        end = ta_ms() + 5000;
-        while (ok && r.out.len < 2 && ta_ms() < end) {
-                struct ta_frame f;
-
-                if (ta_recv(&t, &f, 100) == 1) {
-                        if (f.stream == 5 && f.type == PROTO_T_STDOUT)
-                                proto_buf_append(&r.out, f.p, f.len);
-                        free(f.p);
-                }
-        }
-        if (r.out.len) {
-                proto_buf_append(&r.out, "", 1);
-                pid = strtol((char *)r.out.data, NULL, 10);
-        }
-        ok = ok && pid > 0;
+        pid = ta_start_sleeper(&t, 5, &r);
+        ok = pid > 0;
         /* A second REQ on a live stream id is refused without touching it. */
+        ta_exec_req(&b, "true");
         ok = ok && ta_call(&t, 5, &b, &busy, 3000) && ta_errno(&busy) == EBUSY;
         ok = ok && ta_send(&t, 5, PROTO_T_CANCEL, NULL, 0) == 0 && ta_collect(&t, &r, 1, 3000) == 1 &&
              ta_errno(&r) == ECANCELED && ta_pid_gone((pid_t)pid, 2000);
@@ -769,21 +782,8 @@ TEST(agent_new_session_ping_drops_old_streams)
         int ok;
 
         CHECK(ta_start(&t) == 0);
-        ta_exec_req(&b, "echo $$; exec sleep 100");
-        ok = ta_send_req(&t, 5, &b) == 0;
-        end = ta_ms() + 5000;
-        while (ok && r.out.len < 2 && ta_ms() < end) {
-                if (ta_recv(&t, &f, 100) == 1) {
-                        if (f.stream == 5 && f.type == PROTO_T_STDOUT)
-                                proto_buf_append(&r.out, f.p, f.len);
-                        free(f.p);
-                }
-        }
-        if (r.out.len) {
-                proto_buf_append(&r.out, "", 1);
-                pid = strtol((char *)r.out.data, NULL, 10);
-        }
-        ok = ok && pid > 0;
+        pid = ta_start_sleeper(&t, 5, &r);
+        ok = pid > 0;
         /* A plain PING leaves the stream alone. */
         ok = ok && ta_ping(&t, 6, 3000, NULL) && kill((pid_t)pid, 0) == 0;
         proto_put_u32(&ping, PROTO_TAG_NEW_SESSION, 1);
@@ -796,7 +796,6 @@ TEST(agent_new_session_ping_drops_old_streams)
                 free(f.p);
         }
         ok = ok && ta_pid_gone((pid_t)pid, 2000);
-        proto_buf_free(&b);
         ta_exec_req(&b, "echo again");
         ok = ok && ta_call(&t, 5, &b, &again, 5000) && ta_errno(&again) == 0 && ta_eq(&again.out, "again\n");
         proto_buf_free(&b);
@@ -813,26 +812,11 @@ TEST(agent_exits_on_eof_and_kills_commands)
         struct ta_res r = {.id = 1};
         struct proto_buf b = {0};
         long pid = 0;
-        uint64_t end;
         int status, ok;
 
         CHECK(ta_start(&t) == 0);
-        ta_exec_req(&b, "echo $$; exec sleep 100");
-        ok = ta_send_req(&t, 1, &b) == 0;
-        end = ta_ms() + 5000;
-        while (ok && r.out.len < 2 && ta_ms() < end) {
-                struct ta_frame f;
-
-                if (ta_recv(&t, &f, 100) == 1) {
-                        if (f.type == PROTO_T_STDOUT)
-                                proto_buf_append(&r.out, f.p, f.len);
-                        free(f.p);
-                }
-        }
-        if (r.out.len) {
-                proto_buf_append(&r.out, "", 1);
-                pid = strtol((char *)r.out.data, NULL, 10);
-        }
+        pid = ta_start_sleeper(&t, 1, &r);
+        ok = pid > 0;
         close(t.fd);
         t.fd = -1;
         status = ta_reap(&t, 3000);
