@@ -24,10 +24,11 @@ export const filesPath = (id, p) => `/v1/vms/${enc(id)}/files/${enc(p)}`;
 /**
  * One HTTP request. body: an object (sent as JSON), a string or Buffer (sent
  * as is), or undefined. key: the bearer token (null sends no header).
- * Resolves to {status, text, json (or undefined), ms}; never rejects on a
- * non-2xx status.
+ * timeoutMs: abort after this long. Resolves to {status, text, json (or
+ * undefined), ms}, or {status: 0, timedOut: true, ...} when it ran out;
+ * never rejects on a non-2xx status.
  */
-export async function api(method, urlPath, { body, key = ADMIN_KEY, headers = {} } = {}) {
+export async function api(method, urlPath, { body, key = ADMIN_KEY, headers = {}, timeoutMs } = {}) {
   const h = { ...headers };
   if (key !== null) h.authorization = `Bearer ${key}`;
   let payload;
@@ -36,8 +37,21 @@ export async function api(method, urlPath, { body, key = ADMIN_KEY, headers = {}
     h["content-type"] ??= "application/json";
   }
   const t0 = Date.now();
-  const res = await fetch(BASE + urlPath, { method, headers: h, body: payload });
-  const text = await res.text();
+  let res, text;
+  try {
+    res = await fetch(BASE + urlPath, {
+      method,
+      headers: h,
+      body: payload,
+      signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
+    });
+    text = await res.text();
+  } catch (e) {
+    if (timeoutMs && (e?.name === "TimeoutError" || e?.name === "AbortError")) {
+      return { status: 0, timedOut: true, text: `(no answer within ${timeoutMs} ms)`, json: undefined, ms: Date.now() - t0 };
+    }
+    throw e;
+  }
   let json;
   try {
     json = JSON.parse(text);
@@ -175,41 +189,8 @@ import { spawnSync } from "node:child_process";
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * Like api() but aborts the request after timeoutMs: resolves to the same
- * shape, or to {status: 0, timedOut: true, text: "", ms} when it ran out.
- */
-export async function apiWithin(timeoutMs, method, urlPath, { body, key = ADMIN_KEY, headers = {} } = {}) {
-  const h = { ...headers };
-  if (key !== null) h.authorization = `Bearer ${key}`;
-  let payload;
-  if (body !== undefined) {
-    payload = typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    h["content-type"] ??= "application/json";
-  }
-  const t0 = Date.now();
-  try {
-    const res = await fetch(BASE + urlPath, {
-      method,
-      headers: h,
-      body: payload,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    let json;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: res.status, text, json, ms: Date.now() - t0, headers: res.headers };
-  } catch (e) {
-    if (e?.name === "TimeoutError" || e?.name === "AbortError") {
-      return { status: 0, timedOut: true, text: `(no answer within ${timeoutMs} ms)`, json: undefined, ms: Date.now() - t0 };
-    }
-    throw e;
-  }
-}
+/** api() that gives up after timeoutMs (see api). */
+export const apiWithin = (timeoutMs, method, urlPath, opts = {}) => api(method, urlPath, { ...opts, timeoutMs });
 
 /** GET /v1/vms/{id} and returns its state (asserts 200). */
 export async function vmState(id, key = ADMIN_KEY) {

@@ -89,18 +89,23 @@ test("create a VM with a background counter and a file on disk", { timeout: CREA
   A = vm.id;
 });
 
+/** [method, path, body] of each lifecycle call on VM id. */
+const lifecycleCalls = (id) => [
+  ["POST", `/v1/vms/${id}/suspend`],
+  ["POST", `/v1/vms/${id}/stop`],
+  ["POST", `/v1/vms/${id}/kill`],
+  ["POST", `/v1/vms/${id}/start`, {}],
+  ["POST", `/v1/vms/${id}/await`],
+  ["POST", `/v1/vms/${id}/snapshot`, {}],
+  ["POST", `/v1/vms/${id}/fork`, { count: 1 }],
+];
+
 test("another account's VM: every lifecycle call is 404 VM_NOT_FOUND and changes nothing", { timeout: 120_000 }, async () => {
   const id = needA();
   const other = await newAccount();
   for (const [method, p, body] of [
     ["GET", `/v1/vms/${id}`],
-    ["POST", `/v1/vms/${id}/suspend`],
-    ["POST", `/v1/vms/${id}/stop`],
-    ["POST", `/v1/vms/${id}/kill`],
-    ["POST", `/v1/vms/${id}/start`, {}],
-    ["POST", `/v1/vms/${id}/await`],
-    ["POST", `/v1/vms/${id}/snapshot`, {}],
-    ["POST", `/v1/vms/${id}/fork`, { count: 1 }],
+    ...lifecycleCalls(id),
   ]) {
     const res = await apiWithin(15_000, method, p, { key: other.key, body });
     expectError(res, 404, "VM_NOT_FOUND", `${method} ${p} with another account's key`);
@@ -344,13 +349,7 @@ test("a deleted VM: every call is 404 VM_NOT_FOUND", { timeout: 120_000 }, async
     for (const [method, p, body] of [
       ["GET", `/v1/vms/${id}`],
       ["DELETE", `/v1/vms/${id}`],
-      ["POST", `/v1/vms/${id}/suspend`],
-      ["POST", `/v1/vms/${id}/stop`],
-      ["POST", `/v1/vms/${id}/kill`],
-      ["POST", `/v1/vms/${id}/start`, {}],
-      ["POST", `/v1/vms/${id}/await`],
-      ["POST", `/v1/vms/${id}/snapshot`, {}],
-      ["POST", `/v1/vms/${id}/fork`, { count: 1 }],
+      ...lifecycleCalls(id),
       ["POST", `/v1/vms/${id}/exec-await`, { command: "true" }],
       ["GET", filesPath(id, "/etc/hostname")],
     ]) {
