@@ -1428,10 +1428,6 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         rec.account_id = (char *)account;
         rec.name = (char *)opts->name;
         rec.state = (char *)"starting";
-        /* Cleared once the create is done: a daemon that dies before then
-         * finds this at its next start. */
-        rec.error = (char *)"{\"error\":\"VM_SETUP_FAILED\",\"code\":\"VM_SETUP_FAILED\","
-                            "\"message\":\"sproutd stopped before this VM's create was done\"}";
         rec.workdir = (char *)opts->workdir;
         rec.persistence = (char *)opts->persistence;
         rec.snapshot_id = (char *)opts->snapshot_id;
@@ -1445,10 +1441,12 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
                 create_release(opts);
                 return -ENOMEM;
         }
-        free(vm->error); /* the record's mark only */
-        vm->error = NULL;
         vm->state = VM_STARTING;
         vm->refs = 2; /* the list's and the job's */
+        /* In the record only, cleared once the create is done: a daemon
+         * that dies before then finds it at its next start. */
+        rec.error = (char *)"{\"error\":\"VM_SETUP_FAILED\",\"code\":\"VM_SETUP_FAILED\","
+                            "\"message\":\"sproutd stopped before this VM's create was done\"}";
         r = mkdir_p(vm->dir, 0700);
         if (r == 0)
                 r = store_vm_insert(m->store, &rec);
