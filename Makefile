@@ -23,8 +23,8 @@ IMAGE_DIR = $(SPROUT_CACHE)/images/current
 PORT     ?= 8080
 DATA_DIR ?= $(HOME)/.local/share/sprout
 
-DAEMON_SRCS := $(filter-out src/main.c,$(wildcard src/*.c)) proto/proto.c
-DAEMON_HDRS := $(wildcard src/*.h) proto/proto.h
+DAEMON_SRCS := $(wildcard src/*/*.c) proto/proto.c
+DAEMON_HDRS := $(wildcard src/*.h src/*/*.h) proto/proto.h
 AGENT_SRCS  := $(wildcard agent/*.c) proto/proto.c
 CLI_SRCS    := $(wildcard cli/*.c)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
@@ -35,8 +35,8 @@ all: build/sproutd build/sprout build/sprout-agent
 build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ src/main.c $(DAEMON_SRCS) $(PKG_LIBS) -pthread
 
-build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/util.c src/util.h | build
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/util.c $(CURL_LIBS) -pthread
+build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/lib/util.c src/lib/util.h | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/lib/util.c $(CURL_LIBS) -pthread
 
 # The agent is static so the guest needs nothing but the binary, and
 # stripped so the image hash does not depend on where the tree is checked out.
@@ -75,7 +75,7 @@ bench: deps
 	@bench/run.sh
 
 format:
-	clang-format -i src/*.c src/*.h agent/*.c cli/*.c proto/*.c proto/*.h
+	clang-format -i src/*.c src/*.h src/*/*.c src/*/*.h agent/*.c cli/*.c proto/*.c proto/*.h
 
 clean:
 	rm -rf build

@@ -18,9 +18,9 @@
  * $TMPDIR (default /tmp); put it on the file system of the daemon's data
  * directory for a like-for-like copy of the memory file.
  */
-#include "agentc.h"
-#include "qemu.h"
-#include "util.h"
+#include "agentc/agentc.h"
+#include "hv/qemu.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -49,25 +49,16 @@ static int64_t median(int64_t *v, int n)
  * stdout in *out when out is not NULL (malloc'd). */
 static int run(struct agentc *a, const char *cmd, char **out)
 {
-        struct proto_buf b = {0};
-        struct agentc_reply rep = {0};
-        uint32_t code = 0;
-        int r;
+        struct agentc_exec e = {.command = cmd, .timeout_ms = 110000, .max_output = 1 << 20};
+        struct agentc_result res = {0};
+        int r = agentc_exec(a, &e, &res);
 
-        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_EXEC);
-        proto_put_str(&b, PROTO_TAG_CMD, cmd);
-        r = agentc_request(a, &b, NULL, 0, 1 << 20, 120000, &rep);
-        proto_buf_free(&b);
         if (r < 0)
                 return r;
-        if (proto_get_u32(rep.result, rep.result_len, PROTO_TAG_EXIT_CODE, &code) < 0)
-                r = -EBADMSG;
-        else
-                r = (int)code;
-        if (out) {
-                *out = strndup(rep.out.data ? (char *)rep.out.data : "", rep.out.len);
-        }
-        agentc_reply_free(&rep);
+        r = res.err ? -res.err : res.exit_code;
+        if (out)
+                *out = strndup(res.out.data ? (char *)res.out.data : "", res.out.len);
+        agentc_result_free(&res);
         return r;
 }
 
@@ -105,12 +96,10 @@ static int restore_one(struct restore *v)
             path_fmt(sock, sizeof(sock), "%s/agent.sock", v->dir) < 0 ||
             path_fmt(log, sizeof(log), "%s/qemu-img.log", v->dir) < 0)
                 return -ENAMETOOLONG;
-        char *argv_img[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", (char *)s->snap_disk,
-                            disk, NULL};
         /* The overlay and the memory copy are part of what a restore costs. */
-        r = run_wait(argv_img, log);
-        if (r != 0)
-                return r < 0 ? r : -EIO;
+        r = qemu_img_create(disk, s->snap_disk, "qcow2", 0, log);
+        if (r < 0)
+                return r;
         r = copy_sparse(s->snap_mem, mem);
         if (r < 0)
                 return r;

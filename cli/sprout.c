@@ -8,7 +8,7 @@
  * failure (its message goes to stderr), 2 on a usage error, 124 when an exec
  * timed out; `vm exec` otherwise exits with the command's own status.
  */
-#include "util.h"
+#include "lib/util.h"
 #include "client.h"
 
 #include <errno.h>

@@ -1,19 +1,17 @@
 /*
  * daemon: the one struct that holds sproutd's global state. Created by
- * main, handed to the HTTP layer and the API handlers; every field is set
- * before the HTTP server starts and not changed after.
+ * main and set up before the HTTP server starts; only main includes it.
  */
 #ifndef SPROUT_DAEMON_H
 #define SPROUT_DAEMON_H
 
-#include <stddef.h>
+#include "api/api.h"
 
 struct sprout {
-        struct store *store;      /* durable state */
-        struct vmm *vmm;          /* VM manager */
-        struct MHD_Daemon *mhd;   /* HTTP server */
-        size_t max_body;          /* cap on a request body, bytes */
-        unsigned max_connections; /* cap on concurrent HTTP connections */
+        struct store *store; /* durable state */
+        struct vmm *vmm;     /* VM manager */
+        struct api api;      /* the handlers' view of the two above */
+        struct http *http;   /* HTTP server */
 };
 
 #endif

@@ -4,11 +4,10 @@
  * running across a daemon restart; the next start re-attaches them.
  */
 #include "daemon.h"
-#include "http.h"
-#include "qemu.h"
-#include "store.h"
-#include "util.h"
-#include "vmm.h"
+#include "hv/qemu.h"
+#include "lib/util.h"
+#include "store/store.h"
+#include "vmm/vmm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,7 +61,8 @@ int main(int argc, char **argv)
                 {"storage-quota-bytes", required_argument, NULL, 'q'},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
-        struct sprout d = {.max_body = 100u << 20, .max_connections = 512};
+        struct sprout d = {0};
+        struct http_config hc = {.max_body = 100u << 20, .max_connections = 512};
         struct vmm_config vc = {
                 .mem_mb = 1024, .vcpus = 1, .max_vms = 64, .max_file_size = 64u << 20, .max_output = 16u << 20};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
                 case 'm': vc.mem_mb = (int)parse_num(optarg, "--mem-mb", 128, 65536); break;
                 case 'c': vc.vcpus = (int)parse_num(optarg, "--vcpus", 1, 64); break;
                 case 'v': vc.max_vms = (int)parse_num(optarg, "--max-vms", 1, 4096); break;
-                case 'b': d.max_body = (size_t)parse_num(optarg, "--max-body-bytes", 1024, 1LL << 32); break;
+                case 'b': hc.max_body = (size_t)parse_num(optarg, "--max-body-bytes", 1024, 1LL << 32); break;
                 case 'f': vc.max_file_size = (size_t)parse_num(optarg, "--max-file-bytes", 1, 1LL << 32); break;
                 case 'o': vc.max_output = (size_t)parse_num(optarg, "--max-output-bytes", 1024, 1LL << 32); break;
                 case 'q': vc.storage_quota = parse_num(optarg, "--storage-quota-bytes", 0, 1LL << 50); break;
@@ -161,7 +161,10 @@ int main(int argc, char **argv)
                 log_err("cannot start the VM manager: %s", strerror(-r));
                 return 1;
         }
-        r = http_start(&d, host, port);
+        d.api = (struct api){.store = d.store, .vmm = d.vmm};
+        hc.host = host;
+        hc.port = port;
+        r = http_start(&hc, api_handle, &d.api, &d.http);
         if (r < 0) {
                 log_err("cannot listen on %s:%d: %s", host, port, strerror(-r));
                 return 1;
@@ -171,7 +174,7 @@ int main(int argc, char **argv)
         while (sigwait(&set, &sig) != 0)
                 ;
         log_info("signal %d: shutting down (VMs keep running)", sig);
-        r = http_drain(&d, 10000);
+        r = http_drain(d.http, 10000);
         if (r > 0) {
                 /* A request can wait on a guest that does not answer (an exec
                  * without a timeout); the VMs and the store survive an exit
@@ -181,7 +184,7 @@ int main(int argc, char **argv)
                 fflush(NULL);
                 _exit(0);
         }
-        http_stop(&d);
+        http_stop(d.http);
         vmm_free(d.vmm);
         store_close(d.store);
         close(lock_fd);

@@ -1,5 +1,5 @@
 /* Unit tests for unit-file rendering and service-name checks. */
-#include "systemd.h"
+#include "guest/systemd.h"
 #include "unit.h"
 
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* Unit tests for util (SHA-256, base64, UTF-8, ids) and request parsing
  * helpers of the HTTP/API layer. */
-#include "api.h"
-#include "http.h"
+#include "api/api.h"
+#include "http/http.h"
 #include "unit.h"
-#include "util.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

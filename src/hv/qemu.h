@@ -91,4 +91,24 @@ const char *qemu_last_error(struct qemu *q);
 /* Frees the handle (does not stop the process); NULL is a no-op. */
 void qemu_free(struct qemu *q);
 
+/*
+ * Disk images, through qemu-img run to completion (its output appended to
+ * log_path, which may be NULL). Each returns 0, -EIO when qemu-img failed
+ * (the log says why), or -errno when it could not run.
+ */
+/* A new qcow2 image at path backed by backing (of format backing_fmt,
+ * "raw" or "qcow2"). size 0 takes the backing file's size; a non-zero size
+ * is given explicitly and the backing file is not opened (it may be in use
+ * by a running QEMU). */
+int qemu_img_create(const char *path, const char *backing, const char *backing_fmt, uint64_t size,
+                    const char *log_path);
+/* Makes the qcow2 image at path back onto backing (a qcow2), copying in
+ * whatever the chain between them held. */
+int qemu_img_rebase(const char *path, const char *backing, const char *log_path);
+/* Grows (or shrinks) the qcow2 image at path to bytes. */
+int qemu_img_resize(const char *path, uint64_t bytes, const char *log_path);
+/* The virtual size of a qcow2 image, read from its header. 0, -EBADMSG for
+ * a file that is no qcow2 image, or -errno. */
+int qemu_img_size(const char *path, uint64_t *ret);
+
 #endif

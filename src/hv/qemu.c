@@ -3,9 +3,9 @@
  * It must never pass anything from an API request onto QEMU's command line:
  * every argument is built from daemon configuration and paths it made.
  */
-#include "qemu.h"
-#include "qmp.h"
-#include "util.h"
+#include "hv/qemu.h"
+#include "hv/qmp.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -425,4 +425,67 @@ void qemu_free(struct qemu *q)
         if (q->pidfd >= 0)
                 close(q->pidfd);
         free(q);
+}
+
+/* Runs qemu-img with argv; a failing run is -EIO. */
+static int img_run(char *const argv[], const char *log_path)
+{
+        int r = run_wait(argv, log_path);
+
+        return r > 0 ? -EIO : r;
+}
+
+int qemu_img_create(const char *path, const char *backing, const char *backing_fmt, uint64_t size,
+                    const char *log_path)
+{
+        char bytes[32];
+
+        snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)size);
+        if (size == 0) {
+                char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", (char *)backing_fmt, "-b",
+                                (char *)backing, (char *)path, NULL};
+
+                return img_run(argv, log_path);
+        }
+        /* -u: the backing image is not opened, so QEMU may hold it. */
+        char *argv[] = {"qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", (char *)backing_fmt, "-b",
+                        (char *)backing, (char *)path, bytes, NULL};
+
+        return img_run(argv, log_path);
+}
+
+int qemu_img_rebase(const char *path, const char *backing, const char *log_path)
+{
+        char *argv[] = {"qemu-img", "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", (char *)backing, (char *)path,
+                        NULL};
+
+        return img_run(argv, log_path);
+}
+
+int qemu_img_resize(const char *path, uint64_t bytes, const char *log_path)
+{
+        char size[32];
+
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)bytes);
+        char *argv[] = {"qemu-img", "resize", "-q", "-f", "qcow2", (char *)path, size, NULL};
+
+        return img_run(argv, log_path);
+}
+
+int qemu_img_size(const char *path, uint64_t *ret)
+{
+        uint8_t h[32];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = pread(fd, h, sizeof(h), 0);
+        close(fd);
+        if (n != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4))
+                return -EBADMSG;
+        *ret = 0;
+        for (int i = 24; i < 32; i++)
+                *ret = *ret << 8 | h[i];
+        return 0;
 }

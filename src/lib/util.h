@@ -80,6 +80,26 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_len);
  * be started. */
 int run_wait(char *const argv[], const char *log_path);
 
+/* Sends all n bytes on a socket (MSG_NOSIGNAL, retrying on EINTR).
+ * 0 or -errno. */
+int sock_send_all(int fd, const void *buf, size_t n);
+
+/* 1 if s is a Linux user or group name as useradd and groupadd take it:
+ * 1 to 32 of [a-z0-9_.-], starting with a letter or '_'. */
+int unix_name_valid(const char *s);
+
+/* A growable NUL-terminated byte string: start from {0}, free s when
+ * done. An allocation that fails sets oom; later appends then do nothing,
+ * so a builder checks once at the end. */
+struct strbuf {
+        char *s;
+        size_t len, cap;
+        int oom;
+};
+
+/* Appends n bytes (which may hold NULs); 0 or -ENOMEM. */
+int strbuf_add(struct strbuf *b, const void *p, size_t n);
+
 /* snprintf into a fixed buffer; returns 0, or -ENAMETOOLONG on truncation. */
 int path_fmt(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

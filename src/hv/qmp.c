@@ -3,8 +3,8 @@
  * lines longer than QMP_MAX_LINE are treated as a protocol failure rather
  * than buffered without bound.
  */
-#include "qmp.h"
-#include "util.h"
+#include "hv/qmp.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -100,22 +100,6 @@ static int read_line(struct qmp *q, int64_t deadline, char **ret)
         }
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t)w;
-        }
-        return 0;
-}
-
 /* Sends a command and waits for its reply, skipping events. */
 static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return,
                        char **ret_error)
@@ -133,10 +117,10 @@ static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout
         json_decref(req);
         if (!text)
                 return -ENOMEM;
-        r = write_all(q->fd, text, strlen(text));
+        r = sock_send_all(q->fd, text, strlen(text));
         free(text);
         if (r == 0)
-                r = write_all(q->fd, "\n", 1);
+                r = sock_send_all(q->fd, "\n", 1);
         if (r < 0)
                 return r;
 

@@ -2,7 +2,7 @@
  * util: logging, clocks, ids, SHA-256, base64, UTF-8 and file helpers for
  * the daemon. Depends on libc only; holds no state but the log lock.
  */
-#include "util.h"
+#include "lib/util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/fs.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -602,5 +603,59 @@ int path_fmt(char *out, size_t size, const char *fmt, ...)
         va_end(ap);
         if (n < 0 || (size_t)n >= size)
                 return -ENAMETOOLONG;
+        return 0;
+}
+
+int sock_send_all(int fd, const void *buf, size_t n)
+{
+        const uint8_t *p = buf;
+
+        while (n > 0) {
+                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t)w;
+        }
+        return 0;
+}
+
+int unix_name_valid(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 32 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+                return 0;
+        for (size_t i = 1; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || strchr("_.-", s[i])))
+                        return 0;
+        return 1;
+}
+
+int strbuf_add(struct strbuf *b, const void *p, size_t n)
+{
+        if (b->oom)
+                return -ENOMEM;
+        if (b->len + n + 1 > b->cap) {
+                size_t cap = b->cap ? b->cap : 512;
+                char *s;
+
+                while (cap < b->len + n + 1)
+                        cap *= 2;
+                s = realloc(b->s, cap);
+                if (!s) {
+                        b->oom = 1;
+                        return -ENOMEM;
+                }
+                b->s = s;
+                b->cap = cap;
+        }
+        memcpy(b->s + b->len, p, n);
+        b->len += n;
+        b->s[b->len] = 0;
         return 0;
 }

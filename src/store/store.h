@@ -1,9 +1,14 @@
 /*
- * store: the daemon's durable state in SQLite (WAL mode), in the data dir:
- * accounts, API keys (only their SHA-256 is kept) and VM records. The store
- * never calls out to other modules; the VM manager owns the runtime state
- * and writes through to here. One connection serialised by SQLite's own
- * mutex (SQLITE_OPEN_FULLMUTEX), so any thread may call any function.
+ * store: the daemon's durable state: accounts, API keys (only their
+ * SHA-256 is kept), VM, layer and snapshot records. This header is the
+ * whole interface: plain C types in and out, nothing of the database
+ * behind it, so another backend (PostgreSQL for several hosts) implements
+ * the same functions. The SQLite one keeps a file in the data dir (WAL
+ * mode) whose schema is versioned (PRAGMA user_version) and migrated at
+ * open. The store never calls out to other modules; the VM manager owns
+ * the runtime state and writes through to here. Every function returns 0
+ * or -errno and reports every failure it meets; any thread may call any
+ * function (one connection, serialised by SQLite's own mutex).
  */
 #ifndef SPROUT_STORE_H
 #define SPROUT_STORE_H
@@ -21,7 +26,9 @@ struct store_vm {
         char *state;       /* a VMState name */
         char *snapshot_id; /* may be NULL */
         char *workdir;     /* may be NULL */
-        char *persistence; /* JSON text, may be NULL */
+        char *persist_kind;      /* "sticky", "ephemeral" or "persistent" */
+        int persist_priority;    /* sticky: 0..10 */
+        char *persist_delete_on; /* ephemeral: the state name it is deleted on */
         int64_t created_at;  /* wall-clock ms */
         int64_t idle_timeout_s;
         int mem_mb;
@@ -29,7 +36,10 @@ struct store_vm {
         char *layer;       /* the layer its disk overlay sits on; NULL: default snapshot */
         int pending_mem_mb; /* applied at the next cold start; 0: none */
         int pending_vcpus;
-        char *error; /* a create that failed or was cut short: the API error as JSON text; else NULL */
+        /* A create that failed or was cut short: a -errno (0: none) and
+         * the failure's report as its maker gave it (may be NULL). */
+        int error_code;
+        char *error;
         int64_t last_active_at; /* wall-clock ms of its last use as last saved; 0: never saved */
 };
 
@@ -40,7 +50,8 @@ struct store_snapshot {
         char *name;
         char *source_vm_id;
         char *layer;
-        char *persistence; /* JSON text, may be NULL */
+        char *persist_kind;   /* "sticky" or "persistent" */
+        int persist_priority; /* sticky: 0..10 */
         int64_t created_at;
         int deleted;
         int mem_mb; /* of the VM it was taken from */
@@ -65,6 +76,8 @@ int store_create_key(struct store *s, const char *account, int admin, char **ret
  * admin flag, -ENOENT when the key is unknown, or -errno. */
 int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin);
 
+/* Record writes: -EEXIST for an id taken, -ENOENT for a record that is
+ * not there, -ENOSPC when the disk is full, other -errno. */
 int store_vm_insert(struct store *s, const struct store_vm *vm);
 int store_vm_set_state(struct store *s, const char *id, const char *state);
 int store_vm_delete(struct store *s, const char *id);
@@ -75,7 +88,8 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
 void store_vm_clear(struct store_vm *vm);
 int store_vm_set_layer(struct store *s, const char *id, const char *layer);
-int store_vm_set_error(struct store *s, const char *id, const char *error);
+/* Sets (code < 0) or clears (code 0) a VM's create failure. */
+int store_vm_set_error(struct store *s, const char *id, int code, const char *error);
 int store_vm_set_last_active(struct store *s, const char *id, int64_t at);
 int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
                       int pending_vcpus);

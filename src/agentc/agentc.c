@@ -4,8 +4,9 @@
  * proto_hdr_decode, payloads are read into bounded buffers, and frames for
  * streams nobody waits on are dropped.
  */
-#include "agentc.h"
-#include "util.h"
+#include "agentc/agentc.h"
+#include "lib/util.h"
+#include "proto.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -18,6 +19,18 @@
 #include <unistd.h>
 
 #define AGENTC_CHUNK (64 * 1024)
+/* How long past an exec's own timeout the host waits for its answer. */
+#define AGENTC_EXEC_GRACE_MS 10000
+
+/* What came back on one stream: the RESULT frame's TLV payload, and the
+ * DATA, STDOUT and STDERR bytes, each collection bounded by the stream's
+ * cap (overflow set past it). */
+struct agentc_reply {
+        uint8_t *result;
+        size_t result_len;
+        struct proto_buf data, out, err;
+        int overflow;
+};
 
 struct stream {
         uint32_t id;
@@ -60,24 +73,6 @@ static int read_full(int fd, void *buf, size_t n)
         return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t n)
-{
-        const uint8_t *p = buf;
-
-        while (n > 0) {
-                ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
-
-                if (r < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += r;
-                n -= (size_t)r;
-        }
-        return 0;
-}
-
 static int send_frame(struct agentc *a, uint32_t stream, uint16_t type, const void *payload, size_t len)
 {
         uint8_t hdr[PROTO_HDR_SIZE];
@@ -87,9 +82,9 @@ static int send_frame(struct agentc *a, uint32_t stream, uint16_t type, const vo
                 return -EMSGSIZE;
         proto_hdr_encode(hdr, (uint32_t)len, stream, type);
         pthread_mutex_lock(&a->write_lock);
-        r = write_full(a->fd, hdr, sizeof(hdr));
+        r = sock_send_all(a->fd, hdr, sizeof(hdr));
         if (r == 0 && len)
-                r = write_full(a->fd, payload, len);
+                r = sock_send_all(a->fd, payload, len);
         pthread_mutex_unlock(&a->write_lock);
         return r;
 }
@@ -182,7 +177,6 @@ int agentc_connect(const char *path, int timeout_ms, struct agentc **ret)
 {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         int64_t deadline = now_ms() + timeout_ms;
-        struct agentc *a;
         int fd, r;
 
         if (strlen(path) >= sizeof(sa.sun_path))
@@ -200,7 +194,14 @@ int agentc_connect(const char *path, int timeout_ms, struct agentc **ret)
                         return r == -ENOENT || r == -ECONNREFUSED ? -ETIMEDOUT : r;
                 sleep_ms(2);
         }
-        a = calloc(1, sizeof(*a));
+        return agentc_open_fd(fd, ret);
+}
+
+int agentc_open_fd(int fd, struct agentc **ret)
+{
+        struct agentc *a = calloc(1, sizeof(*a));
+        int r;
+
         if (!a) {
                 close(fd);
                 return -ENOMEM;
@@ -265,7 +266,7 @@ int agentc_alive(struct agentc *a)
         return alive;
 }
 
-void agentc_reply_free(struct agentc_reply *r)
+static void reply_free(struct agentc_reply *r)
 {
         if (!r)
                 return;
@@ -353,7 +354,7 @@ int agentc_ping(struct agentc *a, int timeout_ms)
                 r = stream_wait(a, s, now_ms() + timeout_ms);
         stream_unlink(a, s);
         pthread_mutex_unlock(&a->lock);
-        agentc_reply_free(&s->reply);
+        reply_free(&s->reply);
         free(s);
         return r;
 }
@@ -370,8 +371,13 @@ static int stream_start(struct agentc *a, const struct proto_buf *req, size_t ca
         return send_frame(a, (*ret)->id, PROTO_T_REQ, req->data, req->len);
 }
 
-int agentc_request(struct agentc *a, const struct proto_buf *req, const void *upload, size_t upload_len,
-                   size_t cap, int64_t timeout_ms, struct agentc_reply *ret)
+/* Opens a stream with the TLV request req. If upload is not NULL, sends its
+ * bytes as DATA frames followed by EOF. Waits for the RESULT at most
+ * timeout_ms (<0: no limit); on timeout sends CANCEL and returns -ETIMEDOUT
+ * (whatever output arrived is still in *ret). cap bounds each collection in
+ * the reply. On success or timeout the caller frees *ret with reply_free. */
+static int request(struct agentc *a, const struct proto_buf *req, const void *upload, size_t upload_len, size_t cap,
+                   int64_t timeout_ms, struct agentc_reply *ret)
 {
         int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
         struct stream *s = NULL;
@@ -414,12 +420,14 @@ int agentc_request(struct agentc *a, const struct proto_buf *req, const void *up
         if (r == 0 || r == -ETIMEDOUT)
                 *ret = s->reply;
         else
-                agentc_reply_free(&s->reply);
+                reply_free(&s->reply);
         free(s);
         return r;
 }
 
-int agentc_stream_open(struct agentc *a, const struct proto_buf *req, size_t cap, uint32_t *ret_id)
+/* Opens a long-lived stream whose DATA bytes queue up for
+ * agentc_stream_read. */
+static int stream_open_req(struct agentc *a, const struct proto_buf *req, size_t cap, uint32_t *ret_id)
 {
         struct stream *s = NULL;
         int r = stream_start(a, req, cap, &s);
@@ -432,6 +440,20 @@ int agentc_stream_open(struct agentc *a, const struct proto_buf *req, size_t cap
         }
         *ret_id = s->id;
         return 0;
+}
+
+int agentc_watch_open(struct agentc *a, const char *path, const char *user, size_t cap, uint32_t *ret_id)
+{
+        struct proto_buf req = {0};
+        int r;
+
+        proto_put_u32(&req, PROTO_TAG_OP, PROTO_OP_WATCH);
+        proto_put_str(&req, PROTO_TAG_PATH, path);
+        if (user)
+                proto_put_str(&req, PROTO_TAG_USER, user);
+        r = stream_open_req(a, &req, cap, ret_id);
+        proto_buf_free(&req);
+        return r;
 }
 
 long agentc_stream_read(struct agentc *a, uint32_t id, void *buf, size_t max, int timeout_ms)
@@ -486,7 +508,165 @@ void agentc_stream_close(struct agentc *a, uint32_t id)
                 stream_unlink(a, s);
         pthread_mutex_unlock(&a->lock);
         if (s) {
-                agentc_reply_free(&s->reply);
+                reply_free(&s->reply);
                 free(s);
         }
+}
+
+/* ---- typed operations ---- */
+
+void agentc_result_free(struct agentc_result *r)
+{
+        if (!r)
+                return;
+        free(r->errmsg);
+        free(r->out.data);
+        free(r->errout.data);
+        free(r->data.data);
+        for (size_t i = 0; i < r->nentries; i++)
+                free(r->entries[i].name);
+        free(r->entries);
+        memset(r, 0, sizeof(*r));
+}
+
+/* Hands a collection's bytes over to a result. */
+static void take_bytes(struct agentc_bytes *to, struct proto_buf *from)
+{
+        to->data = from->data;
+        to->len = from->len;
+        *from = (struct proto_buf){0};
+}
+
+/* Turns a reply into a result: the RESULT record's fields, the listing in
+ * its ENTRY records, and the collected bytes. Frees the reply. */
+static int reply_to_result(struct agentc_reply *rep, struct agentc_result *ret)
+{
+        struct proto_iter it;
+        struct proto_tlv t;
+        uint32_t v;
+        size_t n = 0;
+
+        memset(ret, 0, sizeof(*ret));
+        if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_ERRNO, &v) == 0)
+                ret->err = (int)v;
+        proto_get_str(rep->result, rep->result_len, PROTO_TAG_ERRMSG, &ret->errmsg);
+        if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_EXIT_CODE, &v) == 0)
+                ret->exit_code = (int)v;
+        if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_TIMED_OUT, &v) == 0)
+                ret->timed_out = v != 0;
+        if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_KIND, &v) == 0)
+                ret->is_dir = v == PROTO_KIND_DIR;
+        proto_iter_init(&it, rep->result, rep->result_len);
+        while (proto_iter_next(&it, &t) > 0)
+                n += t.tag == PROTO_TAG_ENTRY && t.len >= 2;
+        if (n > 0 && !(ret->entries = calloc(n, sizeof(*ret->entries)))) {
+                reply_free(rep);
+                agentc_result_free(ret);
+                return -ENOMEM;
+        }
+        proto_iter_init(&it, rep->result, rep->result_len);
+        while (ret->nentries < n && proto_iter_next(&it, &t) > 0) {
+                struct agentc_entry *e = &ret->entries[ret->nentries];
+
+                if (t.tag != PROTO_TAG_ENTRY || t.len < 2)
+                        continue;
+                /* A name holds no NUL byte; a guest that sends one gets its
+                 * name cut there. */
+                e->name = strndup((const char *)t.val + 1, t.len - 1);
+                if (!e->name)
+                        continue;
+                e->is_dir = t.val[0] == PROTO_KIND_DIR;
+                ret->nentries++;
+        }
+        ret->overflow = rep->overflow;
+        take_bytes(&ret->out, &rep->out);
+        take_bytes(&ret->errout, &rep->err);
+        take_bytes(&ret->data, &rep->data);
+        reply_free(rep);
+        return 0;
+}
+
+/* Runs req (with an optional upload) and turns the answer into *ret. An
+ * exec keeps what it got when the host stops waiting. */
+static int call(struct agentc *a, struct proto_buf *req, const void *upload, size_t upload_len, size_t cap,
+                int64_t timeout_ms, int keep_on_timeout, struct agentc_result *ret)
+{
+        struct agentc_reply rep = {0};
+        int r = request(a, req, upload, upload_len, cap, timeout_ms, &rep);
+
+        proto_buf_free(req);
+        if (r == -ETIMEDOUT && keep_on_timeout) {
+                r = reply_to_result(&rep, ret);
+                ret->timed_out = 1;
+                return r;
+        }
+        if (r == -ETIMEDOUT)
+                reply_free(&rep);
+        return r < 0 ? r : reply_to_result(&rep, ret);
+}
+
+int agentc_exec(struct agentc *a, const struct agentc_exec *e, struct agentc_result *ret)
+{
+        struct proto_buf b = {0};
+
+        proto_put_u32(&b, PROTO_TAG_OP, e->terminal ? PROTO_OP_TERMINAL : PROTO_OP_EXEC);
+        proto_put_str(&b, PROTO_TAG_CMD, e->command);
+        if (e->terminal)
+                proto_put_str(&b, PROTO_TAG_TERMINAL, e->terminal);
+        else if (e->cwd)
+                proto_put_str(&b, PROTO_TAG_CWD, e->cwd);
+        if (e->user)
+                proto_put_str(&b, PROTO_TAG_USER, e->user);
+        if (e->timeout_ms > 0)
+                proto_put_u64(&b, PROTO_TAG_TIMEOUT_MS, (uint64_t)e->timeout_ms);
+        proto_put_u64(&b, PROTO_TAG_MAX_OUTPUT, e->max_output);
+        return call(a, &b, NULL, 0, e->max_output, e->timeout_ms > 0 ? e->timeout_ms + AGENTC_EXEC_GRACE_MS : -1, 1,
+                    ret);
+}
+
+/* The fields a READ and a WRITE share. */
+static void file_req(struct proto_buf *b, uint32_t op, const char *path, const char *user, size_t max)
+{
+        proto_put_u32(b, PROTO_TAG_OP, op);
+        proto_put_str(b, PROTO_TAG_PATH, path);
+        proto_put_u64(b, PROTO_TAG_MAX_SIZE, max);
+        if (user)
+                proto_put_str(b, PROTO_TAG_USER, user);
+}
+
+int agentc_read(struct agentc *a, const char *path, const char *user, size_t max, int64_t timeout_ms,
+                struct agentc_result *ret)
+{
+        struct proto_buf b = {0};
+
+        file_req(&b, PROTO_OP_READ, path, user, max);
+        return call(a, &b, NULL, 0, max, timeout_ms, 0, ret);
+}
+
+int agentc_write(struct agentc *a, const char *path, const char *user, const void *data, size_t len, unsigned mode,
+                 size_t max, int64_t timeout_ms, struct agentc_result *ret)
+{
+        struct proto_buf b = {0};
+
+        file_req(&b, PROTO_OP_WRITE, path, user, max);
+        proto_put_u32(&b, PROTO_TAG_MODE, mode);
+        return call(a, &b, data ? data : "", len, 1 << 16, timeout_ms, 0, ret);
+}
+
+int agentc_term_list(struct agentc *a, int64_t timeout_ms, struct agentc_result *ret)
+{
+        struct proto_buf b = {0};
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LIST);
+        return call(a, &b, NULL, 0, 1 << 16, timeout_ms, 0, ret);
+}
+
+int agentc_term_log(struct agentc *a, const char *terminal, size_t max, int64_t timeout_ms,
+                    struct agentc_result *ret)
+{
+        struct proto_buf b = {0};
+
+        proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LOG);
+        proto_put_str(&b, PROTO_TAG_TERMINAL, terminal);
+        return call(a, &b, NULL, 0, max, timeout_ms, 0, ret);
 }

@@ -1,9 +1,10 @@
 /*
  * systemd: SystemdUnitSpec -> unit file text, and name checks. Depends on
- * jansson only. Every value that reaches the unit file is escaped for
+ * jansson and util. Every value that reaches the unit file is escaped for
  * systemd's own parser, so a spec cannot add directives of its own.
  */
-#include "systemd.h"
+#include "guest/systemd.h"
+#include "lib/util.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -13,43 +14,18 @@
 
 #define SYSD_NAME_MAX 64
 
-/* A growable string; out of memory is recorded and checked once. */
-struct text {
-        char *s;
-        size_t len, cap;
-        int oom;
-};
-
-static void addn(struct text *t, const char *p, size_t n)
+static void addn(struct strbuf *t, const char *p, size_t n)
 {
-        if (t->oom)
-                return;
-        if (t->len + n + 1 > t->cap) {
-                size_t cap = t->cap ? t->cap : 512;
-                char *s;
-
-                while (cap < t->len + n + 1)
-                        cap *= 2;
-                s = realloc(t->s, cap);
-                if (!s) {
-                        t->oom = 1;
-                        return;
-                }
-                t->s = s;
-                t->cap = cap;
-        }
-        memcpy(t->s + t->len, p, n);
-        t->len += n;
-        t->s[t->len] = 0;
+        strbuf_add(t, p, n);
 }
 
-static void add(struct text *t, const char *s)
+static void add(struct strbuf *t, const char *s)
 {
         addn(t, s, strlen(s));
 }
 
-static void addf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void addf(struct text *t, const char *fmt, ...)
+static void addf(struct strbuf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void addf(struct strbuf *t, const char *fmt, ...)
 {
         char buf[512];
         va_list ap;
@@ -65,7 +41,7 @@ static void addf(struct text *t, const char *fmt, ...)
 /* Appends s inside a double-quoted systemd value: backslash, quote and
  * control characters escaped, '%' doubled (specifiers), and '$' doubled
  * when dollar is set (variable expansion in Exec lines). */
-static void add_quoted(struct text *t, const char *s, int dollar)
+static void add_quoted(struct strbuf *t, const char *s, int dollar)
 {
         add(t, "\"");
         for (; *s; s++) {
@@ -134,7 +110,7 @@ int sysd_wants_enable(json_t *spec)
 
 char *sysd_shell_quote(const char *s)
 {
-        struct text t = {0};
+        struct strbuf t = {0};
 
         add(&t, "'");
         for (; *s; s++) {
@@ -153,7 +129,7 @@ char *sysd_shell_quote(const char *s)
 
 /* A unit name list (after/requires/onFailure/wantedBy): ".service" is added
  * to names without a dot, as the SDK does; names are checked to be plain. */
-static int add_units(struct text *t, const char *key, json_t *arr, char *msg, size_t size)
+static int add_units(struct strbuf *t, const char *key, json_t *arr, char *msg, size_t size)
 {
         size_t i;
         json_t *v;
@@ -215,7 +191,7 @@ static int opt_uint(json_t *spec, const char *key, long long *ret, char *msg, si
 
 char *sysd_render(json_t *spec, const char *default_user, int patch, const char **ret_code, char *msg, size_t size)
 {
-        struct text t = {0};
+        struct strbuf t = {0};
         const char *mode = json_string_value(json_object_get(spec, "mode"));
         json_t *exec = json_object_get(spec, "exec"), *env = json_object_get(spec, "env");
         json_t *rp = json_object_get(spec, "restartPolicy"), *v;

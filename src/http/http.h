@@ -1,21 +1,20 @@
 /*
  * http: the HTTP server glue around libmicrohttpd. Accepts connections (one
  * thread each, so a handler may block on a VM), collects request bodies up
- * to a cap, and hands complete requests to the API layer; sends its JSON
- * answers. The URL path arrives undecoded so that "%2F" inside a segment
- * stays part of that segment; the API layer decodes segment by segment.
+ * to a cap, and hands complete requests to the handler it was started
+ * with; sends its JSON answers. It knows nothing of the API behind the
+ * handler. The URL path arrives undecoded so that "%2F" inside a segment
+ * stays part of that segment; the handler decodes segment by segment.
  */
 #ifndef SPROUT_HTTP_H
 #define SPROUT_HTTP_H
-
-#include "daemon.h"
 
 #include <jansson.h>
 #include <stddef.h>
 
 struct MHD_Connection;
 
-/* One request as the API layer sees it. */
+/* One request as the handler sees it. */
 struct http_req {
         struct MHD_Connection *conn;
         const char *method;
@@ -30,12 +29,14 @@ struct http_req {
  * whoever ended it, and frees ctx. */
 typedef long (*http_stream_fn)(void *ctx, char *buf, size_t max);
 
-/* What the API layer answers: a status and a JSON body (owned, may be
+/* What the handler answers: a status and a JSON body (owned, may be
  * NULL for an empty body), or, when stream is set, newline-delimited JSON
- * produced by stream. */
+ * produced by stream. allow, when not empty, is sent as the Allow header
+ * (a 405's methods). */
 struct http_resp {
         unsigned status;
         json_t *body;
+        char allow[64];
         http_stream_fn stream;
         void *stream_ctx;
         void (*stream_done)(void *ctx);
@@ -54,10 +55,24 @@ char *http_decode(const char *s, size_t len, int plus);
 void http_error(struct http_resp *resp, unsigned status, const char *code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 
-int http_start(struct sprout *d, const char *host, int port);
+/* Answers one complete request; called from the connection's thread. */
+typedef void (*http_handler)(void *ud, const struct http_req *req, struct http_resp *resp);
+
+struct http_config {
+        const char *host; /* IPv4 address to listen on */
+        int port;
+        size_t max_body;          /* cap on a request body, bytes */
+        unsigned max_connections; /* cap on concurrent connections */
+};
+
+struct http;
+
+/* Starts serving; fn(ud, ...) answers every request. */
+int http_start(const struct http_config *c, http_handler fn, void *ud, struct http **ret);
 /* Stops accepting connections and waits up to timeout_ms for the open ones
  * to finish. Returns how many are still open. */
-int http_drain(struct sprout *d, int timeout_ms);
-void http_stop(struct sprout *d);
+int http_drain(struct http *h, int timeout_ms);
+/* Stops the server and frees h; NULL is a no-op. */
+void http_stop(struct http *h);
 
 #endif

@@ -1,11 +1,10 @@
 /*
- * http: libmicrohttpd glue. Depends on api (for dispatch), jansson, util.
- * It must never buffer more than max_body bytes of a request, and every
- * answer it sends is JSON.
+ * http: libmicrohttpd glue. Depends on jansson and util. It must never
+ * buffer more than max_body bytes of a request, and every answer it sends
+ * is JSON.
  */
-#include "http.h"
-#include "api.h"
-#include "util.h"
+#include "http/http.h"
+#include "lib/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,11 +19,16 @@
  * connection is simply closed. */
 #define HTTP_DRAIN_MAX (1ull << 30)
 
+struct http {
+        struct MHD_Daemon *mhd;
+        struct http_config cfg;
+        http_handler fn;
+        void *ud;
+};
+
 /* Per-connection request state, kept between the handler's calls. */
 struct req_ctx {
-        char *body;
-        size_t len;
-        size_t cap;
+        struct strbuf body;
         int too_large;
         uint64_t drained; /* bytes received, kept or not */
 };
@@ -162,6 +166,8 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, const struct http_
                 return MHD_NO;
         }
         MHD_add_response_header(r, "Content-Type", "application/json");
+        if (resp->allow[0])
+                MHD_add_response_header(r, "Allow", resp->allow);
         ret = MHD_queue_response(conn, resp->status, r);
         MHD_destroy_response(r);
         return ret;
@@ -171,7 +177,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-        struct sprout *d = cls;
+        struct http *h = cls;
         struct req_ctx *ctx = *con_cls;
         struct http_resp resp = {0};
         enum MHD_Result ret;
@@ -193,8 +199,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                  * draining. Other clients send the body regardless and would
                  * see a reset rather than the answer: drain theirs below. */
                 if (announced > HTTP_DRAIN_MAX ||
-                    (announced > d->max_body && expect && !strcasecmp(expect, "100-continue"))) {
-                        http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", d->max_body);
+                    (announced > h->cfg.max_body && expect && !strcasecmp(expect, "100-continue"))) {
+                        http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", h->cfg.max_body);
                         ret = send_json(conn, &resp);
                         json_decref(resp.body);
                         return ret;
@@ -211,43 +217,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 ctx->drained += n;
                 if (ctx->drained > HTTP_DRAIN_MAX)
                         return MHD_NO;
-                if (ctx->len + n > d->max_body) {
+                if (ctx->body.len + n > h->cfg.max_body) {
                         ctx->too_large = 1;
-                        free(ctx->body);
-                        ctx->body = NULL;
-                        ctx->len = ctx->cap = 0;
-                } else if (!ctx->too_large) {
-                        if (ctx->len + n + 1 > ctx->cap) {
-                                size_t cap = ctx->cap ? ctx->cap : 4096;
-                                char *b;
-
-                                while (cap < ctx->len + n + 1)
-                                        cap *= 2;
-                                b = realloc(ctx->body, cap);
-                                if (!b)
-                                        return MHD_NO;
-                                ctx->body = b;
-                                ctx->cap = cap;
-                        }
-                        memcpy(ctx->body + ctx->len, upload_data, n);
-                        ctx->len += n;
-                        ctx->body[ctx->len] = 0;
+                        free(ctx->body.s);
+                        ctx->body = (struct strbuf){0};
+                } else if (!ctx->too_large && strbuf_add(&ctx->body, upload_data, n) < 0) {
+                        return MHD_NO;
                 }
                 *upload_data_size = 0;
                 return MHD_YES;
         }
         if (ctx->too_large) {
-                http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", d->max_body);
+                http_error(&resp, 413, "PAYLOAD_TOO_LARGE", "request body exceeds %zu bytes", h->cfg.max_body);
         } else {
                 struct http_req req = {
                         .conn = conn,
                         .method = method,
                         .path = url,
-                        .body = ctx->body ? ctx->body : "",
-                        .body_len = ctx->len,
+                        .body = ctx->body.s ? ctx->body.s : "",
+                        .body_len = ctx->body.len,
                 };
 
-                api_handle(d, &req, &resp);
+                h->fn(h->ud, &req, &resp);
         }
         if (resp.stream) {
                 json_decref(resp.body);
@@ -266,7 +257,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
         (void)cls, (void)conn, (void)toe;
         if (ctx) {
-                free(ctx->body);
+                free(ctx->body.s);
                 free(ctx);
                 *con_cls = NULL;
         }
@@ -279,31 +270,44 @@ static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
         return strlen(s);
 }
 
-int http_start(struct sprout *d, const char *host, int port)
+int http_start(const struct http_config *c, http_handler fn, void *ud, struct http **ret)
 {
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
+        struct http *h;
 
-        if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        if (inet_pton(AF_INET, c->host, &sa.sin_addr) != 1)
                 return -EINVAL;
-        d->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        h->cfg = *c;
+        h->cfg.host = NULL; /* not kept */
+        h->fn = fn;
+        h->ud = ud;
+        h->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                           MHD_USE_ERROR_LOG | MHD_USE_ITC,
-                                  (uint16_t)port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, &sa,
-                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_UNESCAPE_CALLBACK,
-                                  unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT, d->max_connections,
+                                  (uint16_t)c->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK,
+                                  unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT, c->max_connections,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
-        return d->mhd ? 0 : -EADDRINUSE;
+        if (!h->mhd) {
+                free(h);
+                return -EADDRINUSE;
+        }
+        *ret = h;
+        return 0;
 }
 
-int http_drain(struct sprout *d, int timeout_ms)
+int http_drain(struct http *h, int timeout_ms)
 {
         int64_t deadline = now_ms() + timeout_ms;
         const union MHD_DaemonInfo *info;
 
-        if (!d->mhd)
+        if (!h)
                 return 0;
-        MHD_quiesce_daemon(d->mhd);
+        MHD_quiesce_daemon(h->mhd);
         for (;;) {
-                info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+                info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
                 if (!info || info->num_connections == 0)
                         return 0;
                 if (now_ms() >= deadline)
@@ -312,9 +316,10 @@ int http_drain(struct sprout *d, int timeout_ms)
         }
 }
 
-void http_stop(struct sprout *d)
+void http_stop(struct http *h)
 {
-        if (d->mhd)
-                MHD_stop_daemon(d->mhd);
-        d->mhd = NULL;
+        if (!h)
+                return;
+        MHD_stop_daemon(h->mhd);
+        free(h);
 }

@@ -2,17 +2,26 @@
  * vmm: the VM manager. Owns every VM's state machine and its runtime
  * resources (QEMU process, agent connection, directory), writes state
  * through to the store, and keeps the default snapshot that new VMs are
- * restored from. HTTP handlers call in here; this module calls the
- * hypervisor driver (qemu) and the agent client (agentc), never the other
- * way round. All functions are thread-safe. Account scoping is enforced
- * here: a VM of another account is reported as not found (-ENOENT).
+ * restored from. The API handlers and the guest modules above call in
+ * here; this module calls the hypervisor driver (qemu), the agent client
+ * (agentc) and the store, never the other way round, and speaks neither
+ * HTTP nor JSON: every failure is a -errno, which the API layer maps.
+ * All functions are thread-safe. Account scoping is enforced here: a VM of
+ * another account is reported as not found (-ENOENT).
+ *
+ * Its errors: -ENOENT no such VM; -ENOMEDIUM no such snapshot; -ENOTCONN
+ * the VM is not in a state the operation applies to; -EUSERS the server's
+ * VM limit; -EAGAIN not ready yet (the default snapshot is being made);
+ * -ETIMEDOUT the guest did not answer in time; -ECONNRESET the VM went
+ * away during the operation; -ENOTRECOVERABLE the VM's create failed
+ * (vmm_info.error_code says why); -EALREADY a snapshot already deleted;
+ * -EINVAL a request the operation cannot take; others are internal.
  */
 #ifndef SPROUT_VMM_H
 #define SPROUT_VMM_H
 
-#include "agentc.h"
-#include "qemu.h"
-#include "store.h"
+#include "agentc/agentc.h"
+#include "hv/qemu.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +40,26 @@ enum vm_state {
 const char *vm_state_name(enum vm_state s);
 /* Returns the state for a name, or -1. */
 int vm_state_parse(const char *name);
+
+/* What happens to a VM (or snapshot) under storage pressure and when it
+ * stops being used. */
+enum vm_persist {
+        VM_PERSIST_STICKY,     /* evicted past the storage quota, lowest priority first */
+        VM_PERSIST_EPHEMERAL,  /* deleted when it reaches delete_on */
+        VM_PERSIST_PERSISTENT, /* kept until deleted */
+};
+
+struct vm_persistence {
+        enum vm_persist kind;
+        int priority;            /* sticky: 0..10, higher is evicted later */
+        enum vm_state delete_on; /* ephemeral: VM_SUSPENDED or VM_STOPPED */
+};
+
+#define VM_PERSISTENCE_DEFAULT ((struct vm_persistence){VM_PERSIST_STICKY, 5, VM_SUSPENDED})
+
+const char *vm_persist_name(enum vm_persist p);
+/* Returns the kind for a name ("sticky", "ephemeral", "persistent"), or -1. */
+int vm_persist_parse(const char *name);
 
 struct vmm_config {
         const char *data_dir;
@@ -60,10 +89,16 @@ struct vmm_info {
         int64_t idle_timeout_s;
         int64_t disk_bytes; /* allocated by the VM's own files */
         char dir[4096];     /* its directory (for disk use) */
-        char *error;        /* a background create that failed: the API error as JSON object text; else NULL */
+        /* Its create failed (a background one, or one sproutd died in):
+         * -ECANCELED its setup failed (error holds the setup's report),
+         * -EINPROGRESS sproutd stopped during it, other -errno: the
+         * restore failed. 0: it did not fail. */
+        int error_code;
+        char *error;
 };
 
 struct vmm;
+struct store;
 
 int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret);
 
@@ -72,26 +107,28 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret);
  * (a cold boot, tens of seconds under TCG) unless it exists. */
 int vmm_run(struct vmm *m);
 
-/* 1 once VMs can be created. While not ready, *ret_status (optional) says
- * what it is doing or why it failed; the string stays valid until the next
- * call. */
+/* 1 once VMs can be created, else 0. buf (size bytes; may be NULL) gets
+ * what the manager is doing, or why it failed to get ready. */
 int vmm_ready(struct vmm *m, char *buf, size_t size);
 
 /* Stops background work and releases connections. QEMU processes are left
  * running so a restarted daemon can take them back. */
 void vmm_free(struct vmm *m);
 
+struct vmm_guest;
+
 /* Create-time setup: what a new VM gets (files, users, services...) before
  * it counts as running. */
 struct vmm_setup {
         /* Called once the new VM's agent answers, from the thread that
-         * restored it. Until it returns the VM reads as starting and every
-         * other request for the VM waits, as for any transition; the guest
-         * operations below that this same thread makes for the VM go
-         * through (they fail with -ECANCELED once the manager is stopping).
-         * Returns 0, or < 0 and may set *ret_error to a malloc'd JSON object
-         * text (the API error: code, message, diagnostics). */
-        int (*run)(void *ud, const char *id, char **ret_error);
+         * restored it, with a guest handle for its operations (valid until
+         * run returns; do not close it). Until it returns the VM reads as
+         * starting and every other request for the VM waits, as for any
+         * transition. A delete of the VM, or the manager stopping, makes
+         * the handle's operations fail at once (-ECONNRESET). Returns 0, or
+         * < 0 and may set *ret_report to a malloc'd text that says what
+         * failed, which is kept as the VM's vmm_info.error. */
+        int (*run)(void *ud, struct vmm_guest *g, char **ret_report);
         /* Called once, when ud is no longer needed; may be NULL. The
          * manager calls it only for a background create (see below), on
          * every path, vmm_create's own failures included. */
@@ -103,14 +140,13 @@ struct vmm_create {
         const char *name;    /* may be NULL */
         const char *workdir; /* may be NULL: the agent's default */
         int64_t idle_timeout_s;
-        const char *persistence; /* JSON text, may be NULL */
+        struct vm_persistence persistence;
         const char *snapshot_id; /* restore this snapshot; NULL: the default one */
         const struct vmm_setup *setup; /* may be NULL: none; copied */
         /* Return as soon as the VM is listed (starting): restore and setup
          * go on in a thread of their own. A failure there keeps the VM,
-         * stopped, with the error in vmm_info.error, and its guest
-         * operations fail with -ENOTRECOVERABLE until it is started again
-         * or deleted. */
+         * stopped, with the error in vmm_info, and its guest operations
+         * fail with -ENOTRECOVERABLE until it is started again or deleted. */
         int background;
 };
 
@@ -118,13 +154,17 @@ struct vmm_create {
  * disk) and returns once it runs, its agent answers and its setup is done
  * (or, with opts->background, once it is listed). -EAGAIN when the manager
  * is not ready, -EUSERS past max_vms, -ENOMEDIUM for an unknown or deleted
- * snapshot, -ECANCELED when setup->run failed, other -errno on failure;
- * without background nothing is left behind on failure. */
-int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21]);
+ * snapshot, -ECANCELED when setup->run failed (*ret_report, when not NULL,
+ * then gets its report, malloc'd), other -errno on failure; without
+ * background nothing is left behind on failure. */
+int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21],
+               char **ret_report);
 
+/* A VM's facts. Reading them is not a use of the VM. */
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret);
 
-/* Calls fn for each VM of account in creation order. */
+/* Calls fn for each VM of account in creation order; stops at and returns
+ * fn's first non-zero value. */
 int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info *vm, void *ud), void *ud);
 
 void vmm_info_clear(struct vmm_info *i);
@@ -149,15 +189,15 @@ int vmm_kill(struct vmm *m, const char *account, const char *id);
 /* Blocks until the VM is stopped, lost or deleted; says which. */
 int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16]);
 /* Captures memory, device state and disk as a snapshot; the VM runs on. */
-int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name, const char *persistence,
-                 char ret_snapshot[24]);
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
+                 const struct vm_persistence *persistence, char ret_snapshot[24]);
 
 /* Suspends the VM and rebases its disk onto the default snapshot's, so
  * its chain is two files deep whatever snapshots it came through. */
 int vmm_optimize(struct vmm *m, const char *account, const char *id);
 /* Grows the disk now (and the guest filesystem with it); memory and vCPUs
  * take effect at the next cold start. Values <= 0 leave that part alone.
- * -EINVAL for any shrink. */
+ * -EINVAL for any shrink (nothing is changed). */
 int vmm_resize(struct vmm *m, const char *account, const char *id, int64_t disk_gb, int64_t mem_gb, int64_t vcpus);
 
 #define VMM_MAX_FORKS 16
@@ -172,51 +212,46 @@ int64_t vmm_layer_usage(struct vmm *m, const char *layer);
 int vmm_snapshot_delete(struct vmm *m, const char *account, const char *id);
 
 /*
- * Guest operations. Each returns 0 when the agent answered, with the
- * outcome in the result (agent_errno != 0 for a failure inside the guest,
- * with errmsg), or -errno when the VM could not be reached: -ENOENT no such
- * VM, -ENOTCONN not running, -ETIMEDOUT, -ECONNRESET (VM went away),
- * -ENOTRECOVERABLE its background create failed (vmm_info.error says why).
+ * Guest operations go through a handle, so that what each needs is
+ * explicit: vmm_guest_open waits for a transition of the VM in progress,
+ * resumes a suspended VM, and takes a reference to its agent; the
+ * operations then hold no VM lock while the guest works, so any number run
+ * at once. A create-time setup gets its handle from the create itself (see
+ * vmm_setup). Opening counts as a use of the VM: its idle timer starts
+ * again. Open fails with -ENOENT, -ENOTCONN (stopped), -ENOTRECOVERABLE
+ * (its create failed), or what resuming it failed with.
  */
-struct vmm_result {
-        int agent_errno;
-        char *errmsg;       /* from the agent; may be NULL */
-        int exit_code;
-        int timed_out;
-        int kind;           /* PROTO_KIND_* for reads */
-        struct agentc_reply reply; /* data/out/err bytes; result TLV */
-};
+int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vmm_guest **ret);
+/* NULL is a no-op. */
+void vmm_guest_close(struct vmm_guest *g);
 
-void vmm_result_clear(struct vmm_result *r);
-
+/* Each operation returns 0 once the agent answered, with the outcome in
+ * *ret (a failure inside the guest is ret->err), which the caller frees
+ * with agentc_result_free; or -errno when the guest did not answer:
+ * -ETIMEDOUT, -ECONNRESET (the VM went away). Relative paths are taken from
+ * the VM's working directory. */
 struct vmm_exec {
         const char *command;
         const char *terminal; /* run in this persistent PTY session; NULL: a fresh process */
-        const char *user;   /* Linux user or NULL for root */
-        int64_t timeout_ms; /* <= 0: none */
+        const char *user;     /* Linux user or NULL for root */
+        int64_t timeout_ms;   /* <= 0: none */
 };
 
-int vmm_exec(struct vmm *m, const char *account, const char *id, const struct vmm_exec *e,
-             struct vmm_result *ret);
+int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_result *ret);
+/* A file (ret->data, up to the server's file cap: ret->overflow past it)
+ * or a directory (ret->is_dir, ret->entries). */
+int vmm_guest_read(struct vmm_guest *g, const char *path, const char *user, struct agentc_result *ret);
+int vmm_guest_write(struct vmm_guest *g, const char *path, const char *user, const void *data, size_t len,
+                    unsigned mode, struct agentc_result *ret);
+/* The persistent terminals (ret->entries), and one's scrollback (ret->data). */
+int vmm_guest_term_list(struct vmm_guest *g, struct agentc_result *ret);
+int vmm_guest_term_log(struct vmm_guest *g, const char *terminal, struct agentc_result *ret);
 
-/* Reads a file (bytes in reply.data) or a directory (ENTRY records in
- * reply.result; kind says which). Relative paths are taken from the VM's
- * working directory. */
-int vmm_read(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
-             struct vmm_result *ret);
-
-int vmm_write(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
-              const void *data, size_t len, unsigned mode, struct vmm_result *ret);
-
-/* Sends one TLV request to the VM's agent (resuming it first if
- * suspended) and collects the answer, as the operations above do. */
-int vmm_call(struct vmm *m, const char *account, const char *id, struct proto_buf *req, size_t cap,
-             struct vmm_result *ret);
-
-/* A stream of file-change events (JSON lines) for a directory tree. */
+/* A stream of file-change events (JSON lines) for a directory tree (NULL:
+ * the working directory). It holds its own agent reference: it outlives
+ * the handle it was opened through. */
 struct vmm_watch;
-int vmm_watch_open(struct vmm *m, const char *account, const char *id, const char *path, const char *user,
-                   struct vmm_watch **ret);
+int vmm_guest_watch(struct vmm_guest *g, const char *path, const char *user, struct vmm_watch **ret);
 /* As agentc_stream_read: bytes, 0 on timeout, <0 when the stream ended. */
 long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms);
 /* Ends the watch in the guest and frees w; NULL is a no-op. */

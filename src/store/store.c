@@ -1,0 +1,693 @@
+/*
+ * store: the SQLite backend of store.h. Depends on sqlite3 and util.
+ * Never logs (callers log with context), never keeps a key's plaintext,
+ * and checks every statement it runs: a write that fails is returned as
+ * -errno, never dropped.
+ */
+#include "store/store.h"
+#include "lib/util.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct store {
+        sqlite3 *db;
+};
+
+static int sql_err(int rc)
+{
+        switch (rc) {
+        case SQLITE_OK:
+        case SQLITE_DONE:
+        case SQLITE_ROW:
+                return 0;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        default:
+                return -EIO;
+        }
+}
+
+/* Prepares sql and binds its parameters, one per character of types:
+ * 's' a string (NULL binds NULL), 'i' an int, 'I' an int64_t. */
+static int prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char *types, ...)
+{
+        sqlite3_stmt *st;
+        va_list ap;
+        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+
+        if (rc != SQLITE_OK)
+                return sql_err(rc) ? sql_err(rc) : -EIO;
+        va_start(ap, types);
+        for (int i = 0; rc == SQLITE_OK && types && types[i]; i++) {
+                if (types[i] == 's')
+                        rc = sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+                else if (types[i] == 'i')
+                        rc = sqlite3_bind_int(st, i + 1, va_arg(ap, int));
+                else
+                        rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        }
+        va_end(ap);
+        if (rc != SQLITE_OK) {
+                sqlite3_finalize(st);
+                return sql_err(rc) ? sql_err(rc) : -EIO;
+        }
+        *ret = st;
+        return 0;
+}
+
+/* Runs a prepared write to its end and finalizes it. With must_change,
+ * a statement that changed no row is -ENOENT. */
+static int finish(struct store *s, sqlite3_stmt *st, int must_change)
+{
+        int rc = sqlite3_step(st);
+        int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+
+        if (r == 0 && must_change && sqlite3_changes(s->db) == 0)
+                r = -ENOENT;
+        sqlite3_finalize(st);
+        return r;
+}
+
+/* The writes that change one record: prepare, bind, run; -ENOENT when the
+ * record is not there. */
+#define WRITE_ONE(s, sql, types, ...)                                                                                 \
+        ({                                                                                                            \
+                sqlite3_stmt *st_;                                                                                    \
+                int r_ = prepare((s), &st_, (sql), (types), __VA_ARGS__);                                             \
+                r_ < 0 ? r_ : finish((s), st_, 1);                                                                    \
+        })
+
+static int exec_script(struct store *s, const char *sql)
+{
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+
+        return rc == SQLITE_OK ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+}
+
+/* ---- schema and migrations ---- */
+
+/* Version 1: every table as the first versioned release has them. A data
+ * dir from before versioning has some of these tables with fewer columns;
+ * migrate_v1 adds what is missing. */
+static const char schema_v1[] =
+        "CREATE TABLE IF NOT EXISTS accounts ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS api_keys ("
+        "  key_hash TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),"
+        "  admin INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS vms ("
+        "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
+        "  state TEXT NOT NULL, snapshot_id TEXT, workdir TEXT, persistence TEXT,"
+        "  created_at INTEGER NOT NULL, idle_timeout_s INTEGER NOT NULL DEFAULT 300,"
+        "  mem_mb INTEGER NOT NULL DEFAULT 1024, vcpus INTEGER NOT NULL DEFAULT 1);"
+        "CREATE TABLE IF NOT EXISTS layers (id TEXT PRIMARY KEY, parent TEXT);"
+        "CREATE TABLE IF NOT EXISTS snapshots ("
+        "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id), name TEXT,"
+        "  source_vm_id TEXT, layer TEXT NOT NULL, persistence TEXT, created_at INTEGER NOT NULL,"
+        "  deleted INTEGER NOT NULL DEFAULT 0, mem_mb INTEGER NOT NULL, vcpus INTEGER NOT NULL);";
+
+/* Columns of vms added before the schema was versioned. */
+static const struct {
+        const char *name, *decl;
+} v1_columns[] = {
+        {"layer", "TEXT"},
+        {"pending_mem_mb", "INTEGER NOT NULL DEFAULT 0"},
+        {"pending_vcpus", "INTEGER NOT NULL DEFAULT 0"},
+        {"error", "TEXT"},
+        {"last_active_at", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+/* 1 if table has the column, 0 if not, or -errno. */
+static int has_column(struct store *s, const char *table, const char *column)
+{
+        sqlite3_stmt *st;
+        int rc, found = 0;
+        int r = prepare(s, &st, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", "ss", table, column);
+
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                found = 1;
+        else if (rc != SQLITE_DONE)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r < 0 ? r : found;
+}
+
+static int migrate_v1(struct store *s)
+{
+        int r = exec_script(s, schema_v1);
+
+        for (size_t i = 0; r == 0 && i < sizeof(v1_columns) / sizeof(v1_columns[0]); i++) {
+                char sql[160];
+
+                r = has_column(s, "vms", v1_columns[i].name);
+                if (r == 1)
+                        r = 0;
+                else if (r == 0 && path_fmt(sql, sizeof(sql), "ALTER TABLE vms ADD COLUMN %s %s", v1_columns[i].name,
+                                            v1_columns[i].decl) == 0)
+                        r = exec_script(s, sql);
+        }
+        return r;
+}
+
+/* Version 2: persistence and create failures as typed columns, not JSON
+ * text, so that the VM manager reads them without a JSON parser and any
+ * backend can hold them. Rows keep what their JSON said. */
+static const char schema_v2[] =
+        "ALTER TABLE vms ADD COLUMN persist_kind TEXT NOT NULL DEFAULT 'sticky';"
+        "ALTER TABLE vms ADD COLUMN persist_priority INTEGER NOT NULL DEFAULT 5;"
+        "ALTER TABLE vms ADD COLUMN persist_delete_on TEXT NOT NULL DEFAULT 'suspended';"
+        "ALTER TABLE vms ADD COLUMN error_code INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE vms SET"
+        "  persist_kind = CASE json_extract(persistence, '$.type') WHEN 'ephemeral' THEN 'ephemeral'"
+        "    WHEN 'persistent' THEN 'persistent' ELSE 'sticky' END,"
+        "  persist_priority = coalesce(json_extract(persistence, '$.priority'), 5),"
+        "  persist_delete_on = CASE json_extract(persistence, '$.deleteEvent') WHEN 'OnStop' THEN 'stopped'"
+        "    ELSE 'suspended' END"
+        "  WHERE json_valid(persistence);"
+        "UPDATE vms SET error_code = -125 WHERE error IS NOT NULL;"
+        "ALTER TABLE vms DROP COLUMN persistence;"
+        "ALTER TABLE snapshots ADD COLUMN persist_kind TEXT NOT NULL DEFAULT 'sticky';"
+        "ALTER TABLE snapshots ADD COLUMN persist_priority INTEGER NOT NULL DEFAULT 5;"
+        "UPDATE snapshots SET"
+        "  persist_kind = CASE json_extract(persistence, '$.type') WHEN 'persistent' THEN 'persistent'"
+        "    ELSE 'sticky' END,"
+        "  persist_priority = coalesce(json_extract(persistence, '$.priority'), 5)"
+        "  WHERE json_valid(persistence);"
+        "ALTER TABLE snapshots DROP COLUMN persistence;";
+
+static int migrate_v2(struct store *s)
+{
+        return exec_script(s, schema_v2);
+}
+
+/* Migrations in order: migrations[i] takes the schema from version i to
+ * version i + 1. */
+static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static int schema_version(struct store *s, int *ret)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "PRAGMA user_version", NULL);
+
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st) == SQLITE_ROW)
+                *ret = sqlite3_column_int(st, 0);
+        else
+                r = -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+/* Brings the schema to SCHEMA_VERSION, each step one transaction: a crash
+ * or failure in a step leaves the version before it. A database newer than
+ * this program is refused (-EPROTONOSUPPORT) rather than misread. */
+static int migrate(struct store *s)
+{
+        int version = 0, r = schema_version(s, &version);
+
+        if (r < 0)
+                return r;
+        if (version > SCHEMA_VERSION)
+                return -EPROTONOSUPPORT;
+        for (; version < SCHEMA_VERSION; version++) {
+                char set[48];
+
+                snprintf(set, sizeof(set), "PRAGMA user_version = %d", version + 1);
+                r = exec_script(s, "BEGIN IMMEDIATE");
+                if (r < 0)
+                        return r;
+                r = migrations[version](s);
+                if (r == 0)
+                        r = exec_script(s, set);
+                if (r == 0)
+                        r = exec_script(s, "COMMIT");
+                if (r < 0) {
+                        exec_script(s, "ROLLBACK");
+                        return r;
+                }
+        }
+        return 0;
+}
+
+int store_open(const char *path, struct store **ret)
+{
+        struct store *s = calloc(1, sizeof(*s));
+        int rc, r;
+
+        if (!s)
+                return -ENOMEM;
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                             NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_busy_timeout(s->db, 5000);
+        r = rc == SQLITE_OK ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+        if (r == 0)
+                r = exec_script(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+        if (r == 0)
+                r = migrate(s);
+        if (r < 0) {
+                store_close(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+void store_close(struct store *s)
+{
+        if (!s)
+                return;
+        sqlite3_close(s->db);
+        free(s);
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+        const unsigned char *t = sqlite3_column_text(st, i);
+
+        return t ? strdup((const char *)t) : NULL;
+}
+
+/* ---- accounts and keys ---- */
+
+/* Finds the account named name, creating it when missing; *ret_id malloc'd. */
+static int account_get_or_create(struct store *s, const char *name, char **ret_id)
+{
+        sqlite3_stmt *st;
+        char id[37];
+        int r, rc;
+
+        r = prepare(s, &st, "SELECT id FROM accounts WHERE name = ?", "s", name);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_id = col_dup(st, 0);
+                sqlite3_finalize(st);
+                return *ret_id ? 0 : -ENOMEM;
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return sql_err(rc) ? sql_err(rc) : -EIO;
+
+        r = random_id(id, 20);
+        if (r == 0)
+                r = WRITE_ONE(s, "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)", "ssI", id, name,
+                              wall_ms());
+        if (r < 0)
+                return r;
+        *ret_id = strdup(id);
+        return *ret_id ? 0 : -ENOMEM;
+}
+
+static int key_insert(struct store *s, const char *key, const char *account_id, int admin)
+{
+        char hash[65];
+
+        sha256_hex(key, strlen(key), hash);
+        return WRITE_ONE(s,
+                         "INSERT INTO api_keys (key_hash, account_id, admin, created_at) VALUES (?1, ?2, ?3, ?4)"
+                         " ON CONFLICT(key_hash) DO UPDATE SET account_id = ?2, admin = ?3, created_at = ?4",
+                         "ssiI", hash, account_id, admin, wall_ms());
+}
+
+int store_ensure_admin_key(struct store *s, const char *key, const char *account)
+{
+        char *account_id = NULL;
+        int r = account_get_or_create(s, account, &account_id);
+
+        if (r == 0)
+                r = key_insert(s, key, account_id, 1);
+        free(account_id);
+        return r;
+}
+
+int store_create_key(struct store *s, const char *account, int admin, char **ret_key, char **ret_account_id,
+                     char **ret_account_name)
+{
+        char key[48], name[32];
+        char *account_id = NULL, *k = NULL, *n = NULL;
+        int r;
+
+        /* "sk-" and 40 random characters: about 206 bits. */
+        memcpy(key, "sk-", 3);
+        r = random_id(key + 3, 40);
+        if (r < 0)
+                return r;
+        if (!account) {
+                memcpy(name, "acct-", 5);
+                r = random_id(name + 5, 12);
+                if (r < 0)
+                        return r;
+                account = name;
+        }
+        r = account_get_or_create(s, account, &account_id);
+        if (r < 0)
+                return r;
+        r = key_insert(s, key, account_id, admin);
+        if (r < 0)
+                goto fail;
+        k = strdup(key);
+        n = strdup(account);
+        if (!k || !n) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        *ret_key = k;
+        *ret_account_id = account_id;
+        *ret_account_name = n;
+        return 0;
+fail:
+        free(k);
+        free(n);
+        free(account_id);
+        return r;
+}
+
+int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin)
+{
+        char hash[65];
+        sqlite3_stmt *st;
+        int r, rc;
+
+        sha256_hex(key, strlen(key), hash);
+        r = prepare(s, &st, "SELECT account_id, admin FROM api_keys WHERE key_hash = ?", "s", hash);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_finalize(st);
+                return rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+        }
+        *ret_account_id = col_dup(st, 0);
+        *ret_admin = sqlite3_column_int(st, 1);
+        sqlite3_finalize(st);
+        return *ret_account_id ? 0 : -ENOMEM;
+}
+
+/* ---- VMs ---- */
+
+int store_vm_insert(struct store *s, const struct store_vm *vm)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "INSERT INTO vms (id, account_id, name, state, snapshot_id, workdir, persist_kind,"
+                        " persist_priority, persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer,"
+                        " error_code, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "sssssssisIIiisis", vm->id, vm->account_id, vm->name, vm->state, vm->snapshot_id,
+                        vm->workdir, vm->persist_kind ? vm->persist_kind : "sticky", vm->persist_priority,
+                        vm->persist_delete_on ? vm->persist_delete_on : "suspended", vm->created_at,
+                        vm->idle_timeout_s, vm->mem_mb, vm->vcpus, vm->layer, vm->error_code, vm->error);
+
+        return r < 0 ? r : finish(s, st, 1);
+}
+
+int store_vm_set_error(struct store *s, const char *id, int code, const char *error)
+{
+        return WRITE_ONE(s, "UPDATE vms SET error_code = ?, error = ? WHERE id = ?", "iss", code, code ? error : NULL,
+                         id);
+}
+
+int store_vm_set_last_active(struct store *s, const char *id, int64_t at)
+{
+        return WRITE_ONE(s, "UPDATE vms SET last_active_at = ? WHERE id = ?", "Is", at, id);
+}
+
+int store_vm_set_state(struct store *s, const char *id, const char *state)
+{
+        return WRITE_ONE(s, "UPDATE vms SET state = ? WHERE id = ?", "ss", state, id);
+}
+
+int store_vm_delete(struct store *s, const char *id)
+{
+        return WRITE_ONE(s, "DELETE FROM vms WHERE id = ?", "s", id);
+}
+
+int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void *userdata), void *userdata)
+{
+        sqlite3_stmt *st;
+        int r, rc;
+
+        r = prepare(s, &st,
+                    "SELECT id, account_id, name, state, snapshot_id, workdir, persist_kind, persist_priority,"
+                    " persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb,"
+                    " pending_vcpus, error_code, error, last_active_at FROM vms ORDER BY created_at, id",
+                    NULL);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct store_vm vm = {
+                        .id = col_dup(st, 0),
+                        .account_id = col_dup(st, 1),
+                        .name = col_dup(st, 2),
+                        .state = col_dup(st, 3),
+                        .snapshot_id = col_dup(st, 4),
+                        .workdir = col_dup(st, 5),
+                        .persist_kind = col_dup(st, 6),
+                        .persist_priority = sqlite3_column_int(st, 7),
+                        .persist_delete_on = col_dup(st, 8),
+                        .created_at = sqlite3_column_int64(st, 9),
+                        .idle_timeout_s = sqlite3_column_int64(st, 10),
+                        .mem_mb = sqlite3_column_int(st, 11),
+                        .vcpus = sqlite3_column_int(st, 12),
+                        .layer = col_dup(st, 13),
+                        .pending_mem_mb = sqlite3_column_int(st, 14),
+                        .pending_vcpus = sqlite3_column_int(st, 15),
+                        .error_code = sqlite3_column_int(st, 16),
+                        .error = col_dup(st, 17),
+                        .last_active_at = sqlite3_column_int64(st, 18),
+                };
+
+                r = vm.id && vm.account_id && vm.state && vm.persist_kind && vm.persist_delete_on ? fn(&vm, userdata)
+                                                                                                 : -ENOMEM;
+                store_vm_clear(&vm);
+                if (r != 0)
+                        break;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+void store_vm_clear(struct store_vm *vm)
+{
+        if (!vm)
+                return;
+        free(vm->id);
+        free(vm->account_id);
+        free(vm->name);
+        free(vm->state);
+        free(vm->snapshot_id);
+        free(vm->workdir);
+        free(vm->persist_kind);
+        free(vm->persist_delete_on);
+        free(vm->layer);
+        free(vm->error);
+        memset(vm, 0, sizeof(*vm));
+}
+
+int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
+                      int pending_vcpus)
+{
+        return WRITE_ONE(s, "UPDATE vms SET mem_mb = ?, vcpus = ?, pending_mem_mb = ?, pending_vcpus = ? WHERE id = ?",
+                         "iiiis", mem_mb, vcpus, pending_mem_mb, pending_vcpus, id);
+}
+
+int store_vm_set_layer(struct store *s, const char *id, const char *layer)
+{
+        return WRITE_ONE(s, "UPDATE vms SET layer = ? WHERE id = ?", "ss", layer, id);
+}
+
+/* ---- layers ---- */
+
+int store_layer_insert(struct store *s, const char *id, const char *parent)
+{
+        return WRITE_ONE(s, "INSERT INTO layers (id, parent) VALUES (?, ?)", "ss", id, parent);
+}
+
+int store_layer_exists(struct store *s, const char *id)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT 1 FROM layers WHERE id = ?", "s", id);
+
+        if (r < 0)
+                return r;
+        r = sqlite3_step(st);
+        r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sql_err(r) ? sql_err(r) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *ud)
+{
+        /* A layer is live if a VM or a live snapshot sits on it, or a live
+         * layer has it as an ancestor. */
+        static const char sql[] =
+                "WITH RECURSIVE live(id) AS ("
+                "  SELECT layer FROM vms WHERE layer IS NOT NULL"
+                "  UNION SELECT layer FROM snapshots WHERE deleted = 0"
+                "  UNION SELECT l.parent FROM layers l JOIN live ON l.id = live.id WHERE l.parent IS NOT NULL)"
+                " SELECT id FROM layers WHERE id NOT IN (SELECT id FROM live)";
+        char **dead = NULL;
+        size_t n = 0;
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, sql, NULL), rc;
+
+        if (r < 0)
+                return r;
+        /* Collect first: a layer's record goes before its files, so that a
+         * crash in between leaves files no record names, which the next
+         * start removes, never a record whose files are gone. */
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                char **grown = realloc(dead, (n + 1) * sizeof(*dead));
+
+                if (!grown || !(grown[n] = col_dup(st, 0))) {
+                        dead = grown ? grown : dead;
+                        r = -ENOMEM;
+                        break;
+                }
+                dead = grown;
+                n++;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                r = WRITE_ONE(s, "DELETE FROM layers WHERE id = ?", "s", dead[i]);
+                if (r == 0)
+                        fn(dead[i], ud);
+        }
+        for (size_t i = 0; i < n; i++)
+                free(dead[i]);
+        free(dead);
+        return r;
+}
+
+/* ---- snapshots ---- */
+
+int store_snapshot_insert(struct store *s, const struct store_snapshot *snap)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "INSERT INTO snapshots (id, account_id, name, source_vm_id, layer, persist_kind,"
+                        " persist_priority, created_at, mem_mb, vcpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "ssssssiIii", snap->id, snap->account_id, snap->name, snap->source_vm_id, snap->layer,
+                        snap->persist_kind ? snap->persist_kind : "sticky", snap->persist_priority, snap->created_at,
+                        snap->mem_mb, snap->vcpus);
+
+        return r < 0 ? r : finish(s, st, 1);
+}
+
+#define SNAPSHOT_COLS                                                                                                 \
+        "id, account_id, name, source_vm_id, layer, persist_kind, persist_priority, created_at, deleted, mem_mb, vcpus"
+
+static int snapshot_row(sqlite3_stmt *st, struct store_snapshot *ret)
+{
+        ret->id = col_dup(st, 0);
+        ret->account_id = col_dup(st, 1);
+        ret->name = col_dup(st, 2);
+        ret->source_vm_id = col_dup(st, 3);
+        ret->layer = col_dup(st, 4);
+        ret->persist_kind = col_dup(st, 5);
+        ret->persist_priority = sqlite3_column_int(st, 6);
+        ret->created_at = sqlite3_column_int64(st, 7);
+        ret->deleted = sqlite3_column_int(st, 8);
+        ret->mem_mb = sqlite3_column_int(st, 9);
+        ret->vcpus = sqlite3_column_int(st, 10);
+        if (ret->id && ret->account_id && ret->layer && ret->persist_kind)
+                return 0;
+        store_snapshot_clear(ret);
+        return -ENOMEM;
+}
+
+int store_snapshot_get(struct store *s, const char *account, const char *id, struct store_snapshot *ret)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND account_id = ?", "ss", id,
+                        account),
+            rc;
+
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                r = snapshot_row(st, ret);
+        else
+                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_snapshot_foreach(struct store *s, const char *account,
+                           int (*fn)(const struct store_snapshot *snap, void *ud), void *ud)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
+                        "s", account),
+            rc = SQLITE_DONE;
+
+        if (r < 0)
+                return r;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct store_snapshot snap = {0};
+
+                r = snapshot_row(st, &snap);
+                if (r == 0)
+                        r = fn(&snap, ud);
+                store_snapshot_clear(&snap);
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name)
+{
+        return WRITE_ONE(s, "UPDATE snapshots SET name = ? WHERE id = ? AND account_id = ? AND deleted = 0", "sss",
+                         name, id, account);
+}
+
+int store_snapshot_delete(struct store *s, const char *account, const char *id)
+{
+        struct store_snapshot snap = {0};
+        int r = store_snapshot_get(s, account, id, &snap);
+
+        if (r == 0 && snap.deleted)
+                r = -EALREADY;
+        if (r == 0)
+                r = WRITE_ONE(s, "UPDATE snapshots SET deleted = 1 WHERE id = ? AND deleted = 0", "s", id);
+        store_snapshot_clear(&snap);
+        return r;
+}
+
+void store_snapshot_clear(struct store_snapshot *snap)
+{
+        if (!snap)
+                return;
+        free(snap->id);
+        free(snap->account_id);
+        free(snap->name);
+        free(snap->source_vm_id);
+        free(snap->layer);
+        free(snap->persist_kind);
+        memset(snap, 0, sizeof(*snap));
+}

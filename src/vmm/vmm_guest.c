@@ -1,0 +1,156 @@
+/*
+ * vmm_guest: operations inside a VM through its agent: exec, files,
+ * terminals and file watches, on a handle that holds an agent reference
+ * and no lock (see vmm.h). Applies the server's caps and the VM's working
+ * directory. Depends on agentc and util.
+ */
+#include "lib/util.h"
+#include "vmm/vmm_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vmm_guest **ret)
+{
+        struct vmm_guest *g = calloc(1, sizeof(*g));
+        struct vm *vm;
+        int r;
+
+        if (!g)
+                return -ENOMEM;
+        vm = vm_lock(m, account, id);
+        if (!vm) {
+                free(g);
+                return -ENOENT;
+        }
+        vm_touch(m, vm);
+        if (vm->error_code && !vm->qemu)
+                r = -ENOTRECOVERABLE;
+        else if ((r = ensure_running(m, vm)) < 0)
+                ;
+        else if (!vm->agent)
+                r = -ENOTCONN;
+        else if (vm->workdir && !(g->workdir = strdup(vm->workdir)))
+                r = -ENOMEM;
+        if (r == 0) {
+                g->m = m;
+                g->agent = agentc_ref(vm->agent);
+                memcpy(g->id, vm->id, sizeof(g->id));
+        }
+        vm_unlock(m, vm);
+        if (r < 0) {
+                free(g->workdir);
+                free(g);
+                return r;
+        }
+        *ret = g;
+        return 0;
+}
+
+void vmm_guest_close(struct vmm_guest *g)
+{
+        if (!g)
+                return;
+        agentc_unref(g->agent);
+        free(g->workdir);
+        free(g);
+}
+
+/* Relative paths are taken from the VM's working directory (/root when
+ * it has none). malloc'd. */
+static char *resolve_path(const struct vmm_guest *g, const char *path)
+{
+        char *out = NULL;
+
+        if (path[0] == '/')
+                return strdup(path);
+        if (asprintf(&out, "%s/%s", g->workdir ? g->workdir : "/root", path) < 0)
+                return NULL;
+        return out;
+}
+
+int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_result *ret)
+{
+        struct agentc_exec x = {
+                .command = e->command,
+                .cwd = g->workdir,
+                .terminal = e->terminal,
+                .user = e->user,
+                .timeout_ms = e->timeout_ms,
+                .max_output = g->m->cfg.max_output,
+        };
+
+        return agentc_exec(g->agent, &x, ret);
+}
+
+int vmm_guest_read(struct vmm_guest *g, const char *path, const char *user, struct agentc_result *ret)
+{
+        char *full = resolve_path(g, path);
+        int r = full ? agentc_read(g->agent, full, user, g->m->cfg.max_file_size, AGENT_TIMEOUT_MS * 5, ret)
+                     : -ENOMEM;
+
+        free(full);
+        return r;
+}
+
+int vmm_guest_write(struct vmm_guest *g, const char *path, const char *user, const void *data, size_t len,
+                    unsigned mode, struct agentc_result *ret)
+{
+        char *full = resolve_path(g, path);
+        int r = full ? agentc_write(g->agent, full, user, data, len, mode, g->m->cfg.max_file_size,
+                                    AGENT_TIMEOUT_MS * 5, ret)
+                     : -ENOMEM;
+
+        free(full);
+        return r;
+}
+
+int vmm_guest_term_list(struct vmm_guest *g, struct agentc_result *ret)
+{
+        return agentc_term_list(g->agent, AGENT_TIMEOUT_MS, ret);
+}
+
+int vmm_guest_term_log(struct vmm_guest *g, const char *terminal, struct agentc_result *ret)
+{
+        return agentc_term_log(g->agent, terminal, 1 << 20, AGENT_TIMEOUT_MS, ret);
+}
+
+struct vmm_watch {
+        struct agentc *agent;
+        uint32_t stream;
+};
+
+int vmm_guest_watch(struct vmm_guest *g, const char *path, const char *user, struct vmm_watch **ret)
+{
+        struct vmm_watch *w = calloc(1, sizeof(*w));
+        char *full = resolve_path(g, path ? path : g->workdir ? g->workdir : "/root");
+        int r = -ENOMEM;
+
+        /* Events queue here while the client reads; 4 MiB is a deep queue. */
+        if (w && full)
+                r = agentc_watch_open(g->agent, full, user, 4 << 20, &w->stream);
+        free(full);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
+        w->agent = agentc_ref(g->agent);
+        *ret = w;
+        return 0;
+}
+
+long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms)
+{
+        return agentc_stream_read(w->agent, w->stream, buf, max, timeout_ms);
+}
+
+void vmm_watch_close(struct vmm_watch *w)
+{
+        if (!w)
+                return;
+        agentc_stream_close(w->agent, w->stream);
+        agentc_unref(w->agent);
+        free(w);
+}

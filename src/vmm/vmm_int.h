@@ -1,0 +1,192 @@
+/*
+ * vmm_int: what the VM manager's own files share: the VM and manager
+ * structs, the registry, and the steps that more than one file takes.
+ * Nothing outside src/vmm/ includes this header.
+ *
+ * Locking: m->lock protects the VM list, every vm's refs, state, activity
+ * and the fields marked "under m->lock"; vm->lock serialises transitions
+ * of one VM (create, start, suspend, snapshot, delete...) and guards its
+ * qemu and agent pointers and the fields marked "under lock". Lock order:
+ * vm->lock, then m->layer_lock, then m->lock. A guest operation holds its
+ * own agent reference, never vm->lock, while it waits on the guest, so
+ * many run at once and none waits on a transition it is part of.
+ */
+#ifndef SPROUT_VMM_INT_H
+#define SPROUT_VMM_INT_H
+
+#include "agentc/agentc.h"
+#include "hv/qemu.h"
+#include "store/store.h"
+#include "vmm/vmm.h"
+
+#include <limits.h>
+#include <pthread.h>
+
+#define COLD_BOOT_TIMEOUT_MS (300 * 1000)
+#define RESTORE_TIMEOUT_MS (60 * 1000)
+#define AGENT_TIMEOUT_MS (60 * 1000)
+
+struct vm {
+        char id[21];
+        char *account;
+        char *name;
+        char *workdir;
+        int64_t created_at;
+        int mem_mb;
+        int vcpus;
+        char *layer;            /* layer its disk sits on, NULL: default snapshot; under lock */
+        char *snapshot_id;      /* the snapshot it was created from, or NULL */
+        char instance[21];      /* changes on every start or resume; under m->lock */
+        char disk[64];          /* file name of its active disk in dir; under lock */
+        int64_t idle_timeout_s; /* suspend after this long without use; 0: never */
+        int64_t last_activity;  /* now_ms() of its last use; under m->lock */
+        int64_t saved_activity; /* last_activity as last written to the store; under m->lock */
+        uint64_t net_bytes;     /* guest interface byte counters at the last look; monitor thread only */
+        int pending_mem_mb;     /* applied at the next cold start; 0: none; under lock */
+        int pending_vcpus;
+        struct vm_persistence persist;
+        enum vm_state state; /* under m->lock */
+        int refs;            /* under m->lock */
+        int removed;         /* unlinked from the list; under m->lock */
+        char dir[PATH_MAX];
+        pthread_mutex_t lock;
+        struct qemu *qemu;    /* under lock */
+        struct agentc *agent; /* under lock */
+        /* Create-time setup in progress: the agent reference its guest
+         * handle uses, which a delete or shutdown closes to cut it short;
+         * under m->lock. */
+        struct agentc *setup_agent;
+        /* Why its create failed: a -errno (0: it did not) and the setup's
+         * report (may be NULL); set under lock and m->lock. */
+        int error_code;
+        char *error;
+        int doomed; /* a delete waits for lock: no setup may begin; under m->lock */
+        struct vm *next;
+};
+
+struct vmm {
+        struct vmm_config cfg;
+        char *data_dir;
+        char *image_dir;
+        struct store *store;
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* a VM's state changed, or a background create ended */
+        /* Held across the layer GC and across recording a new layer and the
+         * VM's move onto it, so the GC never sees one without the other. */
+        pthread_mutex_t layer_lock;
+        struct vm *vms; /* creation order */
+        int nvms;
+        char base_dir[PATH_MAX]; /* the default snapshot */
+        char cmdline[4096];      /* guest kernel command line, made once at start */
+        int ready;
+        int stopping;
+        char status[512];
+        pthread_t bg;
+        pthread_t monitor;
+        int threads_started;
+        int64_t quota_warned; /* usage last warned about; monitor thread only */
+        int creates;          /* background creates still running; under lock */
+};
+
+/* The handle a guest operation works through: an agent reference of its
+ * own and what it needs of the VM, copied, so that no VM lock is held. */
+struct vmm_guest {
+        struct vmm *m;
+        struct agentc *agent;
+        char id[21];
+        char *workdir;
+};
+
+/* ---- registry (vmm.c) ---- */
+
+void vm_free(struct vm *vm);
+void vm_put(struct vmm *m, struct vm *vm);
+/* Finds a VM of account (any account when NULL) and takes a reference.
+ * Not a use of the VM: see vm_touch. */
+struct vm *vm_find(struct vmm *m, const char *account, const char *id);
+/* Records a use of the VM now (API request, guest traffic, a start): its
+ * idle timer starts again and it is evicted later. */
+void vm_touch(struct vmm *m, struct vm *vm);
+/* vm_find, then vm->lock; NULL when absent or deleted meanwhile. */
+struct vm *vm_lock(struct vmm *m, const char *account, const char *id);
+void vm_unlock(struct vmm *m, struct vm *vm);
+enum vm_state state_of(struct vmm *m, struct vm *vm);
+/* Sets the state (and a new instance id when it becomes running), wakes
+ * waiters and writes it through; a failed write is logged. */
+void vm_set_state(struct vmm *m, struct vm *vm, enum vm_state s);
+struct vm *vm_alloc(const struct store_vm *s, const char *data_dir);
+void vm_link(struct vmm *m, struct vm *vm);
+void vm_unlink(struct vmm *m, struct vm *vm);
+void vm_fill_info(const struct vm *vm, struct vmm_info *ret);
+int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name);
+int image_path(struct vmm *m, char out[PATH_MAX], const char *name);
+
+/* The one way to walk the VMs without holding m->lock while working on
+ * them: takes a reference to every VM for which want (called under
+ * m->lock; NULL: every VM) says 1, in creation order. Free the list with
+ * vms_release. On failure (out of memory) returns NULL and *ret_n = 0. */
+struct vm **vms_collect(struct vmm *m, int (*want)(struct vm *vm, void *ud), void *ud, size_t *ret_n);
+void vms_release(struct vmm *m, struct vm **list, size_t n);
+
+/* ---- the default snapshot (vmm_base.c) ---- */
+
+void set_status(struct vmm *m, const char *fmt, const char *arg);
+/* The kernel and initrd paths a boot config points into. */
+struct boot_files {
+        char kernel[PATH_MAX], initrd[PATH_MAX];
+};
+/* QEMU's configuration for a guest in dir on disk, with its RAM in the
+ * file mem mapped shared (so saving it is a device-state save): the
+ * image's kernel and initrd (paths kept in f) and the manager's command
+ * line. */
+int boot_config(struct vmm *m, const char *dir, const char *disk, const char *mem, int mem_mb, int vcpus,
+                struct boot_files *f, struct qemu_config *ret);
+/* Connects to a freshly booted guest's agent and pings until it answers,
+ * the deadline passes or QEMU dies. */
+int wait_agent(struct qemu *q, const char *sock, int64_t deadline, struct agentc **ret);
+/* Runs a root shell command in the guest; its exit code or -errno. */
+int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms);
+/* Makes sure the default snapshot exists, cold-booting the image to make
+ * it (tens of seconds under TCG). */
+int ensure_base(struct vmm *m);
+
+/* ---- layers (vmm_layer.c) ---- */
+
+/* A layer's directory (NULL: the default snapshot) or a file in it. */
+int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], const char *name);
+/* Freezes vm's memory, device state and disk into a new layer, which its
+ * disk then sits on. vm->lock held. */
+int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24]);
+void layers_gc(struct vmm *m);
+/* At start-up: removes layer directories that no record names. */
+void layers_recover(struct vmm *m);
+
+/* ---- running and stopping a VM (vmm_life.c) ---- */
+
+/* Boots vm from its disk and memory file: restores the device state at
+ * state_path, or cold-boots when it is NULL. vm->lock held. */
+int vm_boot(struct vmm *m, struct vm *vm, const char *state_path);
+/* Ends vm's QEMU (asking it to quit first when timeout_ms > 0) and drops
+ * its agent. vm->lock held. */
+void vm_halt(struct vm *vm, int timeout_ms);
+int vm_suspend(struct vmm *m, struct vm *vm);
+int vm_start(struct vmm *m, struct vm *vm);
+/* Resumes a suspended VM for an operation that needs it running. */
+int ensure_running(struct vmm *m, struct vm *vm);
+
+/* ---- create and delete (vmm_create.c) ---- */
+
+/* Removes a VM that the caller holds a reference to: its QEMU, files and
+ * record. -ENOENT when it was removed already. */
+int vm_destroy(struct vmm *m, struct vm *vm);
+/* Ends the background creates before the manager goes away. */
+void creates_drain(struct vmm *m);
+
+/* ---- start-up and monitoring (vmm_monitor.c) ---- */
+
+void *bg_main(void *arg);
+void *monitor_main(void *arg);
+/* Writes the last use of the VMs used since the last call to the store. */
+void activity_save(struct vmm *m);
+
+#endif

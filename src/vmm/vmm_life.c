@@ -1,0 +1,427 @@
+/*
+ * vmm_life: a VM's lifecycle once it exists: boot and halt, suspend and
+ * resume, stop, kill, await, snapshot, optimize and resize. Every
+ * transition runs with vm->lock held, so a request waits for the one in
+ * progress. Depends on qemu, agentc, store and util.
+ */
+#include "lib/util.h"
+#include "vmm/vmm_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Removes the VM's old disk names (second names of layer files, kept while
+ * a QEMU might reopen them). Only while no QEMU runs for it. */
+static void vm_prune_disks(struct vm *vm)
+{
+        DIR *d = opendir(vm->dir);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                if (!strncmp(de->d_name, "disk", 4) && strstr(de->d_name, ".qcow2") && strcmp(de->d_name, vm->disk))
+                        unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
+}
+
+int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
+{
+        char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX];
+        struct boot_files files;
+        struct qemu_config c;
+        struct qemu *q = NULL;
+        struct agentc *a = NULL;
+        int r;
+
+        /* Each VM owns a shared-mapped memory file, so saving it (suspend,
+         * snapshot, fork) is a device-state save: the RAM is already in
+         * the file. */
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
+            vm_path(vm, sock, "agent.sock") < 0 ||
+            boot_config(m, vm->dir, disk, mem, vm->mem_mb, vm->vcpus, &files, &c) < 0)
+                return -ENAMETOOLONG;
+        c.incoming = state_path != NULL;
+        vm_prune_disks(vm);
+        r = qemu_spawn(&c, 10000, &q);
+        if (r < 0)
+                return r;
+        if (state_path) {
+                r = qemu_restore(q, state_path, RESTORE_TIMEOUT_MS);
+                if (r == 0)
+                        r = agentc_connect(sock, 5000, &a);
+                if (r == 0)
+                        r = agentc_ping(a, AGENT_TIMEOUT_MS);
+        } else {
+                r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
+        }
+        if (r < 0) {
+                agentc_unref(a);
+                qemu_stop(q, 0);
+                qemu_free(q);
+                return r;
+        }
+        vm->qemu = q;
+        vm->agent = a;
+        return 0;
+}
+
+void vm_halt(struct vm *vm, int timeout_ms)
+{
+        agentc_shutdown(vm->agent);
+        agentc_unref(vm->agent);
+        vm->agent = NULL;
+        if (vm->qemu) {
+                qemu_stop(vm->qemu, timeout_ms);
+                qemu_free(vm->qemu);
+                vm->qemu = NULL;
+        }
+}
+
+/* Device state saved next to the memory file, QEMU ended. */
+int vm_suspend(struct vmm *m, struct vm *vm)
+{
+        char state[PATH_MAX], tmp[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r;
+
+        if (!vm->qemu)
+                return state_of(m, vm) == VM_SUSPENDED ? 0 : -ENOTCONN;
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0)
+                return -ENAMETOOLONG;
+        vm_set_state(m, vm, VM_SUSPENDING);
+        /* Saved under a temporary name: a "state" file always is whole. */
+        r = qemu_save(vm->qemu, tmp, 60000);
+        if (r == 0 && rename(tmp, state) < 0)
+                r = -errno;
+        if (r < 0) {
+                qemu_cont(vm->qemu, 10000);
+                vm_set_state(m, vm, VM_RUNNING);
+                log_err("vm %s: suspend failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
+                return r;
+        }
+        vm_halt(vm, 0);
+        vm_set_state(m, vm, VM_SUSPENDED);
+        log_info("vm %s: suspended in %lld ms", vm->id, (long long)(now_ms() - t0));
+        return 0;
+}
+
+/* A cold boot starts from empty RAM on the VM's own disk, with the memory
+ * and vCPUs a resize asked for. */
+static int vm_cold_boot(struct vmm *m, struct vm *vm)
+{
+        char state[PATH_MAX], mem[PATH_MAX];
+        int r;
+
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, mem, "mem") < 0)
+                return -ENAMETOOLONG;
+        if (vm->pending_mem_mb || vm->pending_vcpus) {
+                int mem_mb = vm->pending_mem_mb ? vm->pending_mem_mb : vm->mem_mb;
+                int vcpus = vm->pending_vcpus ? vm->pending_vcpus : vm->vcpus;
+
+                r = store_vm_set_size(m->store, vm->id, mem_mb, vcpus, 0, 0);
+                if (r < 0)
+                        return r;
+                vm->mem_mb = mem_mb;
+                vm->vcpus = vcpus;
+                vm->pending_mem_mb = vm->pending_vcpus = 0;
+        }
+        unlink(mem);
+        unlink(state);
+        r = vm_boot(m, vm, NULL);
+        /* A disk grown while stopped: let the filesystem follow. */
+        if (r == 0)
+                guest_run(vm->agent, "resize2fs /dev/vda >/dev/null 2>&1", 120000);
+        return r;
+}
+
+/* Starts a suspended (resume) or stopped (cold boot) VM. */
+int vm_start(struct vmm *m, struct vm *vm)
+{
+        enum vm_state s = state_of(m, vm);
+        char state[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r;
+
+        if (vm->qemu)
+                return 0;
+        if (vm_path(vm, state, "state") < 0)
+                return -ENAMETOOLONG;
+        vm_set_state(m, vm, VM_STARTING);
+        if (s == VM_SUSPENDED) {
+                r = vm_boot(m, vm, state);
+                if (r == 0)
+                        unlink(state);
+        } else {
+                r = vm_cold_boot(m, vm);
+        }
+        if (r < 0) {
+                vm_set_state(m, vm, s);
+                log_err("vm %s: start failed: %s", vm->id, strerror(-r));
+                return r;
+        }
+        /* A VM whose create failed runs again: it is a VM like any other
+         * from now on, also across restarts. */
+        if (vm->error_code) {
+                r = store_vm_set_error(m->store, vm->id, 0, NULL);
+                if (r < 0)
+                        log_err("vm %s: could not clear its create failure: %s", vm->id, strerror(-r));
+                pthread_mutex_lock(&m->lock);
+                vm->error_code = 0;
+                free(vm->error);
+                vm->error = NULL;
+                pthread_mutex_unlock(&m->lock);
+        }
+        vm_touch(m, vm); /* a start is a use: its idle timer starts now */
+        vm_set_state(m, vm, VM_RUNNING);
+        log_info("vm %s: %s in %lld ms", vm->id, s == VM_SUSPENDED ? "resumed" : "cold-booted",
+                 (long long)(now_ms() - t0));
+        return 0;
+}
+
+int ensure_running(struct vmm *m, struct vm *vm)
+{
+        if (vm->qemu)
+                return 0;
+        if (state_of(m, vm) != VM_SUSPENDED)
+                return -ENOTCONN;
+        return vm_start(m, vm);
+}
+
+int vmm_suspend(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        r = vm_suspend(m, vm);
+        vm_unlock(m, vm);
+        return r;
+}
+
+int vmm_start(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        r = vm_start(m, vm);
+        vm_unlock(m, vm);
+        return r;
+}
+
+/* Drops a suspended VM's saved device state: its memory is gone, its disk
+ * stays. */
+static void drop_state(struct vm *vm)
+{
+        char state[PATH_MAX];
+
+        if (vm_path(vm, state, "state") == 0)
+                unlink(state);
+}
+
+int vmm_stop(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm->qemu) {
+                /* A clean shutdown from inside; QEMU exits when the guest
+                 * powers off (-no-reboot). */
+                guest_run(vm->agent, "systemctl poweroff --no-block", 10000);
+                for (int64_t end = now_ms() + 60000; !qemu_reap(vm->qemu) && now_ms() < end;)
+                        sleep_ms(50);
+                if (!qemu_reap(vm->qemu))
+                        log_warn("vm %s: guest did not power off within 60 s; killed", vm->id);
+                vm_halt(vm, 0);
+                vm_set_state(m, vm, VM_STOPPED);
+                log_info("vm %s: stopped", vm->id);
+        } else if (state_of(m, vm) == VM_SUSPENDED) {
+                drop_state(vm);
+                vm_set_state(m, vm, VM_STOPPED);
+        } else {
+                r = -ENOTCONN;
+        }
+        vm_unlock(m, vm);
+        return r;
+}
+
+int vmm_kill(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+
+        if (!vm)
+                return -ENOENT;
+        vm_halt(vm, 0);
+        drop_state(vm);
+        vm_set_state(m, vm, VM_STOPPED);
+        log_info("vm %s: killed", vm->id);
+        vm_unlock(m, vm);
+        return 0;
+}
+
+int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16])
+{
+        struct vm *vm = vm_find(m, account, id);
+
+        if (!vm)
+                return -ENOENT;
+        pthread_mutex_lock(&m->lock);
+        while (!vm->removed && vm->state != VM_STOPPED && vm->state != VM_LOST && !m->stopping)
+                pthread_cond_wait(&m->cond, &m->lock);
+        snprintf(ret_status, 16, "%s", vm->removed ? "deleted" : vm_state_name(vm->state));
+        pthread_mutex_unlock(&m->lock);
+        vm_put(m, vm);
+        return 0;
+}
+
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
+                 const struct vm_persistence *persistence, char ret_snapshot[24])
+{
+        struct vm *vm = vm_lock(m, account, id);
+        struct store_snapshot snap = {0};
+        char layer[24], sid[24];
+        int r;
+
+        if (!vm)
+                return -ENOENT;
+        if (!vm->qemu && state_of(m, vm) != VM_SUSPENDED) {
+                vm_unlock(m, vm);
+                return -ENOTCONN;
+        }
+        memcpy(sid, "sc-", 3);
+        r = random_id(sid + 3, 20);
+        if (r == 0)
+                r = vm_make_layer(m, vm, layer);
+        if (r == 0) {
+                snap.id = sid;
+                snap.account_id = (char *)account;
+                snap.name = (char *)name;
+                snap.source_vm_id = vm->id;
+                snap.layer = layer;
+                snap.persist_kind = (char *)vm_persist_name(persistence->kind);
+                snap.persist_priority = persistence->priority;
+                snap.created_at = wall_ms();
+                snap.mem_mb = vm->mem_mb;
+                snap.vcpus = vm->vcpus;
+                r = store_snapshot_insert(m->store, &snap);
+        }
+        if (r == 0)
+                log_info("vm %s: snapshot %s (layer %s)", vm->id, sid, layer);
+        else
+                log_err("vm %s: snapshot failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
+        vm_unlock(m, vm);
+        if (r == 0)
+                memcpy(ret_snapshot, sid, sizeof(sid));
+        return r;
+}
+
+int vmm_optimize(struct vmm *m, const char *account, const char *id)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char disk[PATH_MAX], base[PATH_MAX], log[PATH_MAX];
+        int64_t t0 = now_ms();
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm->qemu)
+                r = vm_suspend(m, vm);
+        if (r == 0 && vm->layer) {
+                /* Rebase the VM's disk straight onto the default snapshot's:
+                 * what the layers in between held is copied into it, and
+                 * later reads (and forks) walk two files instead of many. */
+                if (vm_path(vm, disk, vm->disk) < 0 || layer_path(m, NULL, base, "disk.qcow2") < 0 ||
+                    vm_path(vm, log, "qemu-img.log") < 0)
+                        r = -ENAMETOOLONG;
+                else
+                        r = qemu_img_rebase(disk, base, log);
+                if (r == 0)
+                        r = store_vm_set_layer(m->store, vm->id, NULL);
+                if (r == 0) {
+                        free(vm->layer);
+                        vm->layer = NULL;
+                }
+        }
+        if (r == 0)
+                vm_prune_disks(vm);
+        if (r == 0)
+                log_info("vm %s: optimized (suspended, disk flattened) in %lld ms", vm->id, (long long)(now_ms() - t0));
+        else
+                log_err("vm %s: optimize failed: %s", vm->id, strerror(-r));
+        vm_unlock(m, vm);
+        layers_gc(m);
+        return r;
+}
+
+/* Grows the disk to bytes: live for a running VM (then the filesystem),
+ * in the file for a stopped one, whose next boot grows the filesystem. */
+static int grow_disk(struct vmm *m, struct vm *vm, const char *disk, uint64_t bytes, const char *log)
+{
+        int r = 0;
+
+        if (!vm->qemu && state_of(m, vm) == VM_SUSPENDED)
+                r = vm_start(m, vm); /* the guest must see the new size */
+        if (r < 0)
+                return r;
+        if (!vm->qemu)
+                return qemu_img_resize(disk, bytes, log);
+        r = qemu_resize_disk(vm->qemu, bytes, 10000);
+        if (r == 0) {
+                int k = guest_run(vm->agent, "resize2fs /dev/vda >/dev/null 2>&1", 120000);
+
+                r = k < 0 ? k : k > 0 ? -EIO : 0;
+        }
+        return r;
+}
+
+int vmm_resize(struct vmm *m, const char *account, const char *id, int64_t disk_gb, int64_t mem_gb, int64_t vcpus)
+{
+        struct vm *vm = vm_lock(m, account, id);
+        char disk[PATH_MAX], log[PATH_MAX];
+        uint64_t cur = 0, want;
+        int r = 0;
+
+        if (!vm)
+                return -ENOENT;
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, log, "qemu-img.log") < 0 ||
+            qemu_img_size(disk, &cur) < 0) {
+                vm_unlock(m, vm);
+                return -EIO;
+        }
+        want = disk_gb > 0 ? (uint64_t)disk_gb << 30 : cur;
+        /* Growing only: shrinking a disk loses data, and a smaller RAM or
+         * fewer vCPUs could break what runs inside. */
+        if (want < cur || (mem_gb > 0 && mem_gb * 1024 < vm->mem_mb) || (vcpus > 0 && vcpus < vm->vcpus)) {
+                vm_unlock(m, vm);
+                return -EINVAL;
+        }
+        if (want > cur)
+                r = grow_disk(m, vm, disk, want, log);
+        if (r == 0 && (mem_gb > 0 || vcpus > 0)) {
+                int pending_mem = mem_gb > 0 && mem_gb * 1024 != vm->mem_mb ? (int)(mem_gb * 1024) : vm->pending_mem_mb;
+                int pending_vcpus = vcpus > 0 && vcpus != vm->vcpus ? (int)vcpus : vm->pending_vcpus;
+
+                r = store_vm_set_size(m->store, vm->id, vm->mem_mb, vm->vcpus, pending_mem, pending_vcpus);
+                if (r == 0) {
+                        vm->pending_mem_mb = pending_mem;
+                        vm->pending_vcpus = pending_vcpus;
+                }
+        }
+        if (r == 0)
+                log_info("vm %s: resized (disk %llu GiB, pending memory %d MiB, pending vCPUs %d)", vm->id,
+                         (unsigned long long)(want >> 30), vm->pending_mem_mb, vm->pending_vcpus);
+        else
+                log_err("vm %s: resize failed: %s", vm->id, strerror(-r));
+        vm_unlock(m, vm);
+        return r;
+}

@@ -1,0 +1,353 @@
+/*
+ * vmm_monitor: the manager's two background threads. bg_main runs once at
+ * start-up: it takes back the VMs that were running before a restart and
+ * makes the default snapshot. monitor_main runs until shutdown: it notices
+ * QEMU processes that exit, suspends idle VMs, deletes ephemeral VMs that
+ * reached their delete event, evicts sticky VMs past the storage quota and
+ * saves when VMs were last used. Depends on qemu, agentc, store and util.
+ */
+#include "lib/util.h"
+#include "vmm/vmm_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Start-up: re-attach                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Takes back a VM that was running when the daemon last stopped. */
+static void reattach(struct vmm *m, struct vm *vm)
+{
+        char sock[PATH_MAX];
+        struct qemu *q = NULL;
+        struct agentc *a = NULL;
+        int r;
+
+        pthread_mutex_lock(&vm->lock);
+        r = qemu_attach(vm->dir, 2000, &q);
+        /* A create the daemon died in: its setup may be half done. */
+        if (r == 0 && vm->error_code)
+                r = -ECANCELED;
+        /* A daemon killed in the middle of a snapshot or suspend leaves the
+         * guest paused: let it run again (a no-op for a running guest). */
+        if (r == 0)
+                qemu_cont(q, 2000);
+        if (r == 0 && vm_path(vm, sock, "agent.sock") == 0) {
+                r = agentc_connect(sock, 2000, &a);
+                if (r == 0)
+                        r = agentc_ping(a, 10000);
+        }
+        if (r == 0) {
+                vm->qemu = q;
+                vm->agent = a;
+                vm_set_state(m, vm, VM_RUNNING);
+                log_info("vm %s: re-attached to QEMU pid %d", vm->id, (int)q->pid);
+        } else {
+                char state[PATH_MAX];
+                int suspended;
+
+                agentc_unref(a);
+                if (q) {
+                        qemu_stop(q, 2000);
+                        qemu_free(q);
+                }
+                /* A suspend that finished saving before the daemon died: the
+                 * VM is suspended, whatever the record said. */
+                suspended = !q && vm_path(vm, state, "state") == 0 && access(state, F_OK) == 0;
+                vm_set_state(m, vm, suspended ? VM_SUSPENDED : VM_STOPPED);
+                if (r == -ECANCELED)
+                        log_warn("vm %s: the daemon stopped during its create; marked stopped, disk kept", vm->id);
+                else
+                        log_warn("vm %s: could not re-attach after restart (%s); marked %s, disk kept", vm->id,
+                                 strerror(-r), suspended ? "suspended" : "stopped");
+        }
+        pthread_mutex_unlock(&vm->lock);
+}
+
+/* VMs that were running (or half-way through a transition) when the
+ * daemon stopped; they read as starting until re-attached or marked. */
+static int was_running(struct vm *vm, void *ud)
+{
+        (void)ud;
+        if (vm->state != VM_RUNNING && vm->state != VM_STARTING && vm->state != VM_BUILDING &&
+            vm->state != VM_SUSPENDING)
+                return 0;
+        vm->state = VM_STARTING;
+        return 1;
+}
+
+void *bg_main(void *arg)
+{
+        struct vmm *m = arg;
+        size_t n;
+        struct vm **list = vms_collect(m, was_running, NULL, &n);
+
+        for (size_t i = 0; i < n; i++)
+                reattach(m, list[i]);
+        vms_release(m, list, n);
+        if (ensure_base(m) == 0) {
+                pthread_mutex_lock(&m->lock);
+                m->ready = 1;
+                snprintf(m->status, sizeof(m->status), "ready");
+                pthread_mutex_unlock(&m->lock);
+                log_info("ready: default snapshot %s", m->base_dir);
+        }
+        return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Idle suspend                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Sum of the guest's network byte counters (all interfaces but lo), read
+ * from /proc/net/dev through the agent, which starts no process. */
+static int guest_net_bytes(struct agentc *a, uint64_t *ret)
+{
+        struct agentc_result res = {0};
+        uint64_t total = 0;
+        char *text, *line, *save = NULL;
+        int r = agentc_read(a, "/proc/net/dev", NULL, 64 * 1024, 5000, &res);
+
+        if (r == 0 && res.err)
+                r = -res.err;
+        text = r == 0 ? strndup(res.data.data ? (char *)res.data.data : "", res.data.len) : NULL;
+        agentc_result_free(&res);
+        if (r < 0)
+                return r;
+        if (!text)
+                return -ENOMEM;
+        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *colon = strchr(line, ':');
+                unsigned long long v[9];
+
+                if (!colon || strstr(line, "lo:"))
+                        continue;
+                if (sscanf(colon + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                           &v[4], &v[5], &v[6], &v[7], &v[8]) == 9)
+                        total += v[0] + v[8];
+        }
+        free(text);
+        *ret = total;
+        return 0;
+}
+
+static int idle_candidate(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->state == VM_RUNNING && vm->idle_timeout_s > 0;
+}
+
+/* Suspends VMs idle for longer than their idleTimeoutSeconds: no use
+ * through the API and no guest network traffic. The guest is asked for
+ * its counters without any VM lock held. */
+static void idle_check(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, idle_candidate, NULL, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                struct vm *vm = list[i];
+                struct agentc *a = NULL;
+                uint64_t bytes;
+                int64_t idle_ms;
+
+                if (pthread_mutex_trylock(&vm->lock) != 0)
+                        continue; /* in a transition: not idle */
+                if (vm->agent)
+                        a = agentc_ref(vm->agent);
+                pthread_mutex_unlock(&vm->lock);
+                if (a && guest_net_bytes(a, &bytes) == 0 && bytes != vm->net_bytes) {
+                        vm->net_bytes = bytes;
+                        vm_touch(m, vm);
+                }
+                agentc_unref(a);
+                pthread_mutex_lock(&m->lock);
+                idle_ms = now_ms() - vm->last_activity;
+                pthread_mutex_unlock(&m->lock);
+                if (idle_ms <= vm->idle_timeout_s * 1000 || pthread_mutex_trylock(&vm->lock) != 0)
+                        continue;
+                if (vm->qemu && !vm->removed) {
+                        log_info("vm %s: idle for %lld s; suspending", vm->id, (long long)(idle_ms / 1000));
+                        vm_suspend(m, vm);
+                }
+                pthread_mutex_unlock(&vm->lock);
+        }
+        vms_release(m, list, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Ephemeral VMs and the storage quota                                 */
+/* ------------------------------------------------------------------ */
+
+static int ephemeral_done(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->persist.kind == VM_PERSIST_EPHEMERAL &&
+               (vm->state == VM_STOPPED || vm->state == VM_LOST ||
+                (vm->persist.delete_on == VM_SUSPENDED && vm->state == VM_SUSPENDED));
+}
+
+/* Deletes ephemeral VMs that reached their delete event. */
+static void ephemeral_reap(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, ephemeral_done, NULL, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                log_info("vm %s: ephemeral and no longer running; deleting", list[i]->id);
+                vm_destroy(m, list[i]);
+        }
+        vms_release(m, list, n);
+}
+
+static int64_t storage_used(struct vmm *m)
+{
+        char path[PATH_MAX];
+        int64_t total = 0;
+
+        if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) == 0)
+                total += dir_usage(path, 1);
+        /* The default snapshot is the server's own fixed cost: not counted. */
+        if (path_fmt(path, sizeof(path), "%s/layers", m->data_dir) == 0)
+                total += dir_usage(path, 0);
+        return total;
+}
+
+/* Over the storage quota, deletes sticky VMs: lowest priority first, then
+ * the least recently used. Persistent and ephemeral VMs are never evicted
+ * here. */
+static void evict_for_quota(struct vmm *m)
+{
+        int64_t used;
+
+        while (m->cfg.storage_quota > 0 && (used = storage_used(m)) > m->cfg.storage_quota && !m->stopping) {
+                struct vm *pick = NULL;
+
+                pthread_mutex_lock(&m->lock);
+                for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                        if (vm->persist.kind != VM_PERSIST_STICKY || vm->state == VM_STARTING ||
+                            vm->state == VM_SUSPENDING)
+                                continue;
+                        if (!pick || vm->persist.priority < pick->persist.priority ||
+                            (vm->persist.priority == pick->persist.priority &&
+                             vm->last_activity < pick->last_activity))
+                                pick = vm;
+                }
+                if (pick)
+                        pick->refs++;
+                pthread_mutex_unlock(&m->lock);
+                if (!pick) {
+                        if (used == m->quota_warned)
+                                return;
+                        m->quota_warned = used;
+                        log_warn("storage: %lld bytes used, over the quota of %lld, and no sticky VM to evict",
+                                 (long long)used, (long long)m->cfg.storage_quota);
+                        return;
+                }
+                log_info("vm %s: evicted (storage %lld bytes over the quota of %lld; least recently used sticky VM)",
+                         pick->id, (long long)(used - m->cfg.storage_quota), (long long)m->cfg.storage_quota);
+                vm_destroy(m, pick);
+                vm_put(m, pick);
+        }
+}
+
+/* ------------------------------------------------------------------ */
+/* Last use                                                            */
+/* ------------------------------------------------------------------ */
+
+static int used_since_saved(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->last_activity != vm->saved_activity;
+}
+
+/* As wall-clock time, so that a restart keeps it. A write that fails is
+ * tried again at the next call. */
+void activity_save(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, used_since_saved, NULL, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                struct vm *vm = list[i];
+                int64_t last;
+                int r;
+
+                pthread_mutex_lock(&m->lock);
+                last = vm->last_activity;
+                pthread_mutex_unlock(&m->lock);
+                r = store_vm_set_last_active(m->store, vm->id, wall_ms() - (now_ms() - last));
+                if (r == 0) {
+                        pthread_mutex_lock(&m->lock);
+                        vm->saved_activity = last;
+                        pthread_mutex_unlock(&m->lock);
+                } else if (r != -ENOENT) {
+                        log_err("vm %s: could not save its last use: %s", vm->id, strerror(-r));
+                }
+        }
+        vms_release(m, list, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* QEMU exits                                                          */
+/* ------------------------------------------------------------------ */
+
+static int is_running(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->state == VM_RUNNING;
+}
+
+/* Notices QEMU processes that exit under running VMs (guest shutdown,
+ * crash, kill) and updates their state. A VM in a transition is watched
+ * by that transition. */
+static void exits_check(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, is_running, NULL, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                struct vm *vm = list[i];
+
+                if (pthread_mutex_trylock(&vm->lock) != 0)
+                        continue;
+                if (vm->qemu && qemu_reap(vm->qemu) && !vm->removed) {
+                        int st = vm->qemu->status;
+                        int clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+                        if (st == -1)
+                                log_warn("vm %s: QEMU exited (status unknown); state lost", vm->id);
+                        else
+                                log_warn("vm %s: QEMU exited (%s %d); state %s", vm->id,
+                                         WIFSIGNALED(st) ? "signal" : "status",
+                                         WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), clean ? "stopped" : "lost");
+                        vm_halt(vm, 0);
+                        vm_set_state(m, vm, clean ? VM_STOPPED : VM_LOST);
+                }
+                pthread_mutex_unlock(&vm->lock);
+        }
+        vms_release(m, list, n);
+}
+
+void *monitor_main(void *arg)
+{
+        struct vmm *m = arg;
+
+        for (unsigned tick = 1; !m->stopping; tick++) {
+                sleep_ms(500);
+                if (tick % 4 == 0)
+                        idle_check(m);
+                ephemeral_reap(m);
+                if (tick % 10 == 0)
+                        evict_for_quota(m);
+                if (tick % 120 == 0)
+                        activity_save(m);
+                exits_check(m);
+        }
+        return NULL;
+}
