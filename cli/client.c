@@ -4,6 +4,7 @@
  * back to the caller, which reports them once with context.
  */
 #include "client.h"
+#include "lib/util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -63,8 +64,7 @@ void client_response_done(struct client_response *r)
 
 /* Accumulates a response body, refusing to grow past CLIENT_MAX_RESPONSE. */
 struct client_sink {
-        char *buf;
-        size_t len, cap;
+        struct strbuf body;
         int too_big;
 };
 
@@ -73,26 +73,11 @@ static size_t client_sink_write(char *data, size_t size, size_t nmemb, void *use
         struct client_sink *s = userdata;
         size_t n = size * nmemb;
 
-        if (n > CLIENT_MAX_RESPONSE - s->len) {
+        if (n > CLIENT_MAX_RESPONSE - s->body.len) {
                 s->too_big = 1;
                 return 0; /* makes libcurl abort the transfer */
         }
-        if (s->len + n + 1 > s->cap) {
-                size_t cap = s->cap ? s->cap : 4096;
-                char *p;
-
-                while (cap < s->len + n + 1)
-                        cap *= 2;
-                p = realloc(s->buf, cap);
-                if (!p)
-                        return 0;
-                s->buf = p;
-                s->cap = cap;
-        }
-        memcpy(s->buf + s->len, data, n);
-        s->len += n;
-        s->buf[s->len] = '\0';
-        return n;
+        return strbuf_add(&s->body, data, n) < 0 ? 0 : n;
 }
 
 int client_request(struct client *c, const char *method, const char *path, json_t *body,
@@ -171,19 +156,19 @@ int client_request(struct client *c, const char *method, const char *path, json_
                 goto out;
         }
         curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-        if (!sink.buf) {
-                sink.buf = strdup("");
-                if (!sink.buf)
+        if (!sink.body.s) {
+                sink.body.s = strdup("");
+                if (!sink.body.s)
                         goto out;
         }
         ret_resp->status = status;
-        ret_resp->body = sink.buf;
-        ret_resp->len = sink.len;
-        ret_resp->json = json_loadb(sink.buf, sink.len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
-        sink.buf = NULL;
+        ret_resp->body = sink.body.s;
+        ret_resp->len = sink.body.len;
+        ret_resp->json = json_loadb(sink.body.s, sink.body.len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+        sink.body.s = NULL;
         r = 0;
 out:
-        free(sink.buf);
+        free(sink.body.s);
         curl_slist_free_all(headers);
         free(url);
         free(auth);
