@@ -232,6 +232,29 @@ test("bad input: unknown routes answer a JSON error", async () => {
   }
 });
 
+test("routing: a known path with another method is 405 with Allow; literal paths beat VM ids", async () => {
+  const id = needVm();
+  for (const [method, p, allow] of [
+    ["PATCH", "/v1/vms", "GET, POST"],
+    ["PUT", `/v1/vms/${id}`, "GET, DELETE"],
+    ["GET", `/v1/vms/${id}/exec-await`, "POST"],
+    ["DELETE", `/v1/vms/${id}/files/${enc("/etc/hostname")}`, "GET, PUT"],
+    ["POST", "/v1/vms/snapshots/sc-aaaaaaaaaaaaaaaaaaaa", "GET, PATCH, DELETE"],
+  ]) {
+    const res = await api(method, p);
+    expectError(res, 405, "METHOD_NOT_ALLOWED", `${method} ${p}`);
+    assert.equal(res.headers.get("allow"), allow, show(method, p, res));
+  }
+  // "snapshots" is also a valid legacy VM id; the literal route wins.
+  const list = await api("GET", "/v1/vms/snapshots");
+  assert.equal(list.status, 200, show("GET", "/v1/vms/snapshots", list));
+  assert.ok(Array.isArray(list.json?.snapshots), show("GET", "/v1/vms/snapshots", list));
+  // Without a key, an unknown path is 401, not a hint about what exists.
+  expectError(await api("GET", "/v1/nope", { key: null }), 401, "UNAUTHORIZED", "GET /v1/nope without a key");
+  expectError(await api("PUT", "/v1/vms", { key: null }), 401, "UNAUTHORIZED", "PUT /v1/vms without a key");
+  assert.equal((await api("GET", "/healthz", { key: null })).status, 200, "GET /healthz needs no key");
+});
+
 test("bad input: an unknown VM is 404 VM_NOT_FOUND", async () => {
   for (const [method, p, body] of [
     ["GET", `/v1/vms/${UNKNOWN}`],
