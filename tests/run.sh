@@ -2,7 +2,8 @@
 # The whole Sprout test suite; `make test` runs it once everything is built
 # and the guest image exists.
 #
-#   1. unit tests: build/test-unit, then the same under ASan+UBSan
+#   1. unit tests: build/test-unit, then the same under ASan+UBSan; the
+#      layering check (tests/layers.sh)
 #   2. CLI tests against a fake in-process server (no daemon needed)
 #   3. a fresh build/sproutd on a free loopback port, temp data dir, random
 #      admin key; wait for /healthz (the first boot of a data dir cold-boots
@@ -193,6 +194,8 @@ fi
 
 run_unit build/test-unit
 run_unit build/asan/test-unit
+tests/layers.sh
+check "layers: each part of src/ includes only what is below it" $?
 run_node tests/e2e/cli-offline.test.mjs SPROUT_BIN="$ROOT/build/sprout"
 
 if [ $# -gt 0 ]; then
