@@ -6,6 +6,7 @@
  * directory under /tmp. USER tests need root and are skipped otherwise.
  * The agent's stderr is silenced unless $SPROUT_TEST_VERBOSE is set.
  */
+#include "agent_proc.h"
 #include "proto.h"
 #include "unit.h"
 
@@ -22,8 +23,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define TA_DEFAULT_AGENT "build/sprout-agent"
 
 /* ---------------------------------------------------------------- harness */
 
@@ -63,72 +62,25 @@ static uint64_t ta_ms(void)
 
 static const char *ta_agent_path(void)
 {
-        const char *p = getenv("SPROUT_AGENT");
-
-        return p && *p ? p : TA_DEFAULT_AGENT;
+        return unit_agent_path();
 }
 
 /* Starts the agent on one end of a socketpair. Returns 0 or -1 (with a
  * message on stderr saying why). */
 static int ta_start(struct ta *t)
 {
-        const char *path = ta_agent_path();
-        int sv[2];
-
         *t = (struct ta){.pid = -1, .fd = -1};
-        if (access(path, X_OK) < 0) {
-                fprintf(stderr,
-                        "    %s not found (%s): run `make build/sprout-agent` in the repo root first\n", path,
-                        strerror(errno));
-                return -1;
-        }
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-                return -1;
-        t->pid = fork();
-        if (t->pid < 0) {
-                close(sv[0]);
-                close(sv[1]);
-                return -1;
-        }
-        if (t->pid == 0) {
-                if (sv[1] == 3)
-                        fcntl(3, F_SETFD, 0);
-                else if (dup2(sv[1], 3) < 0)
-                        _exit(126);
-                if (!getenv("SPROUT_TEST_VERBOSE")) {
-                        int null = open("/dev/null", O_WRONLY);
-
-                        if (null >= 0)
-                                dup2(null, 2);
-                }
-                execl(path, "sprout-agent", "--fd", "3", (char *)NULL);
-                _exit(127);
-        }
-        close(sv[1]);
-        t->fd = sv[0];
-        return 0;
+        return unit_agent_spawn(&t->pid, &t->fd);
 }
 
 /* Waits up to timeout_ms for the agent to exit; kills it if it does not.
  * Returns its wait status, or -1 if it had to be killed. */
 static int ta_reap(struct ta *t, int timeout_ms)
 {
-        uint64_t end = ta_ms() + (uint64_t)timeout_ms;
-        int status;
+        int status = unit_agent_reap(t->pid, timeout_ms);
 
-        while (ta_ms() < end) {
-                pid_t r = waitpid(t->pid, &status, WNOHANG);
-
-                if (r == t->pid) {
-                        t->pid = -1;
-                        return status;
-                }
-                usleep(5000);
-        }
-        kill(t->pid, SIGKILL);
-        waitpid(t->pid, &status, 0);
         t->pid = -1;
-        return -1;
+        return status;
 }
 
 static void ta_stop(struct ta *t)
