@@ -138,6 +138,23 @@ static int finish(struct cli *c, int rc)
         return rc;
 }
 
+/* A request whose answer needs no more than "VERB WHAT" (or, with --json,
+ * the body as sent). */
+static int call_and_say(struct cli *c, const char *method, const char *path, const char *verb, const char *what)
+{
+        struct client_response r;
+        int rc = call(c, method, path, NULL, &r);
+
+        if (rc)
+                return rc;
+        if (c->json)
+                print_raw(&r);
+        else
+                printf("%s %s\n", verb, what);
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Argument parsing                                                         */
 /* ------------------------------------------------------------------------ */
@@ -481,7 +498,6 @@ static int cmd_vm_get(struct cli *c, int argc, char **argv)
 /* vm delete: DELETE /v1/vms/ID. */
 static int cmd_vm_delete(struct cli *c, int argc, char **argv)
 {
-        struct client_response r;
         char *pos[1], *path;
         int rc;
 
@@ -491,16 +507,9 @@ static int cmd_vm_delete(struct cli *c, int argc, char **argv)
         }
         if (!(path = vm_path(pos[0], "")))
                 return fail(c, "out of memory");
-        rc = call(c, "DELETE", path, NULL, &r);
+        rc = call_and_say(c, "DELETE", path, "deleted", pos[0]);
         free(path);
-        if (rc)
-                return rc;
-        if (c->json)
-                print_raw(&r);
-        else
-                printf("deleted %s\n", pos[0]);
-        client_response_done(&r);
-        return finish(c, 0);
+        return rc;
 }
 
 /*
@@ -744,20 +753,43 @@ out:
 /* keys create: POST /admin/v1/keys; the key is printed alone on the last line. */
 static int cmd_keys_create(struct cli *c, int argc, char **argv)
 {
-        const char *account = NULL;
-        const struct opt opts[] = {{"--account", NULL, &account, NULL}, {0}};
+        static const char *const fields[] = {"maxVms", "maxRunningVms", "maxSnapshots", "maxMemoryMb",
+                                             "maxStorageBytes"};
+        const char *account = NULL, *lim[5] = {0};
+        const struct opt opts[] = {{"--account", NULL, &account, NULL},
+                                   {"--max-vms", NULL, &lim[0], NULL},
+                                   {"--max-running-vms", NULL, &lim[1], NULL},
+                                   {"--max-snapshots", NULL, &lim[2], NULL},
+                                   {"--max-memory-mb", NULL, &lim[3], NULL},
+                                   {"--max-storage-bytes", NULL, &lim[4], NULL},
+                                   {0}};
         struct client_response r;
         const char *key, *acct, *acct_id;
-        json_t *body;
+        json_t *body, *limits;
         int rc;
 
         if (parse_args(c, argc, argv, opts, 0, NULL, 0) < 0)
                 return EXIT_USAGE;
         body = json_object();
-        if (!body || (account && json_object_set_new(body, "account", json_string(account)) < 0)) {
+        limits = json_object();
+        for (int i = 0; i < 5; i++) {
+                if (!lim[i])
+                        continue;
+                if (parse_count(lim[i]) < 0) {
+                        fprintf(stderr, "sprout: %s: limits take a non-negative number (0: none)\n", c->what);
+                        json_decref(body);
+                        json_decref(limits);
+                        return EXIT_USAGE;
+                }
+                json_object_set_new(limits, fields[i], json_integer(parse_count(lim[i])));
+        }
+        if (!body || !limits || (account && json_object_set_new(body, "account", json_string(account)) < 0) ||
+            (json_object_size(limits) && json_object_set(body, "limits", limits) < 0)) {
                 json_decref(body);
+                json_decref(limits);
                 return fail(c, "out of memory");
         }
+        json_decref(limits);
         rc = call(c, "POST", "/admin/v1/keys", body, &r);
         json_decref(body);
         if (rc)
@@ -771,10 +803,66 @@ static int cmd_keys_create(struct cli *c, int argc, char **argv)
                 rc = fail(c, "response has no key: %.200s", r.body);
         } else {
                 /* Scripts read the key from the last line: keep it alone there. */
-                printf("account %s (%s)\n%s\n", acct ? acct : "-", acct_id ? acct_id : "-", key);
+                printf("account %s (%s), key id %s\n%s\n", acct ? acct : "-", acct_id ? acct_id : "-",
+                       json_string_value(json_object_get(r.json, "id")) ?: "-", key);
         }
         client_response_done(&r);
         return finish(c, rc);
+}
+
+/* keys list: GET /admin/v1/keys; a table (an admin key sees every account's). */
+static int cmd_keys_list(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        json_t *keys, *k;
+        size_t i;
+        int rc;
+
+        if (parse_args(c, argc, argv, NULL, 0, NULL, 0) < 0)
+                return EXIT_USAGE;
+        rc = call(c, "GET", "/admin/v1/keys", NULL, &r);
+        if (rc)
+                return rc;
+        keys = json_object_get(r.json, "keys");
+        if (c->json) {
+                print_raw(&r);
+        } else if (!json_is_array(keys)) {
+                rc = fail(c, "unexpected response: %.200s", r.body);
+        } else {
+                printf("%-28s %-20s %-10s %-6s %s\n", "ID", "ACCOUNT", "PREFIX", "ADMIN", "CREATED");
+                json_array_foreach(keys, i, k)
+                {
+                        char b[5][64];
+
+                        printf("%-28s %-20s %-10s %-6s %s%s\n", cell(json_object_get(k, "id"), b[0], 64),
+                               cell(json_object_get(k, "account"), b[1], 64), cell(json_object_get(k, "prefix"), b[2], 64),
+                               cell(json_object_get(k, "admin"), b[3], 64), cell(json_object_get(k, "createdAt"), b[4], 64),
+                               json_is_true(json_object_get(k, "bootstrap")) ? " (bootstrap)" : "");
+                }
+        }
+        client_response_done(&r);
+        return finish(c, rc);
+}
+
+/* keys revoke: DELETE /admin/v1/keys/ID. */
+static int cmd_keys_revoke(struct cli *c, int argc, char **argv)
+{
+        char *pos[1], *e, *path = NULL;
+        int rc;
+
+        if (parse_args(c, argc, argv, NULL, 0, pos, 1) != 1) {
+                fprintf(stderr, "usage: sprout keys revoke ID [--json]\n");
+                return EXIT_USAGE;
+        }
+        e = client_escape_segment(pos[0]);
+        if (!e || asprintf(&path, "/admin/v1/keys/%s", e) < 0) {
+                free(e);
+                return fail(c, "out of memory");
+        }
+        free(e);
+        rc = call_and_say(c, "DELETE", path, "revoked", pos[0]);
+        free(path);
+        return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -800,8 +888,12 @@ static const struct command commands[] = {
     {"file", "get", cmd_file_get, "ID PATH [-o FILE] [--json]",
      "write a guest file's bytes to stdout or FILE; a directory lists its entries"},
     {"file", "put", cmd_file_put, "ID PATH [FILE|-] [--json]", "upload FILE (or stdin) to PATH in the guest"},
-    {"keys", "create", cmd_keys_create, "[--account NAME] [--json]",
-     "create an API key (admin key needed); prints the key on its last line"},
+    {"keys", "create", cmd_keys_create,
+     "[--account NAME] [--max-vms N] [--max-running-vms N] [--max-snapshots N] [--max-memory-mb N]"
+     " [--max-storage-bytes N] [--json]",
+     "create an API key (admin key needed), setting its account's limits; prints the key on its last line"},
+    {"keys", "list", cmd_keys_list, "[--json]", "list API keys (an admin key sees every account's)"},
+    {"keys", "revoke", cmd_keys_revoke, "ID [--json]", "revoke an API key"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

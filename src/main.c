@@ -32,7 +32,19 @@ static void usage(FILE *f)
                    "  --max-file-bytes N     cap on one file read or written (default 64 MiB)\n"
                    "  --max-output-bytes N   cap on an exec's output (default 16 MiB)\n"
                    "  --storage-quota-bytes N  past it, sticky VMs are evicted, LRU first (default: none)\n"
-                   "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists\n");
+                   "  --disk-reserve-bytes N   refuse creates, forks and snapshots while the data dir has\n"
+                   "                           less free space (default 1 GiB)\n"
+                   "  --max-vm-memory-mb N   cap on one VM's memory (default 16384)\n"
+                   "  --max-vm-vcpus N       cap on one VM's vCPUs (default 16)\n"
+                   "  --max-vm-disk-gb N     cap on one VM's disk (default 256)\n"
+                   "  --max-request-seconds N  cap on an exec's run time, an await and a stream (default 3600)\n"
+                   "  --account-max-long-requests N  execs, awaits and streams one account may have\n"
+                   "                         open at once (default 32)\n"
+                   "every account's limits, unless `sprout keys create` set its own (0: none):\n"
+                   "  --account-max-vms N  --account-max-running-vms N  --account-max-snapshots N\n"
+                   "  --account-max-memory-mb N  --account-max-storage-bytes N\n"
+                   "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists (and\n"
+                   "revokes the previous one); sproutd drops it from its environment once read\n");
 }
 
 static long long parse_num(const char *s, const char *flag, long long min, long long max)
@@ -59,12 +71,33 @@ int main(int argc, char **argv)
                 {"max-file-bytes", required_argument, NULL, 'f'},
                 {"max-output-bytes", required_argument, NULL, 'o'},
                 {"storage-quota-bytes", required_argument, NULL, 'q'},
+                {"disk-reserve-bytes", required_argument, NULL, 'R'},
+                {"max-vm-memory-mb", required_argument, NULL, 'M'},
+                {"max-vm-vcpus", required_argument, NULL, 'C'},
+                {"max-vm-disk-gb", required_argument, NULL, 'D'},
+                {"max-request-seconds", required_argument, NULL, 'T'},
+                {"account-max-long-requests", required_argument, NULL, 'L'},
+                {"account-max-vms", required_argument, NULL, 1},
+                {"account-max-running-vms", required_argument, NULL, 2},
+                {"account-max-snapshots", required_argument, NULL, 3},
+                {"account-max-memory-mb", required_argument, NULL, 4},
+                {"account-max-storage-bytes", required_argument, NULL, 5},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
-        struct sprout d = {0};
+        struct sprout d = {.api = {.max_vm_mem_mb = 16384,
+                                   .max_vm_vcpus = 16,
+                                   .max_vm_disk_gb = 256,
+                                   .max_long_requests = 32,
+                                   .max_request_ms = 3600 * 1000}};
         struct http_config hc = {.max_body = 100u << 20, .max_connections = 512};
-        struct vmm_config vc = {
-                .mem_mb = 1024, .vcpus = 1, .max_vms = 64, .max_file_size = 64u << 20, .max_output = 16u << 20};
+        struct vmm_config vc = {.mem_mb = 1024,
+                                .vcpus = 1,
+                                .max_vms = 64,
+                                .max_file_size = 64u << 20,
+                                .max_output = 16u << 20,
+                                .account_limits = {0, 0, 0, 0, 0},
+                                .disk_reserve = 1LL << 30,
+                                .max_exec_ms = 3600 * 1000};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
@@ -84,6 +117,20 @@ int main(int argc, char **argv)
                 case 'f': vc.max_file_size = (size_t)parse_num(optarg, "--max-file-bytes", 1, 1LL << 32); break;
                 case 'o': vc.max_output = (size_t)parse_num(optarg, "--max-output-bytes", 1024, 1LL << 32); break;
                 case 'q': vc.storage_quota = parse_num(optarg, "--storage-quota-bytes", 0, 1LL << 50); break;
+                case 'R': vc.disk_reserve = parse_num(optarg, "--disk-reserve-bytes", 0, 1LL << 50); break;
+                case 'M': d.api.max_vm_mem_mb = (int)parse_num(optarg, "--max-vm-memory-mb", 128, 1 << 20); break;
+                case 'C': d.api.max_vm_vcpus = (int)parse_num(optarg, "--max-vm-vcpus", 1, 256); break;
+                case 'D': d.api.max_vm_disk_gb = (int)parse_num(optarg, "--max-vm-disk-gb", 1, 1 << 16); break;
+                case 'T':
+                        d.api.max_request_ms = parse_num(optarg, "--max-request-seconds", 1, 7 * 86400) * 1000;
+                        vc.max_exec_ms = d.api.max_request_ms;
+                        break;
+                case 'L': d.api.max_long_requests = (int)parse_num(optarg, "--account-max-long-requests", 1, 100000); break;
+                case 1: vc.account_limits.vms = parse_num(optarg, "--account-max-vms", 0, 1 << 20); break;
+                case 2: vc.account_limits.running = parse_num(optarg, "--account-max-running-vms", 0, 1 << 20); break;
+                case 3: vc.account_limits.snapshots = parse_num(optarg, "--account-max-snapshots", 0, 1 << 20); break;
+                case 4: vc.account_limits.mem_mb = parse_num(optarg, "--account-max-memory-mb", 0, 1LL << 40); break;
+                case 5: vc.account_limits.storage = parse_num(optarg, "--account-max-storage-bytes", 0, 1LL << 60); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -142,14 +189,21 @@ int main(int argc, char **argv)
                 log_err("cannot open the store %s: %s", db, strerror(-r));
                 return 1;
         }
+        /* The admin key must not outlive this point in the environment:
+         * every child (QEMU, helpers) would inherit it. */
         key = getenv("SPROUT_BOOTSTRAP_KEY");
         if (key && *key) {
-                r = store_ensure_admin_key(d.store, key, "admin");
+                int revoked = 0;
+
+                r = store_ensure_admin_key(d.store, key, "admin", &revoked);
                 if (r < 0) {
                         log_err("cannot store the bootstrap key: %s", strerror(-r));
                         return 1;
                 }
+                if (revoked > 0)
+                        log_info("bootstrap key replaced: %d earlier bootstrap key(s) revoked", revoked);
         }
+        unsetenv("SPROUT_BOOTSTRAP_KEY");
         vc.data_dir = data_dir;
         vc.image_dir = image;
         log_info("sproutd starting: data dir %s, image %s, accelerator %s%s", data_dir, image,
@@ -161,7 +215,12 @@ int main(int argc, char **argv)
                 log_err("cannot start the VM manager: %s", strerror(-r));
                 return 1;
         }
-        d.api = (struct api){.store = d.store, .vmm = d.vmm};
+        d.api.store = d.store;
+        d.api.vmm = d.vmm;
+        if (api_init(&d.api) < 0) {
+                log_err("out of memory");
+                return 1;
+        }
         hc.host = host;
         hc.port = port;
         r = http_start(&hc, api_handle, &d.api, &d.http);
@@ -185,6 +244,7 @@ int main(int argc, char **argv)
                 _exit(0);
         }
         http_stop(d.http);
+        api_free(&d.api);
         vmm_free(d.vmm);
         store_close(d.store);
         close(lock_fd);

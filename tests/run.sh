@@ -315,16 +315,22 @@ stop_sproutd() { # [final]
 # VMs outlive a daemon restart: a VM made before a SIGTERM still answers,
 # with its files, once sproutd runs again over the same data dir.
 restart_check() {
-        local id out ok=1
+        local id out old_key code ok=1
         kill -0 "$SPROUTD_PID" 2>/dev/null || return
         log "restart check: a VM survives a sproutd restart"
         id=$(build/sprout vm create --name restart-check) || { check "restart: vm create" 1; return; }
         build/sprout vm exec "$id" 'echo kept > /root/restart-marker' || { check "restart: write marker" 1; return; }
         stop_sproutd
+        # The restart comes with a new bootstrap key, which replaces the old.
+        old_key=$SPROUT_API_KEY
+        SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         if ! launch_sproutd; then
                 check "restart: sproutd becomes healthy again" 1
                 return
         fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $old_key" "$SPROUT_URL/v1/vms")
+        [ "$code" = 401 ] || log "the previous bootstrap key answered $code"
+        check "restart: a new bootstrap key revokes the previous one" "$([ "$code" = 401 ] && echo 0 || echo 1)"
         out=$(build/sprout vm exec "$id" 'cat /root/restart-marker') && [ "$out" = kept ] && ok=0
         [ "$ok" -eq 0 ] || log "after the restart, vm exec $id printed '$out'"
         check "restart: the VM still runs and keeps its files" "$ok"

@@ -21,6 +21,11 @@
 #define AGENTC_CHUNK (64 * 1024)
 /* How long past an exec's own timeout the host waits for its answer. */
 #define AGENTC_EXEC_GRACE_MS 10000
+/* The longest one frame may take to go out. A guest that stops reading
+ * its port (its agent stopped) fills the socket; past this the connection
+ * is given up, so no request, and no lock it holds, waits on the guest
+ * for longer. */
+#define AGENTC_SEND_TIMEOUT_MS 10000
 
 /* What came back on one stream: the RESULT frame's TLV payload, and the
  * DATA, STDOUT and STDERR bytes, each collection bounded by the stream's
@@ -76,15 +81,22 @@ static int read_full(int fd, void *buf, size_t n)
 static int send_frame(struct agentc *a, uint32_t stream, uint16_t type, const void *payload, size_t len)
 {
         uint8_t hdr[PROTO_HDR_SIZE];
+        int64_t deadline;
         int r;
 
         if (len > PROTO_MAX_PAYLOAD)
                 return -EMSGSIZE;
         proto_hdr_encode(hdr, (uint32_t)len, stream, type);
         pthread_mutex_lock(&a->write_lock);
-        r = sock_send_all(a->fd, hdr, sizeof(hdr));
+        deadline = now_ms() + AGENTC_SEND_TIMEOUT_MS;
+        r = sock_send_all(a->fd, hdr, sizeof(hdr), deadline);
         if (r == 0 && len)
-                r = sock_send_all(a->fd, payload, len);
+                r = sock_send_all(a->fd, payload, len, deadline);
+        /* A frame cut short leaves the byte stream unusable, and a full
+         * socket means a guest that does not read: either way the
+         * connection is over, and every waiter hears so at once. */
+        if (r < 0)
+                shutdown(a->fd, SHUT_RDWR);
         pthread_mutex_unlock(&a->write_lock);
         return r;
 }
@@ -303,13 +315,7 @@ static int stream_wait_data(struct agentc *a, int64_t deadline)
 
         if (left <= 0)
                 return -ETIMEDOUT;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-        }
+        realtime_in(left, &ts);
         pthread_cond_timedwait(&a->cond, &a->lock, &ts);
         return 0;
 }

@@ -12,6 +12,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -20,6 +21,7 @@
 
 enum {
         ROUTE_PUBLIC = 1, /* answered without an API key */
+        ROUTE_LONG = 2,   /* may last long: counted against the account's long requests */
 };
 
 struct route {
@@ -29,12 +31,15 @@ struct route {
 };
 
 #define ROUTE(m, p, op, f) {{m, p, op}, f, 0}
+#define LONG_ROUTE(m, p, op, f) {{m, p, op}, f, ROUTE_LONG}
 
 /* One row per operation. Literal segments win over parameters where both
  * match ("/v1/vms/snapshots" is not a VM id). */
 static const struct route routes[] = {
         {{"GET", "/healthz", "healthz"}, api_healthz, ROUTE_PUBLIC},
         ROUTE("POST", "/admin/v1/keys", "create_key", api_create_key),
+        ROUTE("GET", "/admin/v1/keys", "list_keys", api_list_keys),
+        ROUTE("DELETE", "/admin/v1/keys/{key_id}", "revoke_key", api_revoke_key),
         ROUTE("GET", "/v1/vms", "list_vms", api_list_vms),
         ROUTE("POST", "/v1/vms", "create_vm", api_create_vm),
         ROUTE("GET", "/v1/vms/snapshots", "list_snapshots", api_list_snapshots),
@@ -47,16 +52,16 @@ static const struct route routes[] = {
         ROUTE("POST", "/v1/vms/{vm_id}/start", "start_vm", api_start),
         ROUTE("POST", "/v1/vms/{vm_id}/stop", "stop_vm", api_stop),
         ROUTE("POST", "/v1/vms/{vm_id}/kill", "kill_vm", api_kill),
-        ROUTE("POST", "/v1/vms/{vm_id}/await", "wait_vm", api_await),
+        LONG_ROUTE("POST", "/v1/vms/{vm_id}/await", "wait_vm", api_await),
         ROUTE("POST", "/v1/vms/{vm_id}/snapshot", "snapshot_vm", api_snapshot_vm),
         ROUTE("POST", "/v1/vms/{vm_id}/fork", "fork_vm", api_fork),
         ROUTE("POST", "/v1/vms/{vm_id}/optimize", "optimize_vm", api_optimize),
         ROUTE("POST", "/v1/vms/{vm_id}/resize", "resize_vm", api_resize),
-        ROUTE("POST", "/v1/vms/{vm_id}/exec-await", "exec_await", api_exec),
+        LONG_ROUTE("POST", "/v1/vms/{vm_id}/exec-await", "exec_await", api_exec),
         ROUTE("GET", "/v1/vms/{vm_id}/files/{filepath*}", "get_file", api_get_file),
         ROUTE("PUT", "/v1/vms/{vm_id}/files/{filepath*}", "put_file", api_put_file),
-        ROUTE("POST", "/v1/vms/{vm_id}/watch-files", "watch_files", api_watch_files),
-        ROUTE("GET", "/v1/vms/{vm_id}/stats/stream", "stats_stream", api_stats_stream),
+        LONG_ROUTE("POST", "/v1/vms/{vm_id}/watch-files", "watch_files", api_watch_files),
+        LONG_ROUTE("GET", "/v1/vms/{vm_id}/stats/stream", "stats_stream", api_stats_stream),
         ROUTE("GET", "/v1/vms/{vm_id}/terminals", "list_terminals", api_list_terminals),
         ROUTE("GET", "/v1/vms/{vm_id}/terminals/{terminal_id}/logs", "get_terminal_logs", api_terminal_logs),
         ROUTE("GET", "/v1/vms/{vm_id}/terminals/{terminal_id}/xterm-256color", "get_terminal_xterm",
@@ -207,6 +212,134 @@ static const struct route *find_route(const char *method, const struct path *p, 
         return found;
 }
 
+/* ---- long requests ---- */
+
+/* Long requests open, per account. */
+struct slot {
+        char *account;
+        int open;
+        struct slot *next;
+};
+
+struct api_slots {
+        pthread_mutex_t lock;
+        struct slot *list;
+};
+
+int api_init(struct api *a)
+{
+        a->slots = calloc(1, sizeof(*a->slots));
+        if (!a->slots)
+                return -ENOMEM;
+        pthread_mutex_init(&a->slots->lock, NULL);
+        return 0;
+}
+
+void api_free(struct api *a)
+{
+        if (!a->slots)
+                return;
+        while (a->slots->list) {
+                struct slot *x = a->slots->list;
+
+                a->slots->list = x->next;
+                free(x->account);
+                free(x);
+        }
+        pthread_mutex_destroy(&a->slots->lock);
+        free(a->slots);
+        a->slots = NULL;
+}
+
+/* Takes one of the account's long-request slots; -EBUSY when it has none
+ * left, -ENOMEM. An account's entry stays once made (there is one per
+ * account that ever held a slot). */
+static int slot_take(struct api *a, const char *account, struct slot **ret)
+{
+        struct slot *x;
+        int r = 0;
+
+        pthread_mutex_lock(&a->slots->lock);
+        for (x = a->slots->list; x && strcmp(x->account, account); x = x->next)
+                ;
+        if (!x && (x = calloc(1, sizeof(*x)))) {
+                x->account = strdup(account);
+                if (x->account) {
+                        x->next = a->slots->list;
+                        a->slots->list = x;
+                } else {
+                        free(x);
+                        x = NULL;
+                }
+        }
+        if (!x)
+                r = -ENOMEM;
+        else if (a->max_long_requests > 0 && x->open >= a->max_long_requests)
+                r = -EBUSY;
+        else
+                x->open++;
+        pthread_mutex_unlock(&a->slots->lock);
+        *ret = r == 0 ? x : NULL;
+        return r;
+}
+
+static void slot_give(struct api *a, struct slot *x)
+{
+        if (!x)
+                return;
+        pthread_mutex_lock(&a->slots->lock);
+        x->open--;
+        pthread_mutex_unlock(&a->slots->lock);
+}
+
+/* A streamed answer keeps its slot until the connection ends: its
+ * callbacks go through this. */
+struct held_stream {
+        struct api *a;
+        struct slot *slot;
+        http_stream_fn next;
+        void *ctx;
+        void (*done)(void *ctx);
+};
+
+static long held_next(void *ctx, char *buf, size_t max)
+{
+        struct held_stream *h = ctx;
+
+        return h->next(h->ctx, buf, max);
+}
+
+static void held_done(void *ctx)
+{
+        struct held_stream *h = ctx;
+
+        if (h->done)
+                h->done(h->ctx);
+        slot_give(h->a, h->slot);
+        free(h);
+}
+
+/* Gives the slot back now, or, for a stream, when it ends. */
+static void slot_release(struct api *a, struct slot *x, struct http_resp *resp)
+{
+        struct held_stream *h;
+
+        if (!x || !resp->stream) {
+                slot_give(a, x);
+                return;
+        }
+        h = malloc(sizeof(*h));
+        if (!h) {
+                /* The stream runs all the same; its slot is given back now. */
+                slot_give(a, x);
+                return;
+        }
+        *h = (struct held_stream){a, x, resp->stream, resp->stream_ctx, resp->stream_done};
+        resp->stream = held_next;
+        resp->stream_ctx = h;
+        resp->stream_done = held_done;
+}
+
 /* ---- dispatch ---- */
 
 static int authenticate(struct api_call *c, char **ret_account)
@@ -269,6 +402,22 @@ void api_handle(void *ud, const struct http_req *req, struct http_resp *resp)
         }
         c.param = m.param;
         c.rest = m.rest;
+        if (route->flags & ROUTE_LONG) {
+                struct slot *x = NULL;
+                int r = slot_take(c.a, c.account, &x);
+
+                if (r == -EBUSY)
+                        api_error(&c, 429, "TOO_MANY_REQUESTS",
+                                  "this account has %d long requests open (exec, await, watch, stats); let one end first",
+                                  c.a->max_long_requests);
+                else if (r < 0)
+                        api_error(&c, 500, "INTERNAL_ERROR", "out of memory");
+                else {
+                        route->fn(&c);
+                        slot_release(c.a, x, resp);
+                }
+                goto out;
+        }
         route->fn(&c);
 out:
         free(account);

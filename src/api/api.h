@@ -12,11 +12,29 @@
 
 #include <stddef.h>
 
-/* What the handlers work with; set before the server starts. */
+struct api_slots;
+
+/* What the handlers work with; set before the server starts (api_init
+ * sets up the rest). */
 struct api {
         struct store *store;
         struct vmm *vmm;
+        /* Caps on one VM's size that a request may ask for. */
+        int max_vm_mem_mb;
+        int max_vm_vcpus;
+        int max_vm_disk_gb;
+        /* Requests that may last long (exec, await, watch, stats): how
+         * many one account may have open at once, so that one tenant
+         * cannot take every connection; and how long await and the
+         * streams run at most. */
+        int max_long_requests;
+        int64_t max_request_ms;
+        struct api_slots *slots; /* long requests open, per account */
 };
+
+/* Sets up the handlers' own state; 0 or -ENOMEM. */
+int api_init(struct api *a);
+void api_free(struct api *a);
 
 /* The HTTP server's handler (http_handler); ud is a struct api. Always
  * sets resp->status. */

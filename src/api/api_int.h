@@ -34,6 +34,8 @@ typedef void (*api_fn)(struct api_call *c);
 /* api_keys.c */
 void api_healthz(struct api_call *c);
 void api_create_key(struct api_call *c);
+void api_list_keys(struct api_call *c);
+void api_revoke_key(struct api_call *c);
 /* api_vms.c */
 void api_list_vms(struct api_call *c);
 void api_create_vm(struct api_call *c);
@@ -87,6 +89,7 @@ enum api_subject {
         API_TERMINAL,      /* name: the terminal (its list and logs) */
         API_EXEC,          /* name: the VM id (a command in a fresh process) */
         API_TERMINAL_EXEC, /* name: the terminal (a command in it) */
+        API_KEY,           /* name: the key id */
 };
 
 /* The one map from a failure to an answer: r is a -errno from the VM

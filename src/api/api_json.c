@@ -34,6 +34,9 @@ static const struct {
         {EINVAL, API_FILE, 400, "FILES_BAD_REQUEST", NULL},
         {ENAMETOOLONG, API_FILE, 400, "FILES_BAD_REQUEST", NULL},
         {ELOOP, API_FILE, 400, "FILES_BAD_REQUEST", NULL},
+        {ENOSPC, API_FILE, 507, "INSUFFICIENT_STORAGE", "%s: the VM's disk is full"},
+        {EDQUOT, API_FILE, 507, "INSUFFICIENT_STORAGE", "%s: over a disk quota in the VM"},
+        {ENOENT, API_KEY, 404, "KEY_NOT_FOUND", "API key %s not found"},
         {ENOENT, API_SERVICE, 404, "SERVICE_NOT_FOUND", "service %s not found"},
         {EEXIST, API_SERVICE, 409, "SERVICE_ALREADY_EXISTS", "service %s already exists"},
         {EIO, API_SERVICE, 500, "INTERNAL_ERROR", "service %s: a systemd command failed in the VM"},
@@ -57,7 +60,12 @@ static const struct {
         {ENOTRECOVERABLE, ANY, 409, "VM_SETUP_FAILED",
          "VM %s never finished its create (its setup failed, or sproutd stopped during it) and is stopped;"
          " GET its info for the error; delete it, or start it to look inside"},
-        {EUSERS, ANY, 429, "VM_LIMIT_REACHED", "this server's limit on VMs is reached"},
+        {EUSERS, ANY, 429, "VM_LIMIT_REACHED", "the limit on VMs (this account's or the server's) is reached"},
+        {EMLINK, ANY, 429, "RUNNING_VM_LIMIT_REACHED", "this account's limit on running VMs is reached"},
+        {EOVERFLOW, ANY, 429, "MEMORY_LIMIT_REACHED", "this account's limit on the memory of its running VMs is reached"},
+        {ETOOMANYREFS, ANY, 429, "SNAPSHOT_LIMIT_REACHED", "this account's limit on snapshots is reached"},
+        {EDQUOT, ANY, 429, "STORAGE_LIMIT_REACHED", "this account's storage limit is reached; delete VMs or snapshots"},
+        {ENOSPC, ANY, 507, "INSUFFICIENT_STORAGE", "the server is short of disk space; nothing new can be made now"},
         {EAGAIN, ANY, 503, "NOT_READY", "the server is still preparing its base snapshot; retry shortly"},
         {EINVAL, ANY, 400, "INVALID_PARAMETERS", NULL},
 };

@@ -86,8 +86,12 @@ void api_await(struct api_call *c)
 
         if (empty_body(c) < 0)
                 return;
-        r = vmm_await(c->a->vmm, c->account, c->vm_id, status);
-        answer(c, r, r == 0 ? json_pack("{s:s,s:s}", "id", c->vm_id, "exitStatus", status) : NULL);
+        r = vmm_await(c->a->vmm, c->account, c->vm_id, c->a->max_request_ms, status);
+        if (r == -ETIMEDOUT)
+                api_error(c, 504, "AWAIT_TIMED_OUT", "VM %s still runs after %lld s; call await again", c->vm_id,
+                          (long long)(c->a->max_request_ms / 1000));
+        else
+                answer(c, r, r == 0 ? json_pack("{s:s,s:s}", "id", c->vm_id, "exitStatus", status) : NULL);
 }
 
 void api_fork(struct api_call *c)
@@ -125,11 +129,12 @@ void api_resize(struct api_call *c)
 
         if (!body)
                 return;
-        r = api_opt_int(c, body, "rootfsSizeGb", 0, 2048, &disk, "INVALID_PARAMETERS");
+        /* The server's caps on one VM bound what a resize may ask for. */
+        r = api_opt_int(c, body, "rootfsSizeGb", 0, c->a->max_vm_disk_gb, &disk, "INVALID_PARAMETERS");
         if (r == 0)
-                r = api_opt_int(c, body, "memSizeGb", 0, 64, &mem, "INVALID_PARAMETERS");
+                r = api_opt_int(c, body, "memSizeGb", 0, c->a->max_vm_mem_mb / 1024, &mem, "INVALID_PARAMETERS");
         if (r == 0)
-                r = api_opt_int(c, body, "vcpuCount", 0, 64, &vcpus, "INVALID_PARAMETERS");
+                r = api_opt_int(c, body, "vcpuCount", 0, c->a->max_vm_vcpus, &vcpus, "INVALID_PARAMETERS");
         json_decref(body);
         if (r < 0)
                 return;

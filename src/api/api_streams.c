@@ -18,6 +18,7 @@ struct stats_stream {
         char id[21];
         int interval_ms;
         int samples;
+        int64_t end; /* now_ms() past which the stream ends */
         struct stats_prev prev;
 };
 
@@ -36,6 +37,8 @@ static long stats_next(void *ctx, char *buf, size_t max)
 
         if (s->samples++ > 0)
                 sleep_ms(s->interval_ms);
+        if (now_ms() > s->end)
+                return -1; /* the server's cap on a request's length */
         r = vmm_guest_open(s->a->vmm, s->account, s->id, &g);
         if (r == 0)
                 r = stats_take(g, &s->prev, &st);
@@ -96,16 +99,26 @@ void api_stats_stream(struct api_call *c)
         s->a = c->a;
         memcpy(s->id, c->vm_id, 21);
         s->interval_ms = (int)(interval < 100 ? 100 : interval > 10000 ? 10000 : interval);
+        s->end = now_ms() + c->a->max_request_ms;
         c->resp->status = 200;
         c->resp->stream = stats_next;
         c->resp->stream_ctx = s;
         c->resp->stream_done = stats_done;
 }
 
+struct watch_stream {
+        struct vmm_watch *w;
+        int64_t end; /* now_ms() past which the stream ends */
+};
+
 static long watch_next(void *ctx, char *buf, size_t max)
 {
-        long n = vmm_watch_read(ctx, buf, max, 10000);
+        struct watch_stream *s = ctx;
+        long n;
 
+        if (now_ms() > s->end)
+                return -1; /* the server's cap on a request's length */
+        n = vmm_watch_read(s->w, buf, max, 10000);
         if (n != 0)
                 return n > 0 ? n : -1;
         /* Nothing for 10 s: an empty line (which NDJSON readers skip)
@@ -116,29 +129,37 @@ static long watch_next(void *ctx, char *buf, size_t max)
 
 static void watch_done(void *ctx)
 {
-        vmm_watch_close(ctx);
+        struct watch_stream *s = ctx;
+
+        vmm_watch_close(s->w);
+        free(s);
 }
 
 void api_watch_files(struct api_call *c)
 {
         struct vmm_guest *g = NULL;
-        struct vmm_watch *w = NULL;
+        struct watch_stream *s = calloc(1, sizeof(*s));
         char *user = NULL;
-        int r;
+        int r = s ? 0 : -ENOMEM;
 
-        if (api_linux_user(c, &user) < 0)
+        if (r == 0 && api_linux_user(c, &user) < 0) {
+                free(s);
                 return;
-        r = vmm_guest_open(c->a->vmm, c->account, c->vm_id, &g);
+        }
         if (r == 0)
-                r = vmm_guest_watch(g, NULL, user, &w);
+                r = vmm_guest_open(c->a->vmm, c->account, c->vm_id, &g);
+        if (r == 0)
+                r = vmm_guest_watch(g, NULL, user, &s->w);
         vmm_guest_close(g);
         free(user);
         if (r < 0) {
+                free(s);
                 api_fail(c, r, API_VM, c->vm_id, NULL);
                 return;
         }
+        s->end = now_ms() + c->a->max_request_ms;
         c->resp->status = 200;
         c->resp->stream = watch_next;
-        c->resp->stream_ctx = w;
+        c->resp->stream_ctx = s;
         c->resp->stream_done = watch_done;
 }

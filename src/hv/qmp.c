@@ -117,10 +117,10 @@ static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout
         json_decref(req);
         if (!text)
                 return -ENOMEM;
-        r = sock_send_all(q->fd, text, strlen(text));
+        r = sock_send_all(q->fd, text, strlen(text), deadline);
         free(text);
         if (r == 0)
-                r = sock_send_all(q->fd, "\n", 1);
+                r = sock_send_all(q->fd, "\n", 1, deadline);
         if (r < 0)
                 return r;
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
@@ -64,6 +65,17 @@ void sleep_ms(int ms)
 
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                 ;
+}
+
+void realtime_in(int64_t ms, struct timespec *ret)
+{
+        clock_gettime(CLOCK_REALTIME, ret);
+        ret->tv_sec += ms / 1000;
+        ret->tv_nsec += (ms % 1000) * 1000000;
+        if (ret->tv_nsec >= 1000000000) {
+                ret->tv_sec++;
+                ret->tv_nsec -= 1000000000;
+        }
 }
 
 void format_time(int64_t wall, char out[32])
@@ -606,20 +618,27 @@ int path_fmt(char *out, size_t size, const char *fmt, ...)
         return 0;
 }
 
-int sock_send_all(int fd, const void *buf, size_t n)
+int sock_send_all(int fd, const void *buf, size_t n, int64_t deadline)
 {
         const uint8_t *p = buf;
 
         while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+                ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                int64_t left;
 
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
+                if (w > 0) {
+                        p += w;
+                        n -= (size_t)w;
+                        continue;
                 }
-                p += w;
-                n -= (size_t)w;
+                if (w < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+                        return -errno;
+                left = deadline < 0 ? -1 : deadline - now_ms();
+                if (deadline >= 0 && left <= 0)
+                        return -ETIMEDOUT;
+                if (poll(&pfd, 1, left < 0 ? -1 : left > 60000 ? 60000 : (int)left) < 0 && errno != EINTR)
+                        return -errno;
         }
         return 0;
 }

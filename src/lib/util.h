@@ -21,6 +21,10 @@ int64_t now_ms(void);      /* CLOCK_MONOTONIC in milliseconds */
 int64_t wall_ms(void);     /* CLOCK_REALTIME in milliseconds */
 void sleep_ms(int ms);
 
+struct timespec;
+/* The CLOCK_REALTIME time ms from now, as pthread_cond_timedwait takes. */
+void realtime_in(int64_t ms, struct timespec *ret);
+
 /* Writes an RFC 3339 UTC timestamp ("2026-11-24T10:00:00.000Z") for a
  * wall-clock time in milliseconds. out must hold 32 bytes. */
 void format_time(int64_t wall, char out[32]);
@@ -80,9 +84,10 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_len);
  * be started. */
 int run_wait(char *const argv[], const char *log_path);
 
-/* Sends all n bytes on a socket (MSG_NOSIGNAL, retrying on EINTR).
- * 0 or -errno. */
-int sock_send_all(int fd, const void *buf, size_t n);
+/* Sends all n bytes on a socket (MSG_NOSIGNAL, retrying on EINTR), by
+ * deadline (a now_ms() value; < 0: none). 0, -ETIMEDOUT when the peer did
+ * not take them in time (some may have gone), or -errno. */
+int sock_send_all(int fd, const void *buf, size_t n, int64_t deadline);
 
 /* 1 if s is a Linux user or group name as useradd and groupadd take it:
  * 1 to 32 of [a-z0-9_.-], starting with a letter or '_'. */

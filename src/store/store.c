@@ -40,7 +40,8 @@ static int sql_err(int rc)
 }
 
 /* Prepares sql and binds its parameters, one per character of types:
- * 's' a string (NULL binds NULL), 'i' an int, 'I' an int64_t. */
+ * 's' a string (NULL binds NULL), 'i' an int, 'I' an int64_t. Numbered
+ * parameters (?1, ?2) take them in that order too. */
 static int prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char *types, ...)
 {
         sqlite3_stmt *st;
@@ -195,24 +196,51 @@ static int migrate_v2(struct store *s)
         return exec_script(s, schema_v2);
 }
 
+/* Version 3: keys get an id (listing and revoking them), a prefix to tell
+ * them apart and a bootstrap flag (the daemon's own admin key, replaced
+ * by the next one); accounts get their own limits (NULL: the server's).
+ * Admin keys so far were only ever bootstrap keys. */
+static const char schema_v3[] =
+        "ALTER TABLE api_keys ADD COLUMN id TEXT;"
+        "ALTER TABLE api_keys ADD COLUMN prefix TEXT;"
+        "ALTER TABLE api_keys ADD COLUMN bootstrap INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE api_keys SET id = 'key-' || lower(hex(randomblob(10))), bootstrap = admin;"
+        "CREATE UNIQUE INDEX api_keys_id ON api_keys(id);"
+        "ALTER TABLE accounts ADD COLUMN max_vms INTEGER;"
+        "ALTER TABLE accounts ADD COLUMN max_running INTEGER;"
+        "ALTER TABLE accounts ADD COLUMN max_snapshots INTEGER;"
+        "ALTER TABLE accounts ADD COLUMN max_mem_mb INTEGER;"
+        "ALTER TABLE accounts ADD COLUMN max_storage INTEGER;";
+
+static int migrate_v3(struct store *s)
+{
+        return exec_script(s, schema_v3);
+}
+
 /* Migrations in order: migrations[i] takes the schema from version i to
  * version i + 1. */
-static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2};
+static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-static int schema_version(struct store *s, int *ret)
+/* Runs a prepared query of one number and finalizes it. */
+static int scalar(sqlite3_stmt *st, int64_t *ret)
+{
+        int rc = sqlite3_step(st), r = 0;
+
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(st, 0);
+        else
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+static int schema_version(struct store *s, int64_t *ret)
 {
         sqlite3_stmt *st;
         int r = prepare(s, &st, "PRAGMA user_version", NULL);
 
-        if (r < 0)
-                return r;
-        if (sqlite3_step(st) == SQLITE_ROW)
-                *ret = sqlite3_column_int(st, 0);
-        else
-                r = -EIO;
-        sqlite3_finalize(st);
-        return r;
+        return r < 0 ? r : scalar(st, ret);
 }
 
 /* Brings the schema to SCHEMA_VERSION, each step one transaction: a crash
@@ -220,7 +248,8 @@ static int schema_version(struct store *s, int *ret)
  * this program is refused (-EPROTONOSUPPORT) rather than misread. */
 static int migrate(struct store *s)
 {
-        int version = 0, r = schema_version(s, &version);
+        int64_t version = 0;
+        int r = schema_version(s, &version);
 
         if (r < 0)
                 return r;
@@ -229,7 +258,7 @@ static int migrate(struct store *s)
         for (; version < SCHEMA_VERSION; version++) {
                 char set[48];
 
-                snprintf(set, sizeof(set), "PRAGMA user_version = %d", version + 1);
+                snprintf(set, sizeof(set), "PRAGMA user_version = %d", (int)version + 1);
                 r = exec_script(s, "BEGIN IMMEDIATE");
                 if (r < 0)
                         return r;
@@ -317,33 +346,63 @@ static int account_get_or_create(struct store *s, const char *name, char **ret_i
         return *ret_id ? 0 : -ENOMEM;
 }
 
-static int key_insert(struct store *s, const char *key, const char *account_id, int admin)
+/* Inserts (or, for a known key, updates) a key; *ret_id (may be NULL)
+ * gets its id. */
+static int key_insert(struct store *s, const char *key, const char *account_id, int admin, int bootstrap,
+                      char **ret_id)
 {
-        char hash[65];
+        char hash[65], id[32], prefix[16];
+        sqlite3_stmt *st;
+        int r, rc;
 
         sha256_hex(key, strlen(key), hash);
-        return WRITE_ONE(s,
-                         "INSERT INTO api_keys (key_hash, account_id, admin, created_at) VALUES (?1, ?2, ?3, ?4)"
-                         " ON CONFLICT(key_hash) DO UPDATE SET account_id = ?2, admin = ?3, created_at = ?4",
-                         "ssiI", hash, account_id, admin, wall_ms());
+        memcpy(id, "key-", 4);
+        r = random_id(id + 4, 20);
+        if (r < 0)
+                return r;
+        snprintf(prefix, sizeof(prefix), "%.7s", key);
+        r = prepare(s, &st,
+                    "INSERT INTO api_keys (key_hash, account_id, admin, created_at, id, prefix, bootstrap)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    " ON CONFLICT(key_hash) DO UPDATE SET account_id = ?2, admin = ?3, bootstrap = ?7"
+                    " RETURNING id",
+                    "ssiIssi", hash, account_id, admin, wall_ms(), id, prefix, bootstrap);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && ret_id && !(*ret_id = col_dup(st, 0)))
+                r = -ENOMEM;
+        else if (rc != SQLITE_ROW)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
 }
 
-int store_ensure_admin_key(struct store *s, const char *key, const char *account)
+int store_ensure_admin_key(struct store *s, const char *key, const char *account, int *ret_revoked)
 {
-        char *account_id = NULL;
+        char *account_id = NULL, hash[65];
+        sqlite3_stmt *st;
         int r = account_get_or_create(s, account, &account_id);
 
         if (r == 0)
-                r = key_insert(s, key, account_id, 1);
+                r = key_insert(s, key, account_id, 1, 1, NULL);
         free(account_id);
+        if (r < 0)
+                return r;
+        sha256_hex(key, strlen(key), hash);
+        r = prepare(s, &st, "DELETE FROM api_keys WHERE bootstrap = 1 AND key_hash != ?", "s", hash);
+        if (r == 0)
+                r = finish(s, st, 0);
+        if (r == 0 && ret_revoked)
+                *ret_revoked = sqlite3_changes(s->db);
         return r;
 }
 
 int store_create_key(struct store *s, const char *account, int admin, char **ret_key, char **ret_account_id,
-                     char **ret_account_name)
+                     char **ret_account_name, char **ret_id)
 {
         char key[48], name[32];
-        char *account_id = NULL, *k = NULL, *n = NULL;
+        char *account_id = NULL, *k = NULL, *n = NULL, *id = NULL;
         int r;
 
         /* "sk-" and 40 random characters: about 206 bits. */
@@ -361,7 +420,7 @@ int store_create_key(struct store *s, const char *account, int admin, char **ret
         r = account_get_or_create(s, account, &account_id);
         if (r < 0)
                 return r;
-        r = key_insert(s, key, account_id, admin);
+        r = key_insert(s, key, account_id, admin, 0, &id);
         if (r < 0)
                 goto fail;
         k = strdup(key);
@@ -373,12 +432,98 @@ int store_create_key(struct store *s, const char *account, int admin, char **ret
         *ret_key = k;
         *ret_account_id = account_id;
         *ret_account_name = n;
+        if (ret_id)
+                *ret_id = id;
+        else
+                free(id);
         return 0;
 fail:
         free(k);
         free(n);
+        free(id);
         free(account_id);
         return r;
+}
+
+int store_key_foreach(struct store *s, const char *account_id, int (*fn)(const struct store_key *k, void *ud),
+                      void *ud)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "SELECT k.id, k.account_id, a.name, k.prefix, k.admin, k.bootstrap, k.created_at"
+                        " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+                        " WHERE ?1 IS NULL OR k.account_id = ?1 ORDER BY k.created_at, k.id",
+                        "s", account_id),
+            rc = SQLITE_DONE;
+
+        if (r < 0)
+                return r;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct store_key k = {
+                        .id = col_dup(st, 0),
+                        .account_id = col_dup(st, 1),
+                        .account_name = col_dup(st, 2),
+                        .prefix = col_dup(st, 3),
+                        .admin = sqlite3_column_int(st, 4),
+                        .bootstrap = sqlite3_column_int(st, 5),
+                        .created_at = sqlite3_column_int64(st, 6),
+                };
+
+                r = k.id && k.account_id && k.account_name ? fn(&k, ud) : -ENOMEM;
+                free(k.id);
+                free(k.account_id);
+                free(k.account_name);
+                free(k.prefix);
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_key_delete(struct store *s, const char *account_id, const char *id)
+{
+        return WRITE_ONE(s, "DELETE FROM api_keys WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)", "ss", id,
+                         account_id);
+}
+
+/* A limit column: NULL reads as -1 (the server's default). */
+static int64_t col_limit(sqlite3_stmt *st, int i)
+{
+        return sqlite3_column_type(st, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, i);
+}
+
+int store_account_limits(struct store *s, const char *account_id, struct store_limits *ret)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "SELECT max_vms, max_running, max_snapshots, max_mem_mb, max_storage FROM accounts WHERE id = ?",
+                        "s", account_id),
+            rc;
+
+        if (r < 0)
+                return r;
+        *ret = STORE_LIMITS_DEFAULT;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = (struct store_limits){col_limit(st, 0), col_limit(st, 1), col_limit(st, 2), col_limit(st, 3),
+                                             col_limit(st, 4)};
+        else
+                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_account_set_limits(struct store *s, const char *account, const struct store_limits *l)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st,
+                        "UPDATE accounts SET max_vms = nullif(?1, -1), max_running = nullif(?2, -1),"
+                        " max_snapshots = nullif(?3, -1), max_mem_mb = nullif(?4, -1), max_storage = nullif(?5, -1)"
+                        " WHERE name = ?6",
+                        "IIIIIs", l->vms, l->running, l->snapshots, l->mem_mb, l->storage, account);
+
+        return r < 0 ? r : finish(s, st, 1);
 }
 
 int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin)
@@ -658,6 +803,15 @@ int store_snapshot_foreach(struct store *s, const char *account,
                 r = sql_err(rc) ? sql_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
+}
+
+int store_snapshot_count(struct store *s, const char *account_id, int64_t *ret)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT count(*) FROM snapshots WHERE account_id = ? AND deleted = 0", "s",
+                        account_id);
+
+        return r < 0 ? r : scalar(st, ret);
 }
 
 int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name)

@@ -61,20 +61,59 @@ struct store_snapshot {
 int store_open(const char *path, struct store **ret);
 void store_close(struct store *s);
 
-/* Makes sure a key whose plaintext is `key` exists and is an admin key of
- * the account named `account` (created when missing). 0 or -errno. */
-int store_ensure_admin_key(struct store *s, const char *key, const char *account);
+/* Makes sure a key whose plaintext is `key` exists and is the bootstrap
+ * admin key of the account named `account` (created when missing); every
+ * other bootstrap key is revoked, so a new one replaces the one before.
+ * *ret_revoked (may be NULL) says how many were. 0 or -errno. */
+int store_ensure_admin_key(struct store *s, const char *key, const char *account, int *ret_revoked);
 
 /* Creates a new random API key for the account named `account`, created if
  * missing, or for a new account with a random name when account is NULL.
- * *ret_key (plaintext, shown once) and *ret_account_id and *ret_account_name
- * are malloc'd and owned by the caller. 0 or -errno. */
+ * *ret_key (plaintext, shown once), *ret_account_id, *ret_account_name and
+ * *ret_id (the key's id, for listing and revoking; may be NULL) are
+ * malloc'd and owned by the caller. 0 or -errno. */
 int store_create_key(struct store *s, const char *account, int admin, char **ret_key, char **ret_account_id,
-                     char **ret_account_name);
+                     char **ret_account_name, char **ret_id);
 
 /* Looks up a key's plaintext. Returns 0 and the account id (malloc'd) and
- * admin flag, -ENOENT when the key is unknown, or -errno. */
+ * admin flag, -ENOENT when the key is unknown (or revoked), or -errno. */
 int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin);
+
+/* An API key as listed: never its plaintext. Strings owned. */
+struct store_key {
+        char *id;
+        char *account_id;
+        char *account_name;
+        char *prefix; /* the key's first characters, to tell keys apart; may be NULL */
+        int admin;
+        int bootstrap; /* the daemon's own admin key (SPROUT_BOOTSTRAP_KEY) */
+        int64_t created_at;
+};
+
+/* Calls fn for each key of account_id (NULL: every account), oldest first;
+ * stops at and returns fn's first non-zero value. */
+int store_key_foreach(struct store *s, const char *account_id, int (*fn)(const struct store_key *k, void *ud),
+                      void *ud);
+/* Revokes a key of account_id (NULL: any); -ENOENT when there is none. */
+int store_key_delete(struct store *s, const char *account_id, const char *id);
+
+/* An account's own limits; -1 in a field: the server's default. */
+struct store_limits {
+        int64_t vms;        /* VMs that exist */
+        int64_t running;    /* VMs that run (or are starting) */
+        int64_t snapshots;  /* live snapshots */
+        int64_t mem_mb;     /* guest memory of its running VMs */
+        int64_t storage;    /* bytes of its VMs' and snapshots' files */
+};
+
+#define STORE_LIMITS_DEFAULT ((struct store_limits){-1, -1, -1, -1, -1})
+
+int store_account_limits(struct store *s, const char *account_id, struct store_limits *ret);
+/* Sets the limits of the account named `account` (which must exist). */
+int store_account_set_limits(struct store *s, const char *account, const struct store_limits *l);
+
+/* Live (not deleted) snapshots of an account. */
+int store_snapshot_count(struct store *s, const char *account_id, int64_t *ret);
 
 /* Record writes: -EEXIST for an id taken, -ENOENT for a record that is
  * not there, -ENOSPC when the disk is full, other -errno. */

@@ -81,7 +81,7 @@ struct vm *vm_find(struct vmm *m, const char *account, const char *id)
 
         pthread_mutex_lock(&m->lock);
         for (struct vm *vm = m->vms; vm; vm = vm->next) {
-                if (!strcmp(vm->id, id) && (!account || !strcmp(vm->account, account))) {
+                if (!vm->hidden && !strcmp(vm->id, id) && (!account || !strcmp(vm->account, account))) {
                         vm->refs++;
                         found = vm;
                         break;
@@ -149,12 +149,10 @@ void vm_link(struct vmm *m, struct vm *vm)
 {
         struct vm **pp;
 
-        pthread_mutex_lock(&m->lock);
         for (pp = &m->vms; *pp; pp = &(*pp)->next)
                 ;
         *pp = vm;
         m->nvms++;
-        pthread_mutex_unlock(&m->lock);
 }
 
 void vm_unlink(struct vmm *m, struct vm *vm)
@@ -181,7 +179,7 @@ struct vm **vms_collect(struct vmm *m, int (*want)(struct vm *vm, void *ud), voi
         pthread_mutex_lock(&m->lock);
         list = calloc((size_t)m->nvms + 1, sizeof(*list));
         for (struct vm *vm = m->vms; list && vm; vm = vm->next) {
-                if (!want || want(vm, ud)) {
+                if (!vm->hidden && (!want || want(vm, ud))) {
                         vm->refs++;
                         list[n++] = vm;
                 }
@@ -367,7 +365,9 @@ static int load_vm(const struct store_vm *s, void *ud)
         if (!vm)
                 return -ENOMEM;
         vm->state = st < 0 ? VM_LOST : (enum vm_state)st;
+        pthread_mutex_lock(&m->lock);
         vm_link(m, vm);
+        pthread_mutex_unlock(&m->lock);
         return 0;
 }
 
@@ -428,6 +428,13 @@ int vmm_run(struct vmm *m)
                 pthread_join(m->bg, NULL);
                 return -r;
         }
+        r = pthread_create(&m->idler, NULL, idle_main, m);
+        if (r != 0) {
+                m->stopping = 1;
+                pthread_join(m->bg, NULL);
+                pthread_join(m->monitor, NULL);
+                return -r;
+        }
         m->threads_started = 1;
         return 0;
 }
@@ -455,9 +462,12 @@ void vmm_free(struct vmm *m)
                 pthread_cancel(m->bg);
                 pthread_join(m->bg, NULL);
                 pthread_join(m->monitor, NULL);
+                pthread_join(m->idler, NULL);
         }
         creates_drain(m);
         activity_save(m);
+        while (m->snapshots)
+                snapshot_done(m, m->snapshots);
         while (m->vms) {
                 struct vm *vm = m->vms;
 

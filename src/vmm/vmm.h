@@ -15,13 +15,18 @@
  * -ETIMEDOUT the guest did not answer in time; -ECONNRESET the VM went
  * away during the operation; -ENOTRECOVERABLE the VM's create failed
  * (vmm_info.error_code says why); -EALREADY a snapshot already deleted;
- * -EINVAL a request the operation cannot take; others are internal.
+ * -EINVAL a request the operation cannot take. Limits: -EUSERS VMs (the
+ * server's or the account's), -EMLINK the account's running VMs,
+ * -EOVERFLOW the account's guest memory, -ETOOMANYREFS the account's
+ * snapshots, -EDQUOT the account's storage, -ENOSPC the data dir's free
+ * space is below the reserve. Others are internal.
  */
 #ifndef SPROUT_VMM_H
 #define SPROUT_VMM_H
 
 #include "agentc/agentc.h"
 #include "hv/qemu.h"
+#include "store/store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -70,7 +75,16 @@ struct vmm_config {
         int max_vms;          /* cap on VMs that exist at once */
         size_t max_file_size; /* cap on one file read or written */
         size_t max_output;    /* cap on an exec's stdout+stderr */
+        int64_t max_exec_ms;  /* cap on an exec's run time: one with no timeout, or a longer one, gets this */
         int64_t storage_quota; /* bytes; past it sticky VMs are evicted; 0: none */
+        /* Every account's limits unless its own say otherwise (-1 or 0 in
+         * a field: none). Past its storage limit, an account's own sticky
+         * VMs are evicted and it makes nothing new. */
+        struct store_limits account_limits;
+        /* Creates, forks and snapshots are refused while the data dir has
+         * less free space than this, so that a full disk never stops the
+         * VMs that run (their RAM is a file there). */
+        int64_t disk_reserve;
 };
 
 /* A copy of a VM's public facts, owned by the caller (vmm_info_clear). */
@@ -98,7 +112,6 @@ struct vmm_info {
 };
 
 struct vmm;
-struct store;
 
 int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret);
 
@@ -186,8 +199,9 @@ int vmm_start(struct vmm *m, const char *account, const char *id);
 int vmm_stop(struct vmm *m, const char *account, const char *id);
 /* Ends QEMU at once. */
 int vmm_kill(struct vmm *m, const char *account, const char *id);
-/* Blocks until the VM is stopped, lost or deleted; says which. */
-int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16]);
+/* Blocks until the VM is stopped, lost or deleted, and says which; at
+ * most timeout_ms (-ETIMEDOUT then). */
+int vmm_await(struct vmm *m, const char *account, const char *id, int64_t timeout_ms, char ret_status[16]);
 /* Captures memory, device state and disk as a snapshot; the VM runs on. */
 int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
                  const struct vm_persistence *persistence, char ret_snapshot[24]);

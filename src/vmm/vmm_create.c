@@ -87,14 +87,14 @@ static int create_run(struct create_job *j)
         int r, k;
 
         pthread_mutex_lock(&vm->lock);
-        vm_link(m, vm);
+        pthread_mutex_lock(&m->lock);
+        vm->hidden = 0; /* listed: requests for it wait for vm->lock */
         if (j->listed) {
-                pthread_mutex_lock(&m->lock);
                 *j->listed = 1;
                 j->listed = NULL; /* the creator's: gone once it wakes */
-                pthread_cond_broadcast(&m->cond);
-                pthread_mutex_unlock(&m->lock);
         }
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
         r = vm_from_layer(m, vm, j->layer);
         if (r < 0)
                 log_err("vm %s: create failed: %s", vm->id, strerror(-r));
@@ -218,13 +218,11 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
 {
         struct store_vm rec = {0};
         struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background, .layer = (char *)layer};
+        struct store_limits limits = limits_of(m, account);
         struct vm *vm;
         char id[21];
-        int r;
+        int r = storage_admit(m, account);
 
-        pthread_mutex_lock(&m->lock);
-        r = !m->ready ? -EAGAIN : m->nvms >= m->cfg.max_vms ? -EUSERS : 0;
-        pthread_mutex_unlock(&m->lock);
         if (r == 0)
                 r = random_id(id, 20);
         if (r < 0) {
@@ -252,6 +250,20 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         }
         vm->state = VM_STARTING;
         vm->refs = 2; /* the list's and the job's */
+        /* Admitted and counted at once, hidden until create_run lists it,
+         * so that concurrent creates see each other. */
+        pthread_mutex_lock(&m->lock);
+        r = !m->ready ? -EAGAIN : vm_admit(m, account, &limits, mem_mb, 1, NULL);
+        if (r == 0) {
+                vm->hidden = 1;
+                vm_link(m, vm);
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0) {
+                vm_free(vm);
+                create_release(opts);
+                return r;
+        }
         /* In the record only, cleared once the create is done: a daemon
          * that dies before then finds it at its next start. */
         rec.error_code = -EINPROGRESS;
@@ -260,6 +272,7 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
                 r = store_vm_insert(m->store, &rec);
         if (r < 0) {
                 rm_rf(vm->dir);
+                vm_unlink(m, vm);
                 vm_free(vm);
                 create_release(opts);
                 return r;
@@ -282,6 +295,7 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         if (r < 0) {
                 store_vm_delete(m->store, id);
                 rm_rf(vm->dir);
+                vm_unlink(m, vm);
                 vm_free(vm);
                 create_release(opts);
                 return r;
@@ -389,7 +403,9 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
                 vm_unlock(m, vm);
                 return -EINVAL;
         }
-        r = ensure_running(m, vm);
+        r = storage_admit(m, account);
+        if (r == 0)
+                r = ensure_running(m, vm);
         if (r == 0)
                 r = vm_make_layer(m, vm, layer);
         pthread_mutex_lock(&m->lock);

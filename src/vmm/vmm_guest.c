@@ -73,26 +73,43 @@ static char *resolve_path(const struct vmm_guest *g, const char *path)
 
 int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_result *ret)
 {
+        int64_t cap = g->m->cfg.max_exec_ms;
         struct agentc_exec x = {
                 .command = e->command,
                 .cwd = g->workdir,
                 .terminal = e->terminal,
                 .user = e->user,
-                .timeout_ms = e->timeout_ms,
+                .timeout_ms = cap > 0 && (e->timeout_ms <= 0 || e->timeout_ms > cap) ? cap : e->timeout_ms,
                 .max_output = g->m->cfg.max_output,
         };
 
         return agentc_exec(g->agent, &x, ret);
 }
 
+/* How long a file of len bytes may take to move: 30 s, and a second per
+ * MiB on top. A guest that does not answer in that time fails the
+ * request; it holds nothing else. */
+static int64_t file_deadline_ms(size_t len)
+{
+        return 30000 + (int64_t)(len >> 20) * 1000;
+}
+
+/* Logs a guest that did not answer in time, once per failed request. */
+static int guest_result(struct vmm_guest *g, const char *what, int r)
+{
+        if (r == -ETIMEDOUT)
+                log_warn("vm %s: the guest agent did not answer a %s in time", g->id, what);
+        return r;
+}
+
 int vmm_guest_read(struct vmm_guest *g, const char *path, const char *user, struct agentc_result *ret)
 {
         char *full = resolve_path(g, path);
-        int r = full ? agentc_read(g->agent, full, user, g->m->cfg.max_file_size, AGENT_TIMEOUT_MS * 5, ret)
-                     : -ENOMEM;
+        size_t max = g->m->cfg.max_file_size;
+        int r = full ? agentc_read(g->agent, full, user, max, file_deadline_ms(max), ret) : -ENOMEM;
 
         free(full);
-        return r;
+        return guest_result(g, "file read", r);
 }
 
 int vmm_guest_write(struct vmm_guest *g, const char *path, const char *user, const void *data, size_t len,
@@ -100,11 +117,11 @@ int vmm_guest_write(struct vmm_guest *g, const char *path, const char *user, con
 {
         char *full = resolve_path(g, path);
         int r = full ? agentc_write(g->agent, full, user, data, len, mode, g->m->cfg.max_file_size,
-                                    AGENT_TIMEOUT_MS * 5, ret)
+                                    file_deadline_ms(len), ret)
                      : -ENOMEM;
 
         free(full);
-        return r;
+        return guest_result(g, "file write", r);
 }
 
 int vmm_guest_term_list(struct vmm_guest *g, struct agentc_result *ret)

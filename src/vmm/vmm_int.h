@@ -61,6 +61,9 @@ struct vm {
         int error_code;
         char *error;
         int doomed; /* a delete waits for lock: no setup may begin; under m->lock */
+        /* Counted against its limits but not to be found yet: a create
+         * between its admission and vm->lock; under m->lock. */
+        int hidden;
         struct vm *next;
 };
 
@@ -83,9 +86,18 @@ struct vmm {
         char status[512];
         pthread_t bg;
         pthread_t monitor;
+        pthread_t idler; /* asks guests for their traffic; may wait on one */
         int threads_started;
         int64_t quota_warned; /* usage last warned about; monitor thread only */
         int creates;          /* background creates still running; under lock */
+        struct reservation *snapshots; /* snapshots being taken, by account; under lock */
+};
+
+/* A snapshot being taken, counted against its account's limit until it
+ * is recorded. */
+struct reservation {
+        char *account;
+        struct reservation *next;
 };
 
 /* The handle a guest operation works through: an agent reference of its
@@ -115,6 +127,7 @@ enum vm_state state_of(struct vmm *m, struct vm *vm);
  * waiters and writes it through; a failed write is logged. */
 void vm_set_state(struct vmm *m, struct vm *vm, enum vm_state s);
 struct vm *vm_alloc(const struct store_vm *s, const char *data_dir);
+/* Adds vm at the end of the list; m->lock held. */
 void vm_link(struct vmm *m, struct vm *vm);
 void vm_unlink(struct vmm *m, struct vm *vm);
 void vm_fill_info(const struct vm *vm, struct vmm_info *ret);
@@ -122,8 +135,8 @@ int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name);
 int image_path(struct vmm *m, char out[PATH_MAX], const char *name);
 
 /* The one way to walk the VMs without holding m->lock while working on
- * them: takes a reference to every VM for which want (called under
- * m->lock; NULL: every VM) says 1, in creation order. Free the list with
+ * them: takes a reference to every VM (but hidden ones) for which want
+ * (called under m->lock; NULL: every VM) says 1, in creation order. Free the list with
  * vms_release. On failure (out of memory) returns NULL and *ret_n = 0. */
 struct vm **vms_collect(struct vmm *m, int (*want)(struct vm *vm, void *ud), void *ud, size_t *ret_n);
 void vms_release(struct vmm *m, struct vm **list, size_t n);
@@ -182,10 +195,35 @@ int vm_destroy(struct vmm *m, struct vm *vm);
 /* Ends the background creates before the manager goes away. */
 void creates_drain(struct vmm *m);
 
+/* ---- limits (vmm_limits.c) ---- */
+
+/* An account's limits: its own, else the server's defaults. */
+struct store_limits limits_of(struct vmm *m, const char *account);
+/* Bytes the account's VMs and snapshots take on disk. */
+int64_t account_usage(struct vmm *m, const char *account);
+/* -ENOSPC when the data dir's free space is below the reserve, -EDQUOT
+ * when the account is at its storage limit; else 0. For what makes new
+ * files: creates, forks, snapshots. */
+int storage_admit(struct vmm *m, const char *account);
+/* Whether one more VM of mem_mb, running, fits the server's and the
+ * account's limits (new: it also adds to the VMs that exist). m->lock
+ * held; -EUSERS, -EMLINK, -EOVERFLOW or 0. except is a VM not to count. */
+int vm_admit(struct vmm *m, const char *account, const struct store_limits *l, int mem_mb, int new,
+             const struct vm *except);
+/* Counts a snapshot of account being taken; -ETOOMANYREFS past its limit.
+ * Free with snapshot_done. */
+int snapshot_admit(struct vmm *m, const char *account, struct reservation **ret);
+void snapshot_done(struct vmm *m, struct reservation *r);
+
 /* ---- start-up and monitoring (vmm_monitor.c) ---- */
 
 void *bg_main(void *arg);
+/* QEMU exits, ephemeral VMs, the storage quota, last use: never waits on
+ * a guest. */
 void *monitor_main(void *arg);
+/* Idle suspend, in a thread of its own: it asks each guest for its
+ * traffic, and a guest that stalls delays only that. */
+void *idle_main(void *arg);
 /* Writes the last use of the VMs used since the last call to the store. */
 void activity_save(struct vmm *m);
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Removes the VM's old disk names (second names of layer files, kept while
@@ -144,6 +145,7 @@ static int vm_cold_boot(struct vmm *m, struct vm *vm)
 int vm_start(struct vmm *m, struct vm *vm)
 {
         enum vm_state s = state_of(m, vm);
+        struct store_limits limits;
         char state[PATH_MAX];
         int64_t t0 = now_ms();
         int r;
@@ -152,6 +154,17 @@ int vm_start(struct vmm *m, struct vm *vm)
                 return 0;
         if (vm_path(vm, state, "state") < 0)
                 return -ENAMETOOLONG;
+        /* A VM that starts running counts against its account's running
+         * VMs and memory: admitted and marked starting at once. */
+        limits = limits_of(m, vm->account);
+        pthread_mutex_lock(&m->lock);
+        r = vm_admit(m, vm->account, &limits,
+                     s != VM_SUSPENDED && vm->pending_mem_mb ? vm->pending_mem_mb : vm->mem_mb, 0, vm);
+        if (r == 0)
+                vm->state = VM_STARTING;
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0)
+                return r;
         vm_set_state(m, vm, VM_STARTING);
         if (s == VM_SUSPENDED) {
                 r = vm_boot(m, vm, state);
@@ -269,19 +282,25 @@ int vmm_kill(struct vmm *m, const char *account, const char *id)
         return 0;
 }
 
-int vmm_await(struct vmm *m, const char *account, const char *id, char ret_status[16])
+int vmm_await(struct vmm *m, const char *account, const char *id, int64_t timeout_ms, char ret_status[16])
 {
         struct vm *vm = vm_find(m, account, id);
+        struct timespec until;
+        int r = 0;
 
         if (!vm)
                 return -ENOENT;
+        realtime_in(timeout_ms, &until);
         pthread_mutex_lock(&m->lock);
-        while (!vm->removed && vm->state != VM_STOPPED && vm->state != VM_LOST && !m->stopping)
-                pthread_cond_wait(&m->cond, &m->lock);
+        while (r == 0 && !vm->removed && vm->state != VM_STOPPED && vm->state != VM_LOST && !m->stopping)
+                if (pthread_cond_timedwait(&m->cond, &m->lock, &until) == ETIMEDOUT)
+                        r = -ETIMEDOUT;
+        if (vm->removed || vm->state == VM_STOPPED || vm->state == VM_LOST)
+                r = 0;
         snprintf(ret_status, 16, "%s", vm->removed ? "deleted" : vm_state_name(vm->state));
         pthread_mutex_unlock(&m->lock);
         vm_put(m, vm);
-        return 0;
+        return r;
 }
 
 int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
@@ -289,6 +308,7 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
 {
         struct vm *vm = vm_lock(m, account, id);
         struct store_snapshot snap = {0};
+        struct reservation *reserved = NULL;
         char layer[24], sid[24];
         int r;
 
@@ -299,7 +319,11 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
                 return -ENOTCONN;
         }
         memcpy(sid, "sc-", 3);
-        r = random_id(sid + 3, 20);
+        r = storage_admit(m, account);
+        if (r == 0)
+                r = snapshot_admit(m, account, &reserved);
+        if (r == 0)
+                r = random_id(sid + 3, 20);
         if (r == 0)
                 r = vm_make_layer(m, vm, layer);
         if (r == 0) {
@@ -315,6 +339,7 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
                 snap.vcpus = vm->vcpus;
                 r = store_snapshot_insert(m->store, &snap);
         }
+        snapshot_done(m, reserved);
         if (r == 0)
                 log_info("vm %s: snapshot %s (layer %s)", vm->id, sid, layer);
         else

@@ -111,7 +111,7 @@ static int guest_net_bytes(struct agentc *a, uint64_t *ret)
         struct agentc_result res = {0};
         uint64_t total = 0;
         char *text, *line, *save = NULL;
-        int r = agentc_read(a, "/proc/net/dev", NULL, 64 * 1024, 5000, &res);
+        int r = agentc_read(a, "/proc/net/dev", NULL, 64 * 1024, 2000, &res);
 
         if (r == 0 && res.err)
                 r = -res.err;
@@ -218,42 +218,102 @@ static int64_t storage_used(struct vmm *m)
         return total;
 }
 
-/* Over the storage quota, deletes sticky VMs: lowest priority first, then
- * the least recently used. Persistent and ephemeral VMs are never evicted
- * here. */
+/* The sticky VM of account (NULL: any) to evict first: lowest priority,
+ * then least recently used. A reference, or NULL when there is none. */
+static struct vm *eviction_pick(struct vmm *m, const char *account)
+{
+        struct vm *pick = NULL;
+
+        pthread_mutex_lock(&m->lock);
+        for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                if (vm->hidden || vm->persist.kind != VM_PERSIST_STICKY || vm->state == VM_STARTING ||
+                    vm->state == VM_SUSPENDING || (account && strcmp(vm->account, account)))
+                        continue;
+                if (!pick || vm->persist.priority < pick->persist.priority ||
+                    (vm->persist.priority == pick->persist.priority && vm->last_activity < pick->last_activity))
+                        pick = vm;
+        }
+        if (pick)
+                pick->refs++;
+        pthread_mutex_unlock(&m->lock);
+        return pick;
+}
+
+static void evict(struct vmm *m, struct vm *vm, const char *why, int64_t over, int64_t limit)
+{
+        log_info("vm %s: evicted (%s: %lld bytes over its limit of %lld; least recently used sticky VM)", vm->id, why,
+                 (long long)over, (long long)limit);
+        vm_destroy(m, vm);
+        vm_put(m, vm);
+}
+
+/* The accounts that have VMs (malloc'd names, *ret_n of them). */
+static char **accounts_with_vms(struct vmm *m, size_t *ret_n)
+{
+        size_t n, k = 0;
+        struct vm **list = vms_collect(m, NULL, NULL, &n);
+        char **names = calloc(n + 1, sizeof(*names));
+
+        for (size_t i = 0; names && i < n; i++) {
+                size_t j = 0;
+
+                while (j < k && strcmp(names[j], list[i]->account))
+                        j++;
+                if (j == k && (names[k] = strdup(list[i]->account)))
+                        k++;
+        }
+        vms_release(m, list, n);
+        *ret_n = k;
+        return names;
+}
+
+/* Each account past its own storage limit loses its own sticky VMs,
+ * lowest priority and least recently used first; then, past the server's
+ * quota, the account that uses the most does. Persistent and ephemeral
+ * VMs are never evicted here, nor one account's VMs for another's use. */
 static void evict_for_quota(struct vmm *m)
 {
+        size_t n = 0;
+        char **accounts = accounts_with_vms(m, &n);
         int64_t used;
 
-        while (m->cfg.storage_quota > 0 && (used = storage_used(m)) > m->cfg.storage_quota && !m->stopping) {
-                struct vm *pick = NULL;
+        for (size_t i = 0; accounts && i < n && !m->stopping; i++) {
+                struct store_limits l = limits_of(m, accounts[i]);
+                struct vm *vm;
 
-                pthread_mutex_lock(&m->lock);
-                for (struct vm *vm = m->vms; vm; vm = vm->next) {
-                        if (vm->persist.kind != VM_PERSIST_STICKY || vm->state == VM_STARTING ||
-                            vm->state == VM_SUSPENDING)
-                                continue;
-                        if (!pick || vm->persist.priority < pick->persist.priority ||
-                            (vm->persist.priority == pick->persist.priority &&
-                             vm->last_activity < pick->last_activity))
-                                pick = vm;
-                }
-                if (pick)
-                        pick->refs++;
-                pthread_mutex_unlock(&m->lock);
-                if (!pick) {
-                        if (used == m->quota_warned)
-                                return;
-                        m->quota_warned = used;
-                        log_warn("storage: %lld bytes used, over the quota of %lld, and no sticky VM to evict",
-                                 (long long)used, (long long)m->cfg.storage_quota);
-                        return;
-                }
-                log_info("vm %s: evicted (storage %lld bytes over the quota of %lld; least recently used sticky VM)",
-                         pick->id, (long long)(used - m->cfg.storage_quota), (long long)m->cfg.storage_quota);
-                vm_destroy(m, pick);
-                vm_put(m, pick);
+                while (l.storage > 0 && (used = account_usage(m, accounts[i])) > l.storage && !m->stopping &&
+                       (vm = eviction_pick(m, accounts[i])))
+                        evict(m, vm, "account storage", used - l.storage, l.storage);
         }
+        while (m->cfg.storage_quota > 0 && (used = storage_used(m)) > m->cfg.storage_quota && !m->stopping) {
+                const char *heaviest = NULL;
+                int64_t most = -1;
+                struct vm *vm;
+
+                for (size_t i = 0; accounts && i < n; i++) {
+                        int64_t u = account_usage(m, accounts[i]);
+                        struct vm *candidate = eviction_pick(m, accounts[i]);
+
+                        if (candidate && u > most) {
+                                most = u;
+                                heaviest = accounts[i];
+                        }
+                        if (candidate)
+                                vm_put(m, candidate);
+                }
+                vm = heaviest ? eviction_pick(m, heaviest) : NULL;
+                if (!vm) {
+                        if (used != m->quota_warned)
+                                log_warn("storage: %lld bytes used, over the quota of %lld, and no sticky VM to evict",
+                                         (long long)used, (long long)m->cfg.storage_quota);
+                        m->quota_warned = used;
+                        break;
+                }
+                evict(m, vm, "server storage quota", used - m->cfg.storage_quota, m->cfg.storage_quota);
+        }
+        for (size_t i = 0; accounts && i < n; i++)
+                free(accounts[i]);
+        free(accounts);
 }
 
 /* ------------------------------------------------------------------ */
@@ -334,14 +394,25 @@ static void exits_check(struct vmm *m)
         vms_release(m, list, n);
 }
 
+void *idle_main(void *arg)
+{
+        struct vmm *m = arg;
+
+        while (!m->stopping) {
+                for (int i = 0; i < 4 && !m->stopping; i++)
+                        sleep_ms(500);
+                if (!m->stopping)
+                        idle_check(m);
+        }
+        return NULL;
+}
+
 void *monitor_main(void *arg)
 {
         struct vmm *m = arg;
 
         for (unsigned tick = 1; !m->stopping; tick++) {
                 sleep_ms(500);
-                if (tick % 4 == 0)
-                        idle_check(m);
                 ephemeral_reap(m);
                 if (tick % 10 == 0)
                         evict_for_quota(m);

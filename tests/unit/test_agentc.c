@@ -159,3 +159,30 @@ TEST(agentc_dead_transport_fails_at_once)
         CHECK(!agentc_alive(a));
         agentc_unref(a);
 }
+
+TEST(agentc_stalled_guest_fails_an_upload_within_the_deadline)
+{
+        size_t len = 24u << 20;
+        char *data = calloc(1, len);
+        struct agentc_result res = {0};
+        pid_t pid;
+        struct agentc *a = start(&pid);
+        int64_t ms;
+        int r, ping;
+
+        CHECK(a && data);
+        /* The guest stops its agent: nothing reads the port any more. */
+        kill(pid, SIGSTOP);
+        ms = now_ms();
+        r = agentc_write(a, "/tmp/sprout-agentc-stalled", NULL, data, len, 0600, len, 60000, &res);
+        ms = now_ms() - ms;
+        /* The connection is over for everyone. */
+        ping = agentc_ping(a, 1000);
+        kill(pid, SIGKILL);
+        free(data);
+        stop(a, pid);
+        unlink("/tmp/sprout-agentc-stalled");
+        CHECK(r == -ETIMEDOUT || r == -ECONNRESET);
+        CHECK(ms < 15000);
+        CHECK(ping < 0);
+}
