@@ -40,6 +40,9 @@ static void usage(FILE *f)
                    "  --max-request-seconds N  cap on an exec's run time, an await and a stream (default 3600)\n"
                    "  --account-max-long-requests N  execs, awaits and streams one account may have\n"
                    "                         open at once (default 32)\n"
+                   "  --vm-uid-base N        VMs' QEMUs run as uids N+1, N+2... (default 2100000000)\n"
+                   "  --unconfined           run QEMU as this user, without namespaces: only where\n"
+                   "                         sproutd cannot be root, and never with untrusted guests\n"
                    "every account's limits, unless `sprout keys create` set its own (0: none):\n"
                    "  --account-max-vms N  --account-max-running-vms N  --account-max-snapshots N\n"
                    "  --account-max-memory-mb N  --account-max-storage-bytes N\n"
@@ -76,6 +79,8 @@ int main(int argc, char **argv)
                 {"max-vm-vcpus", required_argument, NULL, 'C'},
                 {"max-vm-disk-gb", required_argument, NULL, 'D'},
                 {"max-request-seconds", required_argument, NULL, 'T'},
+                {"unconfined", no_argument, NULL, 'U'},
+                {"vm-uid-base", required_argument, NULL, 'G'},
                 {"account-max-long-requests", required_argument, NULL, 'L'},
                 {"account-max-vms", required_argument, NULL, 1},
                 {"account-max-running-vms", required_argument, NULL, 2},
@@ -97,7 +102,8 @@ int main(int argc, char **argv)
                                 .max_output = 16u << 20,
                                 .account_limits = {0, 0, 0, 0, 0},
                                 .disk_reserve = 1LL << 30,
-                                .max_exec_ms = 3600 * 1000};
+                                .max_exec_ms = 3600 * 1000,
+                                .uid_base = 2100000000u};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
@@ -125,6 +131,8 @@ int main(int argc, char **argv)
                         d.api.max_request_ms = parse_num(optarg, "--max-request-seconds", 1, 7 * 86400) * 1000;
                         vc.max_exec_ms = d.api.max_request_ms;
                         break;
+                case 'U': vc.unconfined = 1; break;
+                case 'G': vc.uid_base = (unsigned)parse_num(optarg, "--vm-uid-base", 1000, 4000000000LL); break;
                 case 'L': d.api.max_long_requests = (int)parse_num(optarg, "--account-max-long-requests", 1, 100000); break;
                 case 1: vc.account_limits.vms = parse_num(optarg, "--account-max-vms", 0, 1 << 20); break;
                 case 2: vc.account_limits.running = parse_num(optarg, "--account-max-running-vms", 0, 1 << 20); break;

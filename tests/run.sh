@@ -378,7 +378,8 @@ crash_check() {
         [ "$ok" -eq 0 ] || log "after the crash, vm exec $id printed '$out'"
         check "crash: the VM runs and keeps its files after a SIGKILL mid-snapshot" "$ok"
         snaps=$(curl -s -m 10 -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms/snapshots")
-        sid=$(printf '%s' "$snaps" | grep -o '"snapshotId":"sc-[a-z0-9]*"' | head -1 | cut -d'"' -f4)
+        # The snapshot of this VM, if the kill left one (other tests' snapshots are not its).
+        sid=$(printf '%s' "$snaps" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s||"{}");const x=(j.snapshots||[]).find(v=>v.sourceVmId===process.argv[1]);console.log(x?x.snapshotId:"")})' "$id")
         ok=0
         if [ -n "$sid" ]; then
                 restored=$(curl -s -m 120 -XPOST -H "Authorization: Bearer $SPROUT_API_KEY" "$SPROUT_URL/v1/vms" \

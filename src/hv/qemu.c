@@ -3,6 +3,7 @@
  * It must never pass anything from an API request onto QEMU's command line:
  * every argument is built from daemon configuration and paths it made.
  */
+#include "hv/jail.h"
 #include "hv/qemu.h"
 #include "hv/qmp.h"
 #include "lib/util.h"
@@ -12,7 +13,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +20,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 int qemu_pick_accel(const char *want, enum qemu_accel *ret)
 {
@@ -82,6 +80,19 @@ int qemu_kernel_cmdline(const char *image_dir, char *out, size_t size)
         return r;
 }
 
+/* The absolute path of a program found in PATH. */
+static int find_program(const char *name, char out[PATH_MAX])
+{
+        const char *path = getenv("PATH");
+        char dirs[4096], *dir, *save = NULL;
+
+        snprintf(dirs, sizeof(dirs), "%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+        for (dir = strtok_r(dirs, ":", &save); dir; dir = strtok_r(NULL, ":", &save))
+                if (path_fmt(out, PATH_MAX, "%s/%s", dir, name) == 0 && access(out, X_OK) == 0)
+                        return 0;
+        return -ENOENT;
+}
+
 static int pidfd_open_(pid_t pid)
 {
         return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -91,12 +102,17 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
 {
         char qmp_arg[4200], agent_arg[4200], serial_arg[4200], mem_arg[4300], drive_arg[4200], m_arg[64];
         char log_path[4096], pid_path[4096], qmp_path[4096], pid_text[32];
-        posix_spawnattr_t attr;
-        posix_spawn_file_actions_t fa;
+        char net_arg[64], qemu_bin[PATH_MAX];
         struct qemu *q;
         pid_t pid;
-        int r;
+        int r, log_fd;
 
+        if (find_program("qemu-system-x86_64", qemu_bin) < 0)
+                return -ENOENT;
+        if (c->jail && c->jail->tap)
+                snprintf(net_arg, sizeof(net_arg), "tap,id=net0,fd=%d", c->jail->tap_fd);
+        else
+                snprintf(net_arg, sizeof(net_arg), "user,id=net0");
         if (path_fmt(qmp_path, sizeof(qmp_path), "%s/qmp.sock", c->dir) < 0 ||
             path_fmt(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path) < 0 ||
             path_fmt(agent_arg, sizeof(agent_arg), "socket,id=agent,path=%s/agent.sock,server=on,wait=off",
@@ -117,7 +133,7 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
         snprintf(smp, sizeof(smp), "%d", c->vcpus);
         const char *argv[64];
         int n = 0;
-        argv[n++] = "qemu-system-x86_64";
+        argv[n++] = qemu_bin;
         argv[n++] = "-nodefaults";
         argv[n++] = "-no-user-config";
         argv[n++] = "-nographic";
@@ -149,7 +165,7 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
         argv[n++] = "-device";
         argv[n++] = "virtio-blk-device,drive=root";
         argv[n++] = "-netdev";
-        argv[n++] = "user,id=net0";
+        argv[n++] = net_arg;
         argv[n++] = "-device";
         argv[n++] = "virtio-net-device,netdev=net0";
         argv[n++] = "-device";
@@ -160,25 +176,27 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
         argv[n++] = "virtserialport,chardev=agent,name=agent";
         argv[n++] = "-qmp";
         argv[n++] = qmp_arg;
+        /* Its own seccomp filter: no spawning (migrations go through file
+         * descriptors handed over QMP), no privileges, no resource
+         * control, no obsolete system calls. */
+        argv[n++] = "-sandbox";
+        argv[n++] = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
         if (c->incoming) {
                 argv[n++] = "-incoming";
                 argv[n++] = "defer";
         }
         argv[n] = NULL;
 
-        posix_spawnattr_init(&attr);
-        /* Its own session: a signal to the daemon's process group (Ctrl-C,
-         * a test harness killing the daemon) must not take the VMs down. */
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        posix_spawn_file_actions_adddup2(&fa, 1, 2);
-        r = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-        if (r != 0)
-                return -r;
+        /* Its own session (a signal to the daemon's process group, Ctrl-C
+         * or a test harness killing the daemon, must not take the VMs
+         * down) and, with a jail, its own uid and namespaces. */
+        log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (log_fd < 0)
+                return -errno;
+        r = jail_spawn(c->jail, (char *const *)argv, log_fd, &pid);
+        close(log_fd);
+        if (r < 0)
+                return r;
 
         q = calloc(1, sizeof(*q));
         if (!q) {
@@ -290,29 +308,20 @@ static int set_ignore_shared(struct qemu *q, int timeout_ms)
         return r;
 }
 
-/* Quotes a path for the "exec:" migration URI, which QEMU runs through
- * /bin/sh. Our paths never contain a single quote; refuse one anyway. */
-static int exec_uri(char *out, size_t size, const char *fmt, const char *path)
+/* Runs a migration command (migrate or migrate-incoming) whose stream
+ * goes to or from fd, handed to QEMU over QMP, with x-ignore-shared set
+ * (the RAM stays in the shared memory file), and waits for it to
+ * complete. */
+static int migrate(struct qemu *q, const char *cmd, int fd, int timeout_ms)
 {
-        if (strchr(path, '\''))
-                return -EINVAL;
-        return path_fmt(out, size, fmt, path);
-}
-
-/* Runs a migration command (migrate or migrate-incoming) whose stream goes
- * through `cat` to or from path, with x-ignore-shared set, and waits for it
- * to complete. */
-static int migrate(struct qemu *q, const char *cmd, const char *uri_fmt, const char *path, int timeout_ms)
-{
-        char uri[4200];
         json_t *args;
-        int r = exec_uri(uri, sizeof(uri), uri_fmt, path);
+        int r = set_ignore_shared(q, timeout_ms);
 
         if (r == 0)
-                r = set_ignore_shared(q, timeout_ms);
+                r = qmp_pass_fd(q->qmp, "migration", fd, timeout_ms);
         if (r < 0)
                 return r;
-        args = json_pack("{s:s}", "uri", uri);
+        args = json_pack("{s:s}", "uri", "fd:migration");
         if (!args)
                 return -ENOMEM;
         r = qmp_call(q->qmp, cmd, args, timeout_ms, NULL, NULL);
@@ -324,8 +333,12 @@ static int migrate(struct qemu *q, const char *cmd, const char *uri_fmt, const c
 
 int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
 {
-        int r = migrate(q, "migrate-incoming", "exec:cat '%s'", state_path, timeout_ms);
+        int fd = open(state_path, O_RDONLY | O_CLOEXEC), r;
 
+        if (fd < 0)
+                return -errno;
+        r = migrate(q, "migrate-incoming", fd, timeout_ms);
+        close(fd);
         /* The state was saved from a paused guest, and QEMU keeps the source's
          * run state: resume it explicitly. */
         return r < 0 ? r : qemu_cont(q, timeout_ms);
@@ -333,9 +346,19 @@ int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
 
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
 {
-        int r = qmp_call(q->qmp, "stop", NULL, timeout_ms, NULL, NULL);
+        int fd, r = qmp_call(q->qmp, "stop", NULL, timeout_ms, NULL, NULL);
 
-        return r < 0 ? r : migrate(q, "migrate", "exec:cat > '%s'", state_path, timeout_ms);
+        if (r < 0)
+                return r;
+        fd = open(state_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        r = migrate(q, "migrate", fd, timeout_ms);
+        /* The state must be on disk before anything names it as saved. */
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        close(fd);
+        return r;
 }
 
 int qemu_cont(struct qemu *q, int timeout_ms)

@@ -1,8 +1,8 @@
 /*
  * qemu: the hypervisor driver. Runs one QEMU process per VM (microvm
  * machine, virtio-blk on a qcow2 overlay, the agent on a virtio-serial port,
- * user-mode networking) and drives it through QMP: restore from a saved
- * device state, save device state, quit. Each VM's files live in its own
+ * a TAP device or user-mode networking), confined by jail.h, and drives it
+ * through QMP: restore from a saved device state, save device state, quit. Each VM's files live in its own
  * directory: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid.
  * QEMU runs in its own session so it outlives a crash of the daemon.
  * Never logs; the VM manager logs with the VM id.
@@ -28,6 +28,8 @@ const char *qemu_accel_name(enum qemu_accel a);
  * "cmdline" file plus the host's TSC rate. 0 or -errno. */
 int qemu_kernel_cmdline(const char *image_dir, char *out, size_t size);
 
+struct jail;
+
 struct qemu_config {
         const char *dir;      /* per-VM directory for sockets and logs */
         const char *kernel;
@@ -40,6 +42,11 @@ struct qemu_config {
         int vcpus;
         int incoming;         /* 1: wait for qemu_restore instead of booting */
         enum qemu_accel accel;
+        /* Where QEMU runs (jail.h): its uid, namespaces and cgroups. With a
+         * TAP device the guest's network is that device; without one it
+         * is user-mode networking. NULL: unconfined. QEMU always runs
+         * with its seccomp sandbox on (no spawning, no privileges). */
+        const struct jail *jail;
 };
 
 struct qemu {
@@ -59,11 +66,13 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret);
 int qemu_attach(const char *dir, int timeout_ms, struct qemu **ret);
 
 /* Loads device state saved by qemu_save into a QEMU spawned with
- * incoming=1 and waits until the guest runs. */
+ * incoming=1 and waits until the guest runs. The file is opened here and
+ * handed to QEMU, which needs no access to it. */
 int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms);
 
 /* Pauses the guest and writes its device state (not its RAM, which lives in
- * the shared memory file) to state_path. The guest stays paused. */
+ * the shared memory file) to state_path, opened (created) here and handed
+ * to QEMU. The guest stays paused. */
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms);
 
 /* Resumes a paused guest. */

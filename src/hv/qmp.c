@@ -100,8 +100,29 @@ static int read_line(struct qmp *q, int64_t deadline, char **ret)
         }
 }
 
-/* Sends a command and waits for its reply, skipping events. */
-static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return,
+/* Sends the first byte of a command with fd attached (SCM_RIGHTS), as
+ * QMP's getfd takes it. */
+static int send_fd(int sock, const char *text, int fd)
+{
+        char control[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = (void *)text, .iov_len = 1};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                             .msg_controllen = sizeof(control)};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return 0;
+}
+
+/* Sends a command (with fd attached when >= 0) and waits for its reply,
+ * skipping events. */
+static int call_locked(struct qmp *q, const char *cmd, json_t *args, int fd, int timeout_ms, json_t **ret_return,
                        char **ret_error)
 {
         int64_t deadline = now_ms() + timeout_ms;
@@ -117,7 +138,13 @@ static int call_locked(struct qmp *q, const char *cmd, json_t *args, int timeout
         json_decref(req);
         if (!text)
                 return -ENOMEM;
-        r = sock_send_all(q->fd, text, strlen(text), deadline);
+        if (fd >= 0) {
+                r = send_fd(q->fd, text, fd);
+                if (r == 0)
+                        r = sock_send_all(q->fd, text + 1, strlen(text) - 1, deadline);
+        } else {
+                r = sock_send_all(q->fd, text, strlen(text), deadline);
+        }
         free(text);
         if (r == 0)
                 r = sock_send_all(q->fd, "\n", 1, deadline);
@@ -185,7 +212,7 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **ret)
         r = read_line(q, deadline, &greeting);
         free(greeting);
         if (r == 0)
-                r = call_locked(q, "qmp_capabilities", NULL, timeout_ms, NULL, NULL);
+                r = call_locked(q, "qmp_capabilities", NULL, -1, timeout_ms, NULL, NULL);
         if (r < 0) {
                 qmp_close(q);
                 return r;
@@ -199,8 +226,22 @@ int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_
         int r;
 
         pthread_mutex_lock(&q->lock);
-        r = call_locked(q, cmd, args, timeout_ms, ret_return, ret_error);
+        r = call_locked(q, cmd, args, -1, timeout_ms, ret_return, ret_error);
         pthread_mutex_unlock(&q->lock);
+        return r;
+}
+
+int qmp_pass_fd(struct qmp *q, const char *name, int fd, int timeout_ms)
+{
+        json_t *args = json_pack("{s:s}", "fdname", name);
+        int r;
+
+        if (!args)
+                return -ENOMEM;
+        pthread_mutex_lock(&q->lock);
+        r = call_locked(q, "getfd", args, fd, timeout_ms, NULL, NULL);
+        pthread_mutex_unlock(&q->lock);
+        json_decref(args);
         return r;
 }
 

@@ -23,6 +23,10 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **ret);
  * (malloc'd). Transport failures return -errno (-ETIMEDOUT, -ECONNRESET). */
 int qmp_call(struct qmp *q, const char *cmd, json_t *args, int timeout_ms, json_t **ret_return, char **ret_error);
 
+/* Hands fd (which stays the caller's) to QEMU under name, for a later
+ * command that names it ("fd:NAME" migration URIs). */
+int qmp_pass_fd(struct qmp *q, const char *name, int fd, int timeout_ms);
+
 /* The description of the last QMP error reply on q ("" if none). Valid
  * until the next call on q. */
 const char *qmp_last_error(struct qmp *q);

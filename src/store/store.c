@@ -217,9 +217,16 @@ static int migrate_v3(struct store *s)
         return exec_script(s, schema_v3);
 }
 
+/* Version 4: the uid a VM's QEMU runs as, kept so that its files stay its
+ * own across restarts. */
+static int migrate_v4(struct store *s)
+{
+        return exec_script(s, "ALTER TABLE vms ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;");
+}
+
 /* Migrations in order: migrations[i] takes the schema from version i to
  * version i + 1. */
-static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3};
+static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3, migrate_v4};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* Runs a prepared query of one number and finalizes it. */
@@ -555,11 +562,11 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
         int r = prepare(s, &st,
                         "INSERT INTO vms (id, account_id, name, state, snapshot_id, workdir, persist_kind,"
                         " persist_priority, persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer,"
-                        " error_code, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        "sssssssisIIiisis", vm->id, vm->account_id, vm->name, vm->state, vm->snapshot_id,
+                        " error_code, error, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "sssssssisIIiisisI", vm->id, vm->account_id, vm->name, vm->state, vm->snapshot_id,
                         vm->workdir, vm->persist_kind ? vm->persist_kind : "sticky", vm->persist_priority,
                         vm->persist_delete_on ? vm->persist_delete_on : "suspended", vm->created_at,
-                        vm->idle_timeout_s, vm->mem_mb, vm->vcpus, vm->layer, vm->error_code, vm->error);
+                        vm->idle_timeout_s, vm->mem_mb, vm->vcpus, vm->layer, vm->error_code, vm->error, vm->uid);
 
         return r < 0 ? r : finish(s, st, 1);
 }
@@ -593,7 +600,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
         r = prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persist_kind, persist_priority,"
                     " persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb,"
-                    " pending_vcpus, error_code, error, last_active_at FROM vms ORDER BY created_at, id",
+                    " pending_vcpus, error_code, error, last_active_at, uid FROM vms ORDER BY created_at, id",
                     NULL);
         if (r < 0)
                 return r;
@@ -618,6 +625,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         .error_code = sqlite3_column_int(st, 16),
                         .error = col_dup(st, 17),
                         .last_active_at = sqlite3_column_int64(st, 18),
+                        .uid = sqlite3_column_int64(st, 19),
                 };
 
                 r = vm.id && vm.account_id && vm.state && vm.persist_kind && vm.persist_delete_on ? fn(&vm, userdata)
@@ -661,6 +669,11 @@ int store_vm_set_layer(struct store *s, const char *id, const char *layer)
         return WRITE_ONE(s, "UPDATE vms SET layer = ? WHERE id = ?", "ss", layer, id);
 }
 
+int store_vm_set_uid(struct store *s, const char *id, int64_t uid)
+{
+        return WRITE_ONE(s, "UPDATE vms SET uid = ? WHERE id = ?", "Is", uid, id);
+}
+
 /* ---- layers ---- */
 
 int store_layer_insert(struct store *s, const char *id, const char *parent)
@@ -677,6 +690,26 @@ int store_layer_exists(struct store *s, const char *id)
                 return r;
         r = sqlite3_step(st);
         r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sql_err(r) ? sql_err(r) : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_layer_parent(struct store *s, const char *id, char **ret_parent)
+{
+        sqlite3_stmt *st;
+        int r = prepare(s, &st, "SELECT parent FROM layers WHERE id = ?", "s", id), rc;
+
+        if (r < 0)
+                return r;
+        *ret_parent = NULL;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_parent = col_dup(st, 0);
+                if (sqlite3_column_type(st, 0) != SQLITE_NULL && !*ret_parent)
+                        r = -ENOMEM;
+        } else {
+                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+        }
         sqlite3_finalize(st);
         return r;
 }

@@ -41,6 +41,7 @@ struct store_vm {
         int error_code;
         char *error;
         int64_t last_active_at; /* wall-clock ms of its last use as last saved; 0: never saved */
+        int64_t uid; /* the uid its QEMU runs as; 0: none given yet */
 };
 
 /* A snapshot's record; strings owned (store_snapshot_clear). */
@@ -127,6 +128,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
 
 void store_vm_clear(struct store_vm *vm);
 int store_vm_set_layer(struct store *s, const char *id, const char *layer);
+int store_vm_set_uid(struct store *s, const char *id, int64_t uid);
 /* Sets (code < 0) or clears (code 0) a VM's create failure. */
 int store_vm_set_error(struct store *s, const char *id, int code, const char *error);
 int store_vm_set_last_active(struct store *s, const char *id, int64_t at);
@@ -138,6 +140,9 @@ int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, in
 int store_layer_insert(struct store *s, const char *id, const char *parent);
 /* 1: a layer id is recorded; 0: not; -errno: could not tell. */
 int store_layer_exists(struct store *s, const char *id);
+/* A layer's parent (malloc'd; NULL: the default snapshot); -ENOENT for an
+ * unknown layer. */
+int store_layer_parent(struct store *s, const char *id, char **ret_parent);
 
 /* Finds layers that no VM, no live snapshot and no live layer needs, calls
  * fn for each (to remove its files) and forgets them. */

@@ -267,6 +267,7 @@ struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->saved_activity = vm->last_activity;
         vm->pending_mem_mb = s->pending_mem_mb;
         vm->pending_vcpus = s->pending_vcpus;
+        vm->uid = (unsigned)s->uid;
         vm->refs = 1; /* the list's */
         pthread_mutex_init(&vm->lock, NULL);
         if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) || (s->layer && !vm->layer) ||
@@ -403,8 +404,15 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
                 goto fail;
         if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
             path_fmt(path, sizeof(path), "%s/snapshots", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
-            path_fmt(path, sizeof(path), "%s/layers", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0)
+            path_fmt(path, sizeof(path), "%s/layers", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
+            path_fmt(path, sizeof(path), "%s/jail", m->data_dir) < 0 || (r = mkdir_p(path, 0755)) < 0)
                 goto fail;
+        if (!c->unconfined && (r = jail_supported()) < 0) {
+                log_err("VMs cannot be confined here (%s): sproutd must run as root; --unconfined runs them"
+                        " as this user, unconfined, at your own risk",
+                        strerror(-r));
+                goto fail;
+        }
         r = store_vm_foreach(store, load_vm, m);
         if (r < 0)
                 goto fail;

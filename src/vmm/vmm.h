@@ -76,6 +76,11 @@ struct vmm_config {
         size_t max_file_size; /* cap on one file read or written */
         size_t max_output;    /* cap on an exec's stdout+stderr */
         int64_t max_exec_ms;  /* cap on an exec's run time: one with no timeout, or a longer one, gets this */
+        /* Each VM's QEMU runs as a uid of its own, uid_base + n, in a jail
+         * (hv/jail.h); with unconfined set it runs as the daemon's user,
+         * which an operator accepts explicitly. */
+        int unconfined;
+        unsigned uid_base;
         int64_t storage_quota; /* bytes; past it sticky VMs are evicted; 0: none */
         /* Every account's limits unless its own say otherwise (-1 or 0 in
          * a field: none). Past its storage limit, an account's own sticky

@@ -49,6 +49,7 @@ struct vm {
         int refs;            /* under m->lock */
         int removed;         /* unlinked from the list; under m->lock */
         char dir[PATH_MAX];
+        unsigned uid; /* its QEMU's uid (and gid); 0: none given yet; under lock */
         pthread_mutex_t lock;
         struct qemu *qemu;    /* under lock */
         struct agentc *agent; /* under lock */
@@ -194,6 +195,26 @@ int ensure_running(struct vmm *m, struct vm *vm);
 int vm_destroy(struct vmm *m, struct vm *vm);
 /* Ends the background creates before the manager goes away. */
 void creates_drain(struct vmm *m);
+
+/* ---- confinement (vmm_jail.c) ---- */
+
+#include "hv/jail.h"
+
+/* What a VM's QEMU is confined with, and the strings that points into. */
+struct vm_jail {
+        struct jail jail;
+        const char *ro[40];
+        char ro_paths[40][PATH_MAX];
+        const char *devices[8];
+        char root[PATH_MAX];
+};
+
+/* Gives vm its uid (once), makes its directory its own and the layers it
+ * reads readable, and fills ret for qemu_config.jail. vm->lock held. With
+ * m->cfg.unconfined, fills nothing and returns 1. */
+int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret);
+/* Makes a layer's disk, now frozen, readable by every VM's uid. */
+int layer_seal(const char *disk);
 
 /* ---- limits (vmm_limits.c) ---- */
 

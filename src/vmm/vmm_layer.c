@@ -79,6 +79,9 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
                 r = qemu_img_size(disk, &bytes);
         if (r == 0)
                 r = qemu_img_create(next, ldisk, "qcow2", bytes, log);
+        /* The VM's QEMU opens its new overlay as the VM's own uid. */
+        if (r == 0 && vm->uid && chown(next, vm->uid, vm->uid) < 0)
+                r = -errno;
         /* Crash-safe order: the layer is recorded before any disk in use
          * backs onto it (so a directory without a record can go at the
          * next start), and disk.current names the new overlay before QEMU
@@ -92,6 +95,10 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
                 r = write_file_atomic(current, next_name, strlen(next_name), 0644);
         if (r == 0 && running)
                 r = qemu_snapshot_disk(vm->qemu, next, 10000);
+        /* Frozen now: every VM that restores from the layer reads it (and
+         * vm_jail_prepare seals it again should this fail). */
+        if (r == 0 && layer_seal(ldisk) < 0)
+                log_warn("layer %s: could not make its disk readable: %s", id, strerror(errno));
         if (r < 0 && recorded) {
                 /* Back onto the old overlay, in the reverse order. */
                 int k = write_file_atomic(current, vm->disk, strlen(vm->disk), 0644);

@@ -34,22 +34,31 @@ static void vm_prune_disks(struct vm *vm)
 int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
 {
         char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX];
+        struct vm_jail *vj = calloc(1, sizeof(*vj));
         struct boot_files files;
         struct qemu_config c;
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         int r;
 
+        if (!vj)
+                return -ENOMEM;
         /* Each VM owns a shared-mapped memory file, so saving it (suspend,
          * snapshot, fork) is a device-state save: the RAM is already in
          * the file. */
         if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
             vm_path(vm, sock, "agent.sock") < 0 ||
-            boot_config(m, vm->dir, disk, mem, vm->mem_mb, vm->vcpus, &files, &c) < 0)
+            boot_config(m, vm->dir, disk, mem, vm->mem_mb, vm->vcpus, &files, &c) < 0) {
+                free(vj);
                 return -ENAMETOOLONG;
+        }
         c.incoming = state_path != NULL;
         vm_prune_disks(vm);
-        r = qemu_spawn(&c, 10000, &q);
+        r = vm_jail_prepare(m, vm, vj);
+        if (r == 0)
+                c.jail = &vj->jail;
+        r = r < 0 ? r : qemu_spawn(&c, 10000, &q);
+        free(vj);
         if (r < 0)
                 return r;
         if (state_path) {

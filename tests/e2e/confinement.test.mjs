@@ -4,10 +4,51 @@
 // any endpoint family.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { CREATE_TIMEOUT, VmTracker, api, apiWithin, exec, expectError, ok, rand, show, sleep } from "./lib.mjs";
+import { readFileSync } from "node:fs";
+import { CREATE_TIMEOUT, VmTracker, api, apiWithin, exec, expectError, hostPids, ok, rand, show, sleep } from "./lib.mjs";
 
 const vms = new VmTracker();
 after(() => vms.cleanup());
+
+/** The host's view of a VM's QEMU: /proc/PID/status fields and environ. */
+function qemuProc(id) {
+  const pids = hostPids(id);
+  assert.equal(pids.length, 1, `one QEMU for ${id}: ${pids}`);
+  const status = Object.fromEntries(
+    readFileSync(`/proc/${pids[0]}/status`, "utf8")
+      .split("\n")
+      .map((l) => l.split(":\t"))
+      .filter((kv) => kv.length === 2),
+  );
+  const environ = readFileSync(`/proc/${pids[0]}/environ`, "utf8").split("\0").filter(Boolean);
+  return { pid: pids[0], status, environ };
+}
+
+test("each QEMU runs as its own unprivileged uid, sandboxed, with no SPROUT_ variables", { timeout: CREATE_TIMEOUT }, async () => {
+  const [a, b] = await Promise.all([vms.create({ idleTimeoutSeconds: 0 }), vms.create({ idleTimeoutSeconds: 0 })]);
+  const pa = qemuProc(a.id);
+  const pb = qemuProc(b.id);
+  const uid = (p) => p.status.Uid.split(/\s+/);
+  for (const p of [pa, pb]) {
+    assert.ok(uid(p).every((u) => u !== "0"), `QEMU ${p.pid} uids: ${p.status.Uid}`);
+    assert.equal(p.status.Seccomp.trim(), "2", `QEMU ${p.pid} Seccomp`);
+    assert.equal(p.status.NoNewPrivs.trim(), "1", `QEMU ${p.pid} NoNewPrivs`);
+    assert.ok(!p.environ.some((e) => e.startsWith("SPROUT_") || e.startsWith("FREESTYLE_")), `QEMU ${p.pid} environ: ${p.environ}`);
+  }
+  assert.notEqual(uid(pa)[0], uid(pb)[0], "two VMs, two uids");
+  // Its root shows its own directory, not the data dir's other VMs.
+  const root = `/proc/${pa.pid}/root`;
+  const ownDir = readFileSync(`/proc/${pa.pid}/cmdline`, "utf8").split("\0").find((x) => x.includes("/qmp.sock"));
+  const vmsDir = ownDir.replace(/^unix:/, "").replace(/\/[^/]+\/qmp\.sock.*$/, "");
+  const { readdirSync } = await import("node:fs");
+  assert.deepEqual(readdirSync(`${root}${vmsDir}`), [a.id], `the VMs a jail shows`);
+  // The guest still works, and restores from snapshots made under it.
+  assert.equal((await exec(a.id, "echo ok")).stdout, "ok\n");
+  const snap = await ok("POST", `/v1/vms/${a.id}/snapshot`, { body: {} });
+  const c = await vms.create({ snapshotId: snap.snapshotId, idleTimeoutSeconds: 0 });
+  assert.equal((await exec(c.id, "echo restored")).stdout, "restored\n");
+  await ok("DELETE", `/v1/vms/snapshots/${snap.snapshotId}`);
+});
 
 test("a guest that SIGSTOPs its agent: an upload fails in time, other VMs answer, delete completes", { timeout: CREATE_TIMEOUT }, async () => {
   const [stuck, other] = await Promise.all([vms.create({ idleTimeoutSeconds: 0 }), vms.create({ idleTimeoutSeconds: 0 })]);
@@ -77,4 +118,5 @@ test("another account's VM is not found through any endpoint family", { timeout:
   assert.ok(!list.vms.some((v) => v.id === id), "not listed for the stranger");
   // The owner still has it, running.
   assert.equal((await ok("GET", `/v1/vms/${id}`, { key: owner.key })).state, "running");
+  await ok("DELETE", `/v1/vms/snapshots/${snap.snapshotId}`, { key: owner.key });
 });
