@@ -10,7 +10,8 @@
 #      the guest and saves a snapshot)
 #   4. end-to-end tests (tests/e2e/*.test.mjs) and SDK tests (tests/sdk),
 #      then checks that restart sproutd over the same data dir: after a
-#      SIGTERM, after a SIGKILL mid-snapshot, and with a storage quota
+#      SIGTERM, after a SIGKILL mid-snapshot, below the free-space reserve
+#      and with a storage quota
 #   5. SIGTERM: sproutd must exit 0 within 20 s; no VM process may remain
 #      (VMs outlive a daemon restart by design, but the tests delete theirs)
 #
@@ -520,6 +521,35 @@ quota_check() {
         check "quota: vm delete" $n
 }
 
+# Below the free-space reserve, creates, forks and snapshots are refused
+# with 507 INSUFFICIENT_STORAGE, and a VM that runs keeps running.
+reserve_check() {
+        local id free code out
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        log "reserve check: a data dir below --disk-reserve-bytes refuses new VMs, and running ones go on"
+        id=$(build/sprout vm create --name reserve-check) || { check "reserve: vm create" 1; return; }
+        stop_sproutd
+        free=$(df -B1 --output=avail "$DATA_DIR" | tail -n 1)
+        SPROUTD_EXTRA_ARGS=(--disk-reserve-bytes "$((free + (1 << 30)))")
+        if ! launch_sproutd; then
+                SPROUTD_EXTRA_ARGS=()
+                check "reserve: sproutd restarts with the reserve" 1
+                return
+        fi
+        SPROUTD_EXTRA_ARGS=()
+        code=$(api POST /v1/vms '{}' | grep -o '"code":"[A-Z_]*"')
+        [ "$code" = '"code":"INSUFFICIENT_STORAGE"' ] || log "reserve: a create answered $code"
+        check "reserve: a create below the reserve is refused with INSUFFICIENT_STORAGE" "$([ "$code" = '"code":"INSUFFICIENT_STORAGE"' ] && echo 0 || echo 1)"
+        code=$(api POST "/v1/vms/$id/snapshot" '{}' | grep -o '"code":"[A-Z_]*"')
+        check "reserve: so is a snapshot" "$([ "$code" = '"code":"INSUFFICIENT_STORAGE"' ] && echo 0 || echo 1)"
+        out=$(build/sprout vm exec "$id" 'echo still-running')
+        check "reserve: the running VM keeps running" "$([ "$out" = still-running ] && echo 0 || echo 1)"
+        build/sprout vm delete "$id" >/dev/null
+        check "reserve: vm delete" $?
+        stop_sproutd
+        launch_sproutd || check "reserve: sproutd restarts without the reserve" 1
+}
+
 if start_sproutd; then
         check "sproutd starts and becomes healthy" 0
         for f in "${FILES[@]}"; do
@@ -538,6 +568,7 @@ if start_sproutd; then
         restart_check
         crash_check
         create_crash_check
+        reserve_check
         quota_check
         [ -z "$SPROUTD_PID" ] || stop_sproutd final
 else

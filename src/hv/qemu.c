@@ -120,8 +120,8 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
             path_fmt(serial_arg, sizeof(serial_arg), "file,id=ser0,path=%s/console.log,append=on", c->dir) < 0 ||
             path_fmt(mem_arg, sizeof(mem_arg), "memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
                      c->mem_mb, c->mem_path, c->mem_shared ? "on" : "off") < 0 ||
-            path_fmt(drive_arg, sizeof(drive_arg), "id=root,file=%s,format=qcow2,if=none,discard=unmap",
-                     c->disk) < 0 ||
+            path_fmt(drive_arg, sizeof(drive_arg),
+                     "id=root,file=%s,format=qcow2,if=none,discard=unmap,werror=report,rerror=report", c->disk) < 0 ||
             path_fmt(log_path, sizeof(log_path), "%s/qemu.log", c->dir) < 0 ||
             path_fmt(pid_path, sizeof(pid_path), "%s/qemu.pid", c->dir) < 0)
                 return -ENAMETOOLONG;

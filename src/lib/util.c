@@ -678,3 +678,28 @@ int strbuf_add(struct strbuf *b, const void *p, size_t n)
         b->s[b->len] = 0;
         return 0;
 }
+
+int write_existing(const char *path, const char *text)
+{
+        int fd = open(path, O_WRONLY | O_CLOEXEC), r = 0;
+        size_t n = strlen(text);
+
+        if (fd < 0)
+                return -errno;
+        if (write(fd, text, n) != (ssize_t)n)
+                r = errno ? -errno : -EIO;
+        close(fd);
+        return r;
+}
+
+int file_allocate(const char *path, int64_t size)
+{
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600), r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fallocate(fd, 0, 0, size) < 0)
+                r = -errno;
+        close(fd);
+        return r;
+}

@@ -74,6 +74,15 @@ int rm_rf(const char *path);
  * 0 or -errno. */
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
 
+/* Writes text into an existing file (a sysfs or cgroup knob), in one
+ * write. 0 or -errno. */
+int write_existing(const char *path, const char *text);
+
+/* Makes path a file of size bytes whose blocks are all allocated (holes
+ * filled, data kept), so that writing into it later never needs disk
+ * space. 0 or -errno (-ENOSPC). */
+int file_allocate(const char *path, int64_t size);
+
 /* Reads a whole small file (up to max bytes) into a malloc'd NUL-terminated
  * buffer. 0 or -errno (-EFBIG past max). */
 int read_file(const char *path, size_t max, char **ret, size_t *ret_len);

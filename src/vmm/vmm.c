@@ -407,6 +407,15 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
             path_fmt(path, sizeof(path), "%s/layers", m->data_dir) < 0 || (r = mkdir_p(path, 0700)) < 0 ||
             path_fmt(path, sizeof(path), "%s/jail", m->data_dir) < 0 || (r = mkdir_p(path, 0755)) < 0)
                 goto fail;
+        if (!c->unconfined && (r = cgroup_setup(&m->cgroups)) < 0) {
+                log_err("no cgroup hierarchy with the memory, cpu and pids controllers (%s): VMs cannot be"
+                        " limited; --unconfined runs them without, at your own risk",
+                        strerror(-r));
+                goto fail;
+        }
+        if (!c->unconfined)
+                log_info("VMs are confined: own uids, namespaces, seccomp, cgroup %s limits",
+                         cgroup_version_name(m->cgroups));
         if (!c->unconfined && (r = jail_supported()) < 0) {
                 log_err("VMs cannot be confined here (%s): sproutd must run as root; --unconfined runs them"
                         " as this user, unconfined, at your own risk",

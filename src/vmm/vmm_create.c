@@ -109,13 +109,13 @@ static int create_run(struct create_job *j)
         }
         if (r < 0 && !j->background) {
                 vm_unlink(m, vm);
-                vm_halt(vm, 0);
+                vm_halt(m, vm, 0);
                 k = store_vm_delete(m->store, vm->id);
                 if (k < 0)
                         log_err("vm %s: could not remove the record of a failed create: %s", vm->id, strerror(-k));
                 rm_rf(vm->dir);
         } else if (r < 0) {
-                vm_halt(vm, 0);
+                vm_halt(m, vm, 0);
                 pthread_mutex_lock(&m->lock);
                 vm->error_code = r;
                 vm->error = j->report;
@@ -346,7 +346,7 @@ int vm_destroy(struct vmm *m, struct vm *vm)
                 return -ENOENT;
         }
         vm_unlink(m, vm);
-        vm_halt(vm, 2000);
+        vm_halt(m, vm, 2000);
         r = store_vm_delete(m->store, vm->id);
         if (r < 0 && r != -ENOENT)
                 log_err("vm %s: could not remove its record: %s", vm->id, strerror(-r));

@@ -15,6 +15,7 @@
 #define SPROUT_VMM_INT_H
 
 #include "agentc/agentc.h"
+#include "hv/cgroup.h"
 #include "hv/qemu.h"
 #include "store/store.h"
 #include "vmm/vmm.h"
@@ -91,6 +92,7 @@ struct vmm {
         int threads_started;
         int64_t quota_warned; /* usage last warned about; monitor thread only */
         int creates;          /* background creates still running; under lock */
+        enum cgroup_version cgroups; /* where VMs' resource limits go */
         struct reservation *snapshots; /* snapshots being taken, by account; under lock */
 };
 
@@ -180,9 +182,9 @@ void layers_recover(struct vmm *m);
 /* Boots vm from its disk and memory file: restores the device state at
  * state_path, or cold-boots when it is NULL. vm->lock held. */
 int vm_boot(struct vmm *m, struct vm *vm, const char *state_path);
-/* Ends vm's QEMU (asking it to quit first when timeout_ms > 0) and drops
- * its agent. vm->lock held. */
-void vm_halt(struct vm *vm, int timeout_ms);
+/* Ends vm's QEMU (asking it to quit first when timeout_ms > 0), drops
+ * its agent and removes its cgroup. vm->lock held. */
+void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms);
 int vm_suspend(struct vmm *m, struct vm *vm);
 int vm_start(struct vmm *m, struct vm *vm);
 /* Resumes a suspended VM for an operation that needs it running. */
@@ -207,6 +209,8 @@ struct vm_jail {
         char ro_paths[40][PATH_MAX];
         const char *devices[8];
         char root[PATH_MAX];
+        char procs[CGROUP_MAX_FILES][PATH_MAX];
+        const char *cgroups[CGROUP_MAX_FILES + 1];
 };
 
 /* Gives vm its uid (once), makes its directory its own and the layers it

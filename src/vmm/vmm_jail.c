@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Memory a QEMU takes beyond its guest's RAM. */
+#define QEMU_OVERHEAD_MB 512
+
 /* Uids are handed out from uid_base up, one per VM for its life. */
 #define UID_RANGE 65536
 
@@ -152,6 +155,23 @@ int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret)
         ret->devices[nd] = NULL;
         if (path_fmt(ret->root, sizeof(ret->root), "%s/jail", m->data_dir) < 0)
                 return -ENAMETOOLONG;
+        /* Its resources: guest RAM and what QEMU itself takes (TCG's
+         * translation cache, device state, I/O buffers), its vCPUs and a
+         * half core for the rest, and threads enough. */
+        struct cgroup_limits limits = {
+                .mem_bytes = ((int64_t)vm->mem_mb + QEMU_OVERHEAD_MB) << 20,
+                .cpu_quota_us = (int64_t)vm->vcpus * 100000 + 50000,
+                .pids = 512,
+        };
+        size_t nprocs = 0;
+
+        r = cgroup_make(m->cgroups, vm->id, &limits, ret->procs, &nprocs);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < nprocs; i++)
+                ret->cgroups[i] = ret->procs[i];
+        ret->cgroups[nprocs] = NULL;
+        ret->jail.cgroups = ret->cgroups;
         ret->jail.uid = vm->uid;
         ret->jail.gid = vm->uid;
         ret->jail.root = ret->root;

@@ -54,9 +54,17 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         }
         c.incoming = state_path != NULL;
         vm_prune_disks(vm);
-        r = vm_jail_prepare(m, vm, vj);
+        /* Guest RAM is a file here: with every block allocated up front, a
+         * full disk later can never fault the guest's memory (SIGBUS). */
+        r = file_allocate(mem, (int64_t)vm->mem_mb << 20);
+        if (r == -EOPNOTSUPP)
+                r = 0;
+        if (r == 0)
+                r = vm_jail_prepare(m, vm, vj);
         if (r == 0)
                 c.jail = &vj->jail;
+        else if (r == 1)
+                r = 0; /* unconfined */
         r = r < 0 ? r : qemu_spawn(&c, 10000, &q);
         free(vj);
         if (r < 0)
@@ -81,7 +89,7 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         return 0;
 }
 
-void vm_halt(struct vm *vm, int timeout_ms)
+void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
 {
         agentc_shutdown(vm->agent);
         agentc_unref(vm->agent);
@@ -91,6 +99,7 @@ void vm_halt(struct vm *vm, int timeout_ms)
                 qemu_free(vm->qemu);
                 vm->qemu = NULL;
         }
+        cgroup_remove(m->cgroups, vm->id);
 }
 
 /* Device state saved next to the memory file, QEMU ended. */
@@ -115,7 +124,7 @@ int vm_suspend(struct vmm *m, struct vm *vm)
                 log_err("vm %s: suspend failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
                 return r;
         }
-        vm_halt(vm, 0);
+        vm_halt(m, vm, 0);
         vm_set_state(m, vm, VM_SUSPENDED);
         log_info("vm %s: suspended in %lld ms", vm->id, (long long)(now_ms() - t0));
         return 0;
@@ -264,7 +273,7 @@ int vmm_stop(struct vmm *m, const char *account, const char *id)
                         sleep_ms(50);
                 if (!qemu_reap(vm->qemu))
                         log_warn("vm %s: guest did not power off within 60 s; killed", vm->id);
-                vm_halt(vm, 0);
+                vm_halt(m, vm, 0);
                 vm_set_state(m, vm, VM_STOPPED);
                 log_info("vm %s: stopped", vm->id);
         } else if (state_of(m, vm) == VM_SUSPENDED) {
@@ -283,7 +292,7 @@ int vmm_kill(struct vmm *m, const char *account, const char *id)
 
         if (!vm)
                 return -ENOENT;
-        vm_halt(vm, 0);
+        vm_halt(m, vm, 0);
         drop_state(vm);
         vm_set_state(m, vm, VM_STOPPED);
         log_info("vm %s: killed", vm->id);

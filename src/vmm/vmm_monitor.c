@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -386,10 +388,44 @@ static void exits_check(struct vmm *m)
                                 log_warn("vm %s: QEMU exited (%s %d); state %s", vm->id,
                                          WIFSIGNALED(st) ? "signal" : "status",
                                          WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), clean ? "stopped" : "lost");
-                        vm_halt(vm, 0);
+                        vm_halt(m, vm, 0);
                         vm_set_state(m, vm, clean ? VM_STOPPED : VM_LOST);
                 }
                 pthread_mutex_unlock(&vm->lock);
+        }
+        vms_release(m, list, n);
+}
+
+/* A guest writes its serial console as fast as it likes: past this a
+ * VM's console.log keeps only its last CONSOLE_KEEP bytes, in
+ * console.log.1. */
+#define CONSOLE_MAX (1 << 20)
+#define CONSOLE_KEEP (64 << 10)
+
+static void console_trim(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, is_running, NULL, &n);
+
+        for (size_t i = 0; i < n; i++) {
+                char path[PATH_MAX], old[PATH_MAX], tail[CONSOLE_KEEP];
+                struct stat st;
+                ssize_t got;
+                int fd;
+
+                if (vm_path(list[i], path, "console.log") < 0 || vm_path(list[i], old, "console.log.1") < 0 ||
+                    stat(path, &st) < 0 || st.st_size <= CONSOLE_MAX)
+                        continue;
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                got = pread(fd, tail, sizeof(tail), st.st_size - (off_t)sizeof(tail));
+                close(fd);
+                if (got > 0)
+                        write_file_atomic(old, tail, (size_t)got, 0600);
+                /* QEMU appends (O_APPEND): it goes on at the new end. */
+                if (truncate(path, 0) < 0)
+                        log_warn("vm %s: could not trim its console log: %s", list[i]->id, strerror(errno));
         }
         vms_release(m, list, n);
 }
@@ -419,6 +455,7 @@ void *monitor_main(void *arg)
                 if (tick % 120 == 0)
                         activity_save(m);
                 exits_check(m);
+                console_trim(m);
         }
         return NULL;
 }

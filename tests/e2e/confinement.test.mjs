@@ -24,6 +24,15 @@ function qemuProc(id) {
   return { pid: pids[0], status, environ };
 }
 
+/** The memory limit of a process's cgroup (v1 or v2), in bytes. */
+function memoryLimit(pid) {
+  const lines = readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n");
+  const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
+  const path = v1 ? `/sys/fs/cgroup/memory${v1.split(":")[2]}/memory.limit_in_bytes`
+    : `/sys/fs/cgroup${lines.find((l) => l.startsWith("0::")).slice(3)}/memory.max`;
+  return Number(readFileSync(path, "utf8").trim());
+}
+
 test("each QEMU runs as its own unprivileged uid, sandboxed, with no SPROUT_ variables", { timeout: CREATE_TIMEOUT }, async () => {
   const [a, b] = await Promise.all([vms.create({ idleTimeoutSeconds: 0 }), vms.create({ idleTimeoutSeconds: 0 })]);
   const pa = qemuProc(a.id);
@@ -36,6 +45,11 @@ test("each QEMU runs as its own unprivileged uid, sandboxed, with no SPROUT_ var
     assert.ok(!p.environ.some((e) => e.startsWith("SPROUT_") || e.startsWith("FREESTYLE_")), `QEMU ${p.pid} environ: ${p.environ}`);
   }
   assert.notEqual(uid(pa)[0], uid(pb)[0], "two VMs, two uids");
+  // Its cgroup limits its memory to the guest's RAM and QEMU's own share.
+  const info = await ok("GET", `/v1/vms/${a.id}`);
+  const limit = memoryLimit(pa.pid);
+  assert.ok(limit >= info.memSizeMb * 1048576 && limit <= (info.memSizeMb + 1024) * 1048576,
+    `memory limit ${limit} for a ${info.memSizeMb} MiB guest`);
   // Its root shows its own directory, not the data dir's other VMs.
   const root = `/proc/${pa.pid}/root`;
   const ownDir = readFileSync(`/proc/${pa.pid}/cmdline`, "utf8").split("\0").find((x) => x.includes("/qmp.sock"));
@@ -119,4 +133,18 @@ test("another account's VM is not found through any endpoint family", { timeout:
   // The owner still has it, running.
   assert.equal((await ok("GET", `/v1/vms/${id}`, { key: owner.key })).state, "running");
   await ok("DELETE", `/v1/vms/snapshots/${snap.snapshotId}`, { key: owner.key });
+});
+
+test("a guest flooding its serial console leaves a bounded console log", { timeout: CREATE_TIMEOUT }, async () => {
+  const { id } = await vms.create({ idleTimeoutSeconds: 0 });
+  const { pid } = qemuProc(id);
+  const serial = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").find((x) => x.includes("console.log"));
+  const log = serial.replace(/^.*path=/, "").replace(/,.*$/, "");
+  const t0 = Date.now();
+  await exec(id, "timeout 90 sh -c 'head -c 4000000 /dev/zero | tr \"\\000\" x > /dev/ttyS0'; true", { timeoutMs: 120_000 });
+  await sleep(1500);
+  const { statSync } = await import("node:fs");
+  const size = statSync(log).size;
+  assert.ok(size <= 2 << 20, `console.log is ${size} bytes after ${Date.now() - t0} ms of flooding`);
+  assert.ok(statSync(`${log}.1`).size > 0, "the last lines before a trim are kept in console.log.1");
 });
