@@ -162,7 +162,7 @@ EOF
 ln -sfn /usr/share/zoneinfo/Etc/UTC "$RFS/etc/localtime"
 echo Etc/UTC > "$RFS/etc/timezone"
 
-# Networking: systemd-networkd, DHCP on en*/eth*.
+# Networking: systemd-networkd, the static address every VM has.
 install -m 0644 "$RECIPE/20-wired.network" "$RFS/etc/systemd/network/20-wired.network"
 mkdir -p "$RFS/etc/systemd/system/multi-user.target.wants" "$RFS/etc/systemd/system/sockets.target.wants"
 ln -sfn /lib/systemd/system/systemd-networkd.service \

@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config musl-tools
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
       qemu-system-x86 qemu-utils debootstrap e2fsprogs
-      curl ca-certificates git nodejs npm)
+      curl ca-certificates git nodejs npm nftables iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -41,8 +41,13 @@ static void usage(FILE *f)
                    "  --account-max-long-requests N  execs, awaits and streams one account may have\n"
                    "                         open at once (default 32)\n"
                    "  --vm-uid-base N        VMs' QEMUs run as uids N+1, N+2... (default 2100000000)\n"
-                   "  --unconfined           run QEMU as this user, without namespaces: only where\n"
-                   "                         sproutd cannot be root, and never with untrusted guests\n"
+                   "  --egress allow|deny    guests reach the internet (default), or only --egress-allow\n"
+                   "  --egress-allow CIDR    guests always reach it, private ranges and host services bound\n"
+                   "                         to an address in it too (repeatable)\n"
+                   "  --egress-deny CIDR     guests never reach it (repeatable)\n"
+                   "  --unconfined           run QEMU as this user, without namespaces and with user-mode\n"
+                   "                         networking that reaches the host: only where sproutd cannot\n"
+                   "                         be root, and never with untrusted guests\n"
                    "every account's limits, unless `sprout keys create` set its own (0: none):\n"
                    "  --account-max-vms N  --account-max-running-vms N  --account-max-snapshots N\n"
                    "  --account-max-memory-mb N  --account-max-storage-bytes N\n"
@@ -80,6 +85,9 @@ int main(int argc, char **argv)
                 {"max-vm-disk-gb", required_argument, NULL, 'D'},
                 {"max-request-seconds", required_argument, NULL, 'T'},
                 {"unconfined", no_argument, NULL, 'U'},
+                {"egress", required_argument, NULL, 'E'},
+                {"egress-allow", required_argument, NULL, 'A'},
+                {"egress-deny", required_argument, NULL, 'N'},
                 {"vm-uid-base", required_argument, NULL, 'G'},
                 {"account-max-long-requests", required_argument, NULL, 'L'},
                 {"account-max-vms", required_argument, NULL, 1},
@@ -103,10 +111,13 @@ int main(int argc, char **argv)
                                 .account_limits = {0, 0, 0, 0, 0},
                                 .disk_reserve = 1LL << 30,
                                 .max_exec_ms = 3600 * 1000,
-                                .uid_base = 2100000000u};
+                                .uid_base = 2100000000u,
+                                .net = {.egress = 1}};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
+        const char *egress_allow[64] = {0}, *egress_deny[64] = {0};
+        size_t n_allow = 0, n_deny = 0;
         int opt, port, sig, lock_fd, r;
         char *colon;
 
@@ -132,6 +143,25 @@ int main(int argc, char **argv)
                         vc.max_exec_ms = d.api.max_request_ms;
                         break;
                 case 'U': vc.unconfined = 1; break;
+                case 'E':
+                        if (strcmp(optarg, "allow") && strcmp(optarg, "deny")) {
+                                fprintf(stderr, "sproutd: --egress wants allow or deny\n");
+                                return 2;
+                        }
+                        vc.net.egress = !strcmp(optarg, "allow");
+                        break;
+                case 'A':
+                case 'N': {
+                        const char **list = opt == 'A' ? egress_allow : egress_deny;
+                        size_t *n = opt == 'A' ? &n_allow : &n_deny;
+
+                        if (*n + 1 >= sizeof(egress_allow) / sizeof(egress_allow[0])) {
+                                fprintf(stderr, "sproutd: at most 63 --egress-allow and --egress-deny each\n");
+                                return 2;
+                        }
+                        list[(*n)++] = optarg;
+                        break;
+                }
                 case 'G': vc.uid_base = (unsigned)parse_num(optarg, "--vm-uid-base", 1000, 4000000000LL); break;
                 case 'L': d.api.max_long_requests = (int)parse_num(optarg, "--account-max-long-requests", 1, 100000); break;
                 case 1: vc.account_limits.vms = parse_num(optarg, "--account-max-vms", 0, 1 << 20); break;
@@ -214,6 +244,8 @@ int main(int argc, char **argv)
         unsetenv("SPROUT_BOOTSTRAP_KEY");
         vc.data_dir = data_dir;
         vc.image_dir = image;
+        vc.net.allow = egress_allow;
+        vc.net.deny = egress_deny;
         log_info("sproutd starting: data dir %s, image %s, accelerator %s%s", data_dir, image,
                  qemu_accel_name(vc.accel), strcmp(accel, "auto") ? " (forced)" : " (auto-detected)");
         r = vmm_new(&vc, d.store, &d.vmm);

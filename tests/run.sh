@@ -35,6 +35,7 @@ LOGDIR=$ROOT/build/test-logs
 SPROUTD_LOG=$LOGDIR/sproutd.log
 SPROUTD_PID=
 SPROUTD_EXTRA_ARGS=() # more sproutd options for the next launch_sproutd
+BASE_ARGS=()          # sproutd options for every launch
 DATA_DIR=
 MAX_BODY=$((8 * 1024 * 1024))
 HEALTH_TIMEOUT=${SPROUT_HEALTH_TIMEOUT:-900}
@@ -148,6 +149,7 @@ cleanup() {
         fi
         SPROUTD_PID=
         kill_leftovers
+        test_net_down
         if [ -n "$DATA_DIR" ] && [ -z "${SPROUT_TEST_KEEP:-}" ]; then
                 rm -rf "$DATA_DIR"
         elif [ -n "$DATA_DIR" ]; then
@@ -219,7 +221,7 @@ fi
 launch_sproutd() {
         local port args waited=0 code body msg last=0
         port=$(free_port) || return 1
-        args=(--listen "127.0.0.1:$port" --data-dir "$DATA_DIR" --max-body-bytes "$MAX_BODY")
+        args=(--listen "127.0.0.1:$port" --data-dir "$DATA_DIR" --max-body-bytes "$MAX_BODY" "${BASE_ARGS[@]}")
         [ -n "${SPROUT_IMAGE:-}" ] && args+=(--image "$SPROUT_IMAGE")
         args+=("${SPROUTD_EXTRA_ARGS[@]}")
         log "starting $SPROUTD ${args[*]} (log: $SPROUTD_LOG)"
@@ -261,6 +263,21 @@ launch_sproutd() {
         return 0
 }
 
+# Guests reach nothing of the host: test servers that guests must use
+# (git, proxies) listen on an address of an interface made for the tests
+# (one end of a veth pair) that sproutd is told to allow (--egress-allow),
+# never on the host's loopback.
+TEST_HOST_ADDR=198.51.100.1
+test_net_up() {
+        ip link show sprout-test0 >/dev/null 2>&1 ||
+                ip link add sprout-test0 type veth peer name sprout-test1 2>/dev/null || return 1
+        ip addr replace "$TEST_HOST_ADDR/32" dev sprout-test0 && ip link set sprout-test0 up &&
+                ip link set sprout-test1 up
+}
+test_net_down() {
+        ip link del sprout-test0 2>/dev/null || true
+}
+
 # First start: a fresh data dir and a random admin key.
 start_sproutd() {
         if [ ! -x "$SPROUTD" ]; then
@@ -273,6 +290,12 @@ start_sproutd() {
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         export SPROUT_API_KEY
         export SPROUT_MAX_BODY_BYTES=$MAX_BODY SPROUT_BIN=$ROOT/build/sprout
+        if test_net_up; then
+                export SPROUT_TEST_HOST_ADDR=$TEST_HOST_ADDR
+                BASE_ARGS+=(--egress-allow "$TEST_HOST_ADDR/32")
+        else
+                log "no test address for guests ($TEST_HOST_ADDR): tests that serve guests from the host will fail"
+        fi
         launch_sproutd
 }
 
@@ -550,6 +573,35 @@ reserve_check() {
         launch_sproutd || check "reserve: sproutd restarts without the reserve" 1
 }
 
+# --egress deny: a guest reaches only what --egress-allow names (and DNS).
+egress_check() {
+        local id mirror out
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        mirror=$(getent ahostsv4 deb.debian.org | awk 'NR == 1 { print $1 }')
+        if [ -z "$mirror" ]; then
+                log "egress check: deb.debian.org does not resolve here; skipped"
+                return
+        fi
+        log "egress check: with --egress deny, a guest reaches only --egress-allow ($mirror/32)"
+        stop_sproutd
+        SPROUTD_EXTRA_ARGS=(--egress deny --egress-allow "$mirror/32")
+        if ! launch_sproutd; then
+                SPROUTD_EXTRA_ARGS=()
+                check "egress: sproutd restarts with --egress deny" 1
+                return
+        fi
+        SPROUTD_EXTRA_ARGS=()
+        id=$(build/sprout vm create --name egress-check) || { check "egress: vm create" 1; return; }
+        out=$(build/sprout vm exec "$id" "curl -s -m 20 -o /dev/null -w '%{http_code}' --resolve deb.debian.org:80:$mirror http://deb.debian.org/debian/")
+        check "egress: the allowed mirror answers ($out)" "$(case $out in [23]??) echo 0 ;; *) echo 1 ;; esac)"
+        out=$(build/sprout vm exec "$id" "curl -s -m 10 -o /dev/null -w '%{http_code}' https://registry.npmjs.org/ || true")
+        check "egress: anything else does not ($out)" "$(case $out in [1-5]??) echo 1 ;; *) echo 0 ;; esac)"
+        build/sprout vm delete "$id" >/dev/null
+        check "egress: vm delete" $?
+        stop_sproutd
+        launch_sproutd || check "egress: sproutd restarts with the default egress" 1
+}
+
 if start_sproutd; then
         check "sproutd starts and becomes healthy" 0
         for f in "${FILES[@]}"; do
@@ -569,6 +621,7 @@ if start_sproutd; then
         crash_check
         create_crash_check
         reserve_check
+        egress_check
         quota_check
         [ -z "$SPROUTD_PID" ] || stop_sproutd final
 else

@@ -413,9 +413,21 @@ int vmm_new(const struct vmm_config *c, struct store *store, struct vmm **ret)
                         strerror(-r));
                 goto fail;
         }
-        if (!c->unconfined)
-                log_info("VMs are confined: own uids, namespaces, seccomp, cgroup %s limits",
-                         cgroup_version_name(m->cgroups));
+        if (!c->unconfined) {
+                char msg[512] = "";
+
+                r = net_new(&c->net, &m->net, msg, sizeof(msg));
+                if (r < 0) {
+                        log_err("VMs' networks cannot be isolated here: %s (%s); --unconfined gives them user-mode"
+                                " networking that reaches the host, at your own risk",
+                                msg, strerror(-r));
+                        goto fail;
+                }
+                log_info("VMs are confined: own uids, namespaces, seccomp, cgroup %s limits; guests reach %s and DNS"
+                         " at %s, never the host, other VMs, link-local or private ranges",
+                         cgroup_version_name(m->cgroups), c->net.egress ? "the internet" : "only the allowed ranges",
+                         net_resolver(m->net)[0] ? net_resolver(m->net) : "(none: the host has no resolver they reach)");
+        }
         if (!c->unconfined && (r = jail_supported()) < 0) {
                 log_err("VMs cannot be confined here (%s): sproutd must run as root; --unconfined runs them"
                         " as this user, unconfined, at your own risk",
@@ -491,6 +503,7 @@ void vmm_free(struct vmm *m)
                 m->vms = vm->next;
                 vm_free(vm);
         }
+        net_free(m->net);
         pthread_mutex_destroy(&m->lock);
         pthread_mutex_destroy(&m->layer_lock);
         pthread_cond_destroy(&m->cond);

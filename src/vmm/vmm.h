@@ -25,6 +25,7 @@
 #define SPROUT_VMM_H
 
 #include "agentc/agentc.h"
+#include "hv/net.h"
 #include "hv/qemu.h"
 #include "store/store.h"
 
@@ -81,6 +82,8 @@ struct vmm_config {
          * which an operator accepts explicitly. */
         int unconfined;
         unsigned uid_base;
+        /* What confined guests reach on the network (hv/net.h). */
+        struct net_policy net;
         int64_t storage_quota; /* bytes; past it sticky VMs are evicted; 0: none */
         /* Every account's limits unless its own say otherwise (-1 or 0 in
          * a field: none). Past its storage limit, an account's own sticky

@@ -89,6 +89,7 @@ int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms)
 static int cold_boot_snapshot(struct vmm *m, const char *dir)
 {
         char disk[PATH_MAX], mem[PATH_MAX], state[PATH_MAX], sock[PATH_MAX], rootfs[PATH_MAX], log[PATH_MAX];
+        struct vm_jail *vj = calloc(1, sizeof(*vj));
         struct boot_files files;
         struct qemu_config c;
         struct qemu *q = NULL;
@@ -104,12 +105,20 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
                 return -ENAMETOOLONG;
         if (access(rootfs, R_OK) < 0 || access(files.kernel, R_OK) < 0 || access(files.initrd, R_OK) < 0)
                 return -ENOENT;
-        r = qemu_img_create(disk, rootfs, "raw", 0, log);
-        if (r < 0)
+        r = vj ? qemu_img_create(disk, rootfs, "raw", 0, log) : -ENOMEM;
+        /* Confined as a VM is: its saved network and devices must be
+         * those of the VMs restored from it. */
+        if (r == 0)
+                r = base_jail_prepare(m, dir, vj);
+        if (r == 0)
+                c.jail = &vj->jail;
+        if (r >= 0)
+                r = qemu_spawn(&c, 10000, &q);
+        if (r < 0) {
+                free(vj);
+                jail_release(m, "base", BASE_SLOT);
                 return r;
-        r = qemu_spawn(&c, 10000, &q);
-        if (r < 0)
-                return r;
+        }
         r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
         if (r < 0)
                 goto out;
@@ -127,6 +136,8 @@ out:
         agentc_unref(a);
         qemu_stop(q, 5000);
         qemu_free(q);
+        jail_release(m, "base", BASE_SLOT);
+        free(vj);
         return r;
 }
 

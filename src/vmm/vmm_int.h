@@ -93,6 +93,7 @@ struct vmm {
         int64_t quota_warned; /* usage last warned about; monitor thread only */
         int creates;          /* background creates still running; under lock */
         enum cgroup_version cgroups; /* where VMs' resource limits go */
+        struct net *net;             /* VMs' network namespaces; NULL: unconfined (user-mode networking) */
         struct reservation *snapshots; /* snapshots being taken, by account; under lock */
 };
 
@@ -211,12 +212,25 @@ struct vm_jail {
         char root[PATH_MAX];
         char procs[CGROUP_MAX_FILES][PATH_MAX];
         const char *cgroups[CGROUP_MAX_FILES + 1];
+        char netns[PATH_MAX];
 };
+
+/* The uid offset (and network number) of the default snapshot's cold
+ * boot: the last of the range VMs' uids come from. */
+#define BASE_SLOT 65535
+
+/* The fd number QEMU gets its TAP device on. */
+#define VM_TAP_FD 100
 
 /* Gives vm its uid (once), makes its directory its own and the layers it
  * reads readable, and fills ret for qemu_config.jail. vm->lock held. With
  * m->cfg.unconfined, fills nothing and returns 1. */
 int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret);
+/* The same for the default snapshot's cold boot in dir. */
+int base_jail_prepare(struct vmm *m, const char *dir, struct vm_jail *ret);
+/* Removes the cgroup and network namespace of name (a VM id, or "base"),
+ * numbered k, once its QEMU is gone. */
+void jail_release(struct vmm *m, const char *name, unsigned k);
 /* Makes a layer's disk, now frozen, readable by every VM's uid. */
 int layer_seal(const char *disk);
 

@@ -21,7 +21,7 @@
 #define QEMU_OVERHEAD_MB 512
 
 /* Uids are handed out from uid_base up, one per VM for its life. */
-#define UID_RANGE 65536
+#define UID_RANGE (BASE_SLOT + 1)
 
 /* Gives vm the lowest uid no other VM has. m->lock held. */
 static unsigned free_uid(struct vmm *m, const struct vm *self)
@@ -32,7 +32,7 @@ static unsigned free_uid(struct vmm *m, const struct vm *self)
         for (struct vm *vm = m->vms; vm; vm = vm->next)
                 if (vm != self && vm->uid >= m->cfg.uid_base && vm->uid - m->cfg.uid_base < UID_RANGE)
                         used[(vm->uid - m->cfg.uid_base) / 8] |= 1u << ((vm->uid - m->cfg.uid_base) % 8);
-        for (unsigned i = 1; i < UID_RANGE; i++)
+        for (unsigned i = 1; i < BASE_SLOT; i++)
                 if (!(used[i / 8] & 1u << (i % 8)))
                         return m->cfg.uid_base + i;
         return 0;
@@ -57,20 +57,20 @@ static int assign_uid(struct vmm *m, struct vm *vm)
         return r;
 }
 
-/* The VM's directory and every file in it belong to its uid. */
-static int own_dir(const struct vm *vm)
+/* A directory and every file in it belong to uid. */
+static int own_dir(const char *dir, unsigned uid)
 {
         struct dirent *de;
         DIR *d;
         int r = 0;
 
-        if (chown(vm->dir, vm->uid, vm->uid) < 0 || chmod(vm->dir, 0700) < 0)
+        if (chown(dir, uid, uid) < 0 || chmod(dir, 0700) < 0)
                 return -errno;
-        d = opendir(vm->dir);
+        d = opendir(dir);
         if (!d)
                 return -errno;
         while ((de = readdir(d)))
-                if (de->d_name[0] != '.' && fchownat(dirfd(d), de->d_name, vm->uid, vm->uid, AT_SYMLINK_NOFOLLOW) < 0 &&
+                if (de->d_name[0] != '.' && fchownat(dirfd(d), de->d_name, uid, uid, AT_SYMLINK_NOFOLLOW) < 0 &&
                     errno != ENOENT)
                         r = -errno;
         closedir(d);
@@ -104,10 +104,65 @@ static int add_ro(struct vm_jail *vj, size_t *n, const char *fmt, const char *a,
         return 0;
 }
 
+/* The confinement of a guest named name (a VM id, or "base") in dir, run
+ * as uid, numbered k for its network; ro already holds the read-only
+ * paths (n of them). */
+static int jail_for(struct vmm *m, const char *name, const char *dir, unsigned uid, unsigned k, int mem_mb,
+                    int vcpus, struct vm_jail *ret)
+{
+        /* Its resources: guest RAM and what QEMU itself takes (TCG's
+         * translation cache, device state, I/O buffers), its vCPUs and a
+         * half core for the rest, and threads enough. */
+        struct cgroup_limits limits = {
+                .mem_bytes = ((int64_t)mem_mb + QEMU_OVERHEAD_MB) << 20,
+                .cpu_quota_us = (int64_t)vcpus * 100000 + 50000,
+                .pids = 512,
+        };
+        size_t nprocs = 0, nd = 0;
+        int r = own_dir(dir, uid);
+
+        if (r < 0)
+                return r;
+        ret->devices[nd++] = "/dev/null";
+        ret->devices[nd++] = "/dev/zero";
+        ret->devices[nd++] = "/dev/urandom";
+        ret->devices[nd++] = "/dev/random";
+        if (m->cfg.accel == QEMU_ACCEL_KVM) {
+                struct stat st;
+
+                ret->devices[nd++] = "/dev/kvm";
+                if (stat("/dev/kvm", &st) == 0)
+                        ret->jail.extra_gid = st.st_gid;
+        }
+        ret->devices[nd] = NULL;
+        if (path_fmt(ret->root, sizeof(ret->root), "%s/jail", m->data_dir) < 0)
+                return -ENAMETOOLONG;
+        ret->jail.uid = uid;
+        ret->jail.gid = uid;
+        ret->jail.root = ret->root;
+        ret->jail.rw = dir;
+        ret->jail.ro = ret->ro;
+        ret->jail.devices = ret->devices;
+        r = cgroup_make(m->cgroups, name, &limits, ret->procs, &nprocs);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < nprocs; i++)
+                ret->cgroups[i] = ret->procs[i];
+        ret->cgroups[nprocs] = NULL;
+        ret->jail.cgroups = ret->cgroups;
+        r = net_create(m->net, name, k, ret->netns);
+        if (r < 0)
+                return r;
+        ret->jail.netns = ret->netns;
+        ret->jail.tap = "tap0";
+        ret->jail.tap_fd = VM_TAP_FD;
+        return 0;
+}
+
 int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret)
 {
         char *layer = vm->layer ? strdup(vm->layer) : NULL, disk[PATH_MAX];
-        size_t n = 0, nd = 0;
+        size_t n = 0;
         int r;
 
         memset(ret, 0, sizeof(*ret));
@@ -118,8 +173,6 @@ int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret)
         if (vm->layer && !layer)
                 return -ENOMEM;
         r = assign_uid(m, vm);
-        if (r == 0)
-                r = own_dir(vm);
         if (r == 0)
                 r = add_ro(ret, &n, "%s%s", m->image_dir, "");
         if (r == 0)
@@ -139,44 +192,24 @@ int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret)
                 layer = parent;
         }
         free(layer);
-        if (r < 0)
-                return r;
-        ret->devices[nd++] = "/dev/null";
-        ret->devices[nd++] = "/dev/zero";
-        ret->devices[nd++] = "/dev/urandom";
-        ret->devices[nd++] = "/dev/random";
-        if (m->cfg.accel == QEMU_ACCEL_KVM) {
-                struct stat st;
+        return r < 0 ? r : jail_for(m, vm->id, vm->dir, vm->uid, vm->uid - m->cfg.uid_base, vm->mem_mb, vm->vcpus, ret);
+}
 
-                ret->devices[nd++] = "/dev/kvm";
-                if (stat("/dev/kvm", &st) == 0)
-                        ret->jail.extra_gid = st.st_gid;
-        }
-        ret->devices[nd] = NULL;
-        if (path_fmt(ret->root, sizeof(ret->root), "%s/jail", m->data_dir) < 0)
-                return -ENAMETOOLONG;
-        /* Its resources: guest RAM and what QEMU itself takes (TCG's
-         * translation cache, device state, I/O buffers), its vCPUs and a
-         * half core for the rest, and threads enough. */
-        struct cgroup_limits limits = {
-                .mem_bytes = ((int64_t)vm->mem_mb + QEMU_OVERHEAD_MB) << 20,
-                .cpu_quota_us = (int64_t)vm->vcpus * 100000 + 50000,
-                .pids = 512,
-        };
-        size_t nprocs = 0;
+int base_jail_prepare(struct vmm *m, const char *dir, struct vm_jail *ret)
+{
+        size_t n = 0;
+        int r;
 
-        r = cgroup_make(m->cgroups, vm->id, &limits, ret->procs, &nprocs);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < nprocs; i++)
-                ret->cgroups[i] = ret->procs[i];
-        ret->cgroups[nprocs] = NULL;
-        ret->jail.cgroups = ret->cgroups;
-        ret->jail.uid = vm->uid;
-        ret->jail.gid = vm->uid;
-        ret->jail.root = ret->root;
-        ret->jail.rw = vm->dir;
-        ret->jail.ro = ret->ro;
-        ret->jail.devices = ret->devices;
-        return 0;
+        memset(ret, 0, sizeof(*ret));
+        if (m->cfg.unconfined)
+                return 1;
+        r = add_ro(ret, &n, "%s%s", m->image_dir, "");
+        return r < 0 ? r : jail_for(m, "base", dir, m->cfg.uid_base + BASE_SLOT, BASE_SLOT, m->cfg.mem_mb, m->cfg.vcpus, ret);
+}
+
+void jail_release(struct vmm *m, const char *name, unsigned k)
+{
+        cgroup_remove(m->cgroups, name);
+        if (m->net)
+                net_destroy(m->net, name, k);
 }

@@ -99,7 +99,8 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
                 qemu_free(vm->qemu);
                 vm->qemu = NULL;
         }
-        cgroup_remove(m->cgroups, vm->id);
+        if (vm->uid)
+                jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
 }
 
 /* Device state saved next to the memory file, QEMU ended. */

@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { readFileSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
 import { CREATE_TIMEOUT, VmTracker, api, apiWithin, exec, expectError, hostPids, ok, rand, show, sleep } from "./lib.mjs";
 
 const vms = new VmTracker();
@@ -147,4 +149,50 @@ test("a guest flooding its serial console leaves a bounded console log", { timeo
   const size = statSync(log).size;
   assert.ok(size <= 2 << 20, `console.log is ${size} bytes after ${Date.now() - t0} ms of flooding`);
   assert.ok(statSync(`${log}.1`).size > 0, "the last lines before a trim are kept in console.log.1");
+});
+
+/** A TCP listener that counts the connections it gets. */
+async function canary(host) {
+  const seen = [];
+  const server = net.createServer((sock) => {
+    seen.push(sock.remoteAddress);
+    sock.destroy();
+  });
+  await new Promise((resolve) => server.listen(0, host, resolve));
+  return { port: server.address().port, seen, close: () => new Promise((r) => server.close(r)) };
+}
+
+test("the guest's network: the internet, never the host, its loopback, link-local or private ranges", { timeout: CREATE_TIMEOUT }, async () => {
+  const { id } = await vms.create({ idleTimeoutSeconds: 0 });
+  const loop = await canary("127.0.0.1");
+  const any = await canary("0.0.0.0");
+  // The host's own addresses, but the one tests/run.sh lets guests reach on purpose.
+  const hostIps = Object.values(os.networkInterfaces()).flat()
+    .filter((a) => a.family === "IPv4" && !a.internal && a.address !== process.env.SPROUT_TEST_HOST_ADDR)
+    .map((a) => a.address);
+  const targets = [
+    `10.0.2.2:${loop.port}`, // the guest's gateway (QEMU's user-mode networking forwarded it to the host's loopback)
+    `10.0.2.2:${any.port}`,
+    `10.0.2.3:${any.port}`,
+    ...hostIps.map((ip) => `${ip}:${any.port}`), // the host's own addresses
+    `100.64.0.1:${any.port}`, // veth addresses (the host's and other VMs')
+    `100.64.0.5:${any.port}`,
+    `100.64.0.6:${any.port}`,
+    "169.254.169.254:80", // cloud metadata
+    `172.17.0.1:${any.port}`,
+    `192.168.0.1:${any.port}`,
+  ];
+  const script = targets
+    .map((t) => `if timeout 3 bash -c 'exec 3<>/dev/tcp/${t.replace(":", "/")}' 2>/dev/null; then echo "open ${t}"; fi`)
+    .join("; ");
+  const r = await exec(id, script, { timeoutMs: 120_000 });
+  await sleep(500);
+  await loop.close();
+  await any.close();
+  assert.equal(r.stdout, "", `reachable from the guest: ${r.stdout}`);
+  assert.deepEqual(loop.seen, [], "the loopback canary was reached");
+  assert.deepEqual(any.seen, [], "the host's canary was reached");
+  // DNS and the internet (the Debian mirror) work.
+  const web = await exec(id, "getent hosts deb.debian.org >/dev/null && curl -s -m 30 -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/", { timeoutMs: 60_000 });
+  assert.match(web.stdout, /^[23]\d\d$/, `the Debian mirror from the guest: ${JSON.stringify(web)}`);
 });

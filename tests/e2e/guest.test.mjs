@@ -14,6 +14,9 @@ import { VmTracker, api, exec, expectError, ok, sleep } from "./lib.mjs";
 const vms = new VmTracker();
 const snapshots = new Set();
 const gitDaemons = [];
+// Where the host's test servers listen, and the address guests reach them at.
+const SERVE_ADDR = process.env.SPROUT_TEST_HOST_ADDR || "127.0.0.1";
+const GUEST_SEES = process.env.SPROUT_TEST_HOST_ADDR || "10.0.2.2";
 after(async () => {
   for (const d of gitDaemons) d.kill();
   await vms.cleanup();
@@ -106,8 +109,9 @@ test("linux user header: exec and files act as that user; unknown user is USER_N
     headers: { "X-Freestyle-Vm-Linux-User-Id": "ghost" } }), 404, "USER_NOT_FOUND");
 });
 
-/** Serves a fresh git repository from the host over git://; the guest
- * reaches the host as 10.0.2.2 (QEMU user networking). */
+/** Serves a fresh git repository from the host over git://, on the address
+ * tests/run.sh lets guests reach (a host address sproutd was told to allow;
+ * with --unconfined, the host's loopback through QEMU's 10.0.2.2). */
 async function serveRepo() {
   const dir = mkdtempSync(path.join(os.tmpdir(), "sprout-git-"));
   const work = path.join(dir, "work");
@@ -121,15 +125,15 @@ async function serveRepo() {
   writeFileSync(path.join(work, "README"), "second\n");
   git("commit", "-q", "-am", "two");
   execFileSync("git", ["clone", "-q", "--bare", work, path.join(dir, "repo.git")]);
-  const port = await new Promise((res) => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => res(p)); }); });
+  const port = await new Promise((res) => { const s = net.createServer(); s.listen(0, SERVE_ADDR, () => { const p = s.address().port; s.close(() => res(p)); }); });
   gitDaemons.push(spawn("git", ["daemon", "--reuseaddr", `--base-path=${dir}`, "--export-all", `--port=${port}`,
-    "--listen=127.0.0.1", dir], { stdio: "ignore" }));
+    `--listen=${SERVE_ADDR}`, dir], { stdio: "ignore" }));
   await sleep(500);
-  return { url: `git://10.0.2.2:${port}/repo.git`, first, port };
+  return { url: `git://${GUEST_SEES}:${port}/repo.git`, first, port };
 }
 
-/** A TCP proxy on the host to 127.0.0.1:port that holds every connection
- * until open() is called. */
+/** A TCP proxy on the host to the repository's port that holds every
+ * connection until open() is called. */
 async function gatedProxy(port) {
   let open;
   const opened = new Promise((r) => (open = r));
@@ -139,13 +143,13 @@ async function gatedProxy(port) {
     c.pause();
     c.on("error", () => {});
     opened.then(() => {
-      const up = net.connect(port, "127.0.0.1");
+      const up = net.connect(port, SERVE_ADDR);
       up.on("error", () => c.destroy());
       c.pipe(up);
       up.pipe(c);
     });
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(0, SERVE_ADDR, r));
   return { port: server.address().port, open, close: () => server.close(), state };
 }
 
@@ -283,7 +287,7 @@ test("waitForReadySignal: false answers at once; requests wait for the setup and
       waitForReadySignal: false,
       users: [{ name: "dave" }],
       additionalFiles: { "/opt/bg/hello.txt": { content: "made by setup\n" } },
-      git: { config: {}, repos: [{ repo: `git://10.0.2.2:${gate.port}/repo.git`, path: "/srv/bg" }] },
+      git: { config: {}, repos: [{ repo: `git://${GUEST_SEES}:${gate.port}/repo.git`, path: "/srv/bg" }] },
       systemd: { services: [{ name: "bg-web", mode: "service", exec: ["exec sleep 1000"] }] },
     }));
   } finally {
