@@ -77,3 +77,27 @@ echo "$RAW"
 echo "==> through the HTTP API" >&2
 SPROUT_URL=$URL SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA RAW="$RAW" SPROUT_RAW_BIN=build/sprout-bench-raw \
         SPROUT_IMAGE=$IMAGE SPROUT_MEM_MB=$MEM_MB SPROUT_VCPUS=$VCPUS SPROUT_RAW_TMP=$RAWTMP node bench/bench.mjs
+
+# The same create and exec on an unconfined sproutd (its own data dir and
+# default snapshot: user-mode networking saves other device state), to
+# price confinement in this run.
+UDATA=$CACHE/bench-data-unconfined
+UPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ULOG=$(mktemp /tmp/sprout-bench-unconfined.XXXXXX.log)
+mkdir -p "$UDATA"
+kill_qemus_under "$UDATA/vms"
+rm -rf "$UDATA/sprout.db" "$UDATA/sprout.db-wal" "$UDATA/sprout.db-shm" "$UDATA/vms" "$UDATA/layers"
+SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$UPORT --data-dir "$UDATA" --image "$IMAGE" \
+        --mem-mb $MEM_MB --vcpus $VCPUS --unconfined >"$ULOG" 2>&1 &
+UPID=$!
+echo "==> waiting for an unconfined sproutd (its first run cold-boots its own snapshot)" >&2
+for i in $(seq 1 900); do
+        curl -fs "http://127.0.0.1:$UPORT/healthz" >/dev/null && break
+        kill -0 $UPID 2>/dev/null || { tail -30 "$ULOG" >&2; exit 1; }
+        sleep 1
+done
+echo "==> confined against unconfined" >&2
+SPROUT_URL=$URL UNCONFINED_URL=http://127.0.0.1:$UPORT SPROUT_API_KEY=$KEY SPROUT_LOG=$LOG node bench/confinement.mjs || true
+kill -TERM $UPID 2>/dev/null || true
+wait $UPID 2>/dev/null || true
+kill_qemus_under "$UDATA/vms"

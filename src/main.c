@@ -49,8 +49,8 @@ static void usage(FILE *f)
                    "                         networking that reaches the host: only where sproutd cannot\n"
                    "                         be root, and never with untrusted guests\n"
                    "every account's limits, unless `sprout keys create` set its own (0: none):\n"
-                   "  --account-max-vms N  --account-max-running-vms N  --account-max-snapshots N\n"
-                   "  --account-max-memory-mb N  --account-max-storage-bytes N\n"
+                   "  --account-max-vms N (64)  --account-max-running-vms N (32)  --account-max-snapshots N (256)\n"
+                   "  --account-max-memory-mb N (65536)  --account-max-storage-bytes N (none)\n"
                    "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists (and\n"
                    "revokes the previous one); sproutd drops it from its environment once read\n");
 }
@@ -108,7 +108,9 @@ int main(int argc, char **argv)
                                 .max_vms = 64,
                                 .max_file_size = 64u << 20,
                                 .max_output = 16u << 20,
-                                .account_limits = {0, 0, 0, 0, 0},
+                                /* Every resource an account can make has a limit. */
+                                .account_limits = {.vms = 64, .running = 32, .snapshots = 256, .mem_mb = 65536,
+                                                   .storage = 0},
                                 .disk_reserve = 1LL << 30,
                                 .max_exec_ms = 3600 * 1000,
                                 .uid_base = 2100000000u,

@@ -59,8 +59,14 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         r = file_allocate(mem, (int64_t)vm->mem_mb << 20);
         if (r == -EOPNOTSUPP)
                 r = 0;
-        if (r == 0)
+        if (r == 0) {
+                int64_t t0 = now_ms();
+
                 r = vm_jail_prepare(m, vm, vj);
+                if (r == 0)
+                        log_info("vm %s: confined in %lld ms (uid %u, cgroup, network namespace)", vm->id,
+                                 (long long)(now_ms() - t0), vm->uid);
+        }
         if (r == 0)
                 c.jail = &vj->jail;
         else if (r == 1)

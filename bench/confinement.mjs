@@ -1,0 +1,60 @@
+// The cost of confinement for `make bench`: create-to-first-exec (median of
+// 5) and exec `true` round trip (median of 30) on a confined sproutd
+// ($SPROUT_URL) and on an unconfined one ($UNCONFINED_URL), measured in the
+// same run, plus the per-VM setup of uid, cgroup and network namespace as
+// the confined daemon logged it ($SPROUT_LOG). One JSON line.
+import { readFileSync } from "node:fs";
+
+const median = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+const r1 = (x) => Math.round(x * 10) / 10;
+const r2 = (x) => Math.round(x * 100) / 100;
+
+function client(url, key) {
+  return async (method, path, body) => {
+    const res = await fetch(url + path, {
+      method,
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await res.json();
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+}
+
+async function measure(call) {
+  const creates = [], execs = [];
+  let last;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    const { id } = await call("POST", "/v1/vms", { idleTimeoutSeconds: 0 });
+    await call("POST", `/v1/vms/${id}/exec-await`, { command: "true" });
+    creates.push(performance.now() - t0);
+    if (last) await call("DELETE", `/v1/vms/${last}`);
+    last = id;
+  }
+  for (let i = 0; i < 30; i++) {
+    const t0 = performance.now();
+    await call("POST", `/v1/vms/${last}/exec-await`, { command: "true" });
+    execs.push(performance.now() - t0);
+  }
+  await call("DELETE", `/v1/vms/${last}`);
+  return { create: median(creates), exec: median(execs) };
+}
+
+const key = process.env.SPROUT_API_KEY;
+const confined = await measure(client(process.env.SPROUT_URL, key));
+const unconfined = await measure(client(process.env.UNCONFINED_URL, key));
+const setups = [...readFileSync(process.env.SPROUT_LOG, "utf8").matchAll(/confined in (\d+) ms/g)].map((m) => Number(m[1]));
+console.log(JSON.stringify({
+  bench: "confinement_cost",
+  confined_create_to_first_exec_ms: r1(confined.create),
+  unconfined_create_to_first_exec_ms: r1(unconfined.create),
+  create_ratio: r2(confined.create / unconfined.create),
+  confined_exec_round_trip_ms: r1(confined.exec),
+  unconfined_exec_round_trip_ms: r1(unconfined.exec),
+  exec_ratio: r2(confined.exec / unconfined.exec),
+  jail_setup_median_ms: setups.length ? median(setups) : null,
+  jail_setup_runs: setups.length,
+  target_create_added: 0.1,
+}));
