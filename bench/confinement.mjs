@@ -1,5 +1,5 @@
 // The cost of confinement for `make bench`: create-to-first-exec (median of
-// 5) and exec `true` round trip (median of 30) on a confined sproutd
+// 7) and exec `true` round trip (median of 30) on a confined sproutd
 // ($SPROUT_URL) and on an unconfined one ($UNCONFINED_URL), measured in the
 // same run, plus the per-VM setup of uid, cgroup and network namespace as
 // the confined daemon logged it ($SPROUT_LOG). One JSON line.
@@ -22,29 +22,30 @@ function client(url, key) {
   };
 }
 
-async function measure(call) {
-  const creates = [], execs = [];
-  let last;
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    const { id } = await call("POST", "/v1/vms", { idleTimeoutSeconds: 0 });
-    await call("POST", `/v1/vms/${id}/exec-await`, { command: "true" });
-    creates.push(performance.now() - t0);
-    if (last) await call("DELETE", `/v1/vms/${last}`);
-    last = id;
-  }
-  for (let i = 0; i < 30; i++) {
-    const t0 = performance.now();
-    await call("POST", `/v1/vms/${last}/exec-await`, { command: "true" });
-    execs.push(performance.now() - t0);
-  }
-  await call("DELETE", `/v1/vms/${last}`);
-  return { create: median(creates), exec: median(execs) };
+// One create-to-first-exec on each side per round, alternating, so that
+// drift on a busy machine (the other daemon's snapshot still being written
+// back, say) falls on both sides alike.
+async function createOnce(call, state) {
+  const t0 = performance.now();
+  const { id } = await call("POST", "/v1/vms", { idleTimeoutSeconds: 0 });
+  await call("POST", `/v1/vms/${id}/exec-await`, { command: "true" });
+  state.creates.push(performance.now() - t0);
+  if (state.last) await call("DELETE", `/v1/vms/${state.last}`);
+  state.last = id;
+}
+
+async function execOnce(call, state) {
+  const t0 = performance.now();
+  await call("POST", `/v1/vms/${state.last}/exec-await`, { command: "true" });
+  state.execs.push(performance.now() - t0);
 }
 
 const key = process.env.SPROUT_API_KEY;
-const confined = await measure(client(process.env.SPROUT_URL, key));
-const unconfined = await measure(client(process.env.UNCONFINED_URL, key));
+const sides = [process.env.SPROUT_URL, process.env.UNCONFINED_URL].map((url) => ({ call: client(url, key), creates: [], execs: [], last: null }));
+for (let i = 0; i < 7; i++) for (const s of i % 2 ? [...sides].reverse() : sides) await createOnce(s.call, s);
+for (let i = 0; i < 30; i++) for (const s of sides) await execOnce(s.call, s);
+for (const s of sides) await s.call("DELETE", `/v1/vms/${s.last}`);
+const [confined, unconfined] = sides.map((s) => ({ create: median(s.creates), exec: median(s.execs) }));
 const setups = [...readFileSync(process.env.SPROUT_LOG, "utf8").matchAll(/confined in (\d+) ms/g)].map((m) => Number(m[1]));
 console.log(JSON.stringify({
   bench: "confinement_cost",

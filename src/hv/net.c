@@ -7,6 +7,7 @@
 #include "lib/util.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -278,7 +279,10 @@ int net_create(struct net *n, const char *id, unsigned k, char ret_path[PATH_MAX
         veth_addr(k, 2, guest_side);
         if (path_fmt(ret_path, PATH_MAX, "/run/netns/%s", ns) < 0)
                 return -ENAMETOOLONG;
-        net_destroy(n, id, k); /* what a crash may have left */
+        /* What a crash may have left (a namespace file, or a veth whose
+         * namespace went): only then is there anything to remove. */
+        if (access(ret_path, F_OK) == 0 || if_nametoindex(veth) != 0)
+                net_destroy(n, id, k);
         snprintf(script, sizeof(script),
                  "netns add %s\n"
                  "link add %s type veth peer name eth0 netns %s\n"

@@ -34,13 +34,22 @@ static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
         char disk[PATH_MAX], mem[PATH_MAX], ldisk[PATH_MAX], lmem[PATH_MAX], lstate[PATH_MAX], log[PATH_MAX];
         int r;
 
+        pthread_t net_thread;
+        int net_result = 0, net;
+
         if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
             vm_path(vm, log, "qemu-img.log") < 0 || layer_path(m, layer, ldisk, "disk.qcow2") < 0 ||
             layer_path(m, layer, lmem, "mem") < 0 || layer_path(m, layer, lstate, "state") < 0)
                 return -ENAMETOOLONG;
+        /* Its network namespace is made while its files are. */
+        net = vm_net_early(m, vm, &net_thread, &net_result);
+        if (net < 0)
+                return net;
         r = qemu_img_create(disk, ldisk, "qcow2", 0, log);
         if (r == 0)
                 r = copy_sparse(lmem, mem);
+        if (net == 0 && vm_net_wait(vm, net_thread, &net_result) < 0 && r == 0)
+                r = net_result;
         return r < 0 ? r : vm_boot(m, vm, lstate);
 }
 

@@ -66,6 +66,9 @@ struct vm {
         /* Counted against its limits but not to be found yet: a create
          * between its admission and vm->lock; under m->lock. */
         int hidden;
+        /* Its network namespace made ahead of its boot (see vm_net_early),
+         * so vm_jail_prepare does not make it again; under lock. */
+        int net_ready;
         struct vm *next;
 };
 
@@ -226,6 +229,13 @@ struct vm_jail {
  * reads readable, and fills ret for qemu_config.jail. vm->lock held. With
  * m->cfg.unconfined, fills nothing and returns 1. */
 int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret);
+/* Starts making vm's network namespace in a thread of its own, so that
+ * it overlaps the disk and memory file copies of a create; the boot that
+ * follows waits for it (vm_net_wait). 0, or 1 when there is nothing to
+ * do (unconfined), or -errno. vm->lock held. */
+int vm_net_early(struct vmm *m, struct vm *vm, pthread_t *ret_thread, int *ret_result);
+/* Waits for what vm_net_early started; its result. */
+int vm_net_wait(struct vm *vm, pthread_t thread, int *result);
 /* The same for the default snapshot's cold boot in dir. */
 int base_jail_prepare(struct vmm *m, const char *dir, struct vm_jail *ret);
 /* Removes the cgroup and network namespace of name (a VM id, or "base"),

@@ -108,7 +108,7 @@ static int add_ro(struct vm_jail *vj, size_t *n, const char *fmt, const char *a,
  * as uid, numbered k for its network; ro already holds the read-only
  * paths (n of them). */
 static int jail_for(struct vmm *m, const char *name, const char *dir, unsigned uid, unsigned k, int mem_mb,
-                    int vcpus, struct vm_jail *ret)
+                    int vcpus, int net_ready, struct vm_jail *ret)
 {
         /* Its resources: guest RAM and what QEMU itself takes (TCG's
          * translation cache, device state, I/O buffers), its vCPUs and a
@@ -150,9 +150,13 @@ static int jail_for(struct vmm *m, const char *name, const char *dir, unsigned u
                 ret->cgroups[i] = ret->procs[i];
         ret->cgroups[nprocs] = NULL;
         ret->jail.cgroups = ret->cgroups;
-        r = net_create(m->net, name, k, ret->netns);
-        if (r < 0)
-                return r;
+        if (!net_ready) {
+                r = net_create(m->net, name, k, ret->netns);
+                if (r < 0)
+                        return r;
+        } else if (path_fmt(ret->netns, sizeof(ret->netns), "/run/netns/sprout-%s", name) < 0) {
+                return -ENAMETOOLONG;
+        }
         ret->jail.netns = ret->netns;
         ret->jail.tap = "tap0";
         ret->jail.tap_fd = VM_TAP_FD;
@@ -192,7 +196,11 @@ int vm_jail_prepare(struct vmm *m, struct vm *vm, struct vm_jail *ret)
                 layer = parent;
         }
         free(layer);
-        return r < 0 ? r : jail_for(m, vm->id, vm->dir, vm->uid, vm->uid - m->cfg.uid_base, vm->mem_mb, vm->vcpus, ret);
+        if (r < 0)
+                return r;
+        r = jail_for(m, vm->id, vm->dir, vm->uid, vm->uid - m->cfg.uid_base, vm->mem_mb, vm->vcpus, vm->net_ready, ret);
+        vm->net_ready = 0; /* once per boot */
+        return r;
 }
 
 int base_jail_prepare(struct vmm *m, const char *dir, struct vm_jail *ret)
@@ -204,7 +212,56 @@ int base_jail_prepare(struct vmm *m, const char *dir, struct vm_jail *ret)
         if (m->cfg.unconfined)
                 return 1;
         r = add_ro(ret, &n, "%s%s", m->image_dir, "");
-        return r < 0 ? r : jail_for(m, "base", dir, m->cfg.uid_base + BASE_SLOT, BASE_SLOT, m->cfg.mem_mb, m->cfg.vcpus, ret);
+        return r < 0 ? r
+                     : jail_for(m, "base", dir, m->cfg.uid_base + BASE_SLOT, BASE_SLOT, m->cfg.mem_mb, m->cfg.vcpus, 0,
+                                ret);
+}
+
+struct net_job {
+        struct net *net;
+        char id[21];
+        unsigned k;
+        int *result;
+};
+
+static void *net_main(void *arg)
+{
+        struct net_job *j = arg;
+        char path[PATH_MAX];
+
+        *j->result = net_create(j->net, j->id, j->k, path);
+        free(j);
+        return NULL;
+}
+
+int vm_net_early(struct vmm *m, struct vm *vm, pthread_t *ret_thread, int *ret_result)
+{
+        struct net_job *j;
+        int r;
+
+        if (m->cfg.unconfined || !m->net)
+                return 1;
+        r = assign_uid(m, vm);
+        if (r < 0)
+                return r;
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        *j = (struct net_job){.net = m->net, .k = vm->uid - m->cfg.uid_base, .result = ret_result};
+        memcpy(j->id, vm->id, sizeof(j->id));
+        r = pthread_create(ret_thread, NULL, net_main, j);
+        if (r != 0) {
+                free(j);
+                return -r;
+        }
+        return 0;
+}
+
+int vm_net_wait(struct vm *vm, pthread_t thread, int *result)
+{
+        pthread_join(thread, NULL);
+        vm->net_ready = *result == 0;
+        return *result;
 }
 
 void jail_release(struct vmm *m, const char *name, unsigned k)
