@@ -118,6 +118,8 @@ static int restore_one(struct restore *v)
         r = qemu_spawn(&c, 10000, &v->q);
         if (r == 0)
                 r = qemu_restore(v->q, s->snap_state, 60000);
+        if (r == 0)
+                r = qemu_cont(v->q, 60000);
         v->running = now_ms() - v->t0;
         if (r == 0)
                 r = agentc_connect(sock, 5000, &v->a);

@@ -4,10 +4,12 @@
 # before every build.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config musl-tools
+# clang builds the fuzz harnesses (make fuzz); on bookworm its libFuzzer
+# runtime is in libclang-rt-14-dev, which clang only recommends.
+PKGS=(build-essential pkg-config musl-tools clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
       qemu-system-x86 qemu-utils debootstrap e2fsprogs
-      curl ca-certificates git nodejs npm nftables iproute2)
+      curl ca-certificates git nodejs npm nftables iproute2 sqlite3)
 
 missing=()
 for p in "${PKGS[@]}"; do

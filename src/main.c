@@ -52,7 +52,8 @@ static void usage(FILE *f)
                    "  --account-max-vms N (64)  --account-max-running-vms N (32)  --account-max-snapshots N (256)\n"
                    "  --account-max-memory-mb N (65536)  --account-max-storage-bytes N (none)\n"
                    "environment: SPROUT_BOOTSTRAP_KEY=KEY makes sure an admin key KEY exists (and\n"
-                   "revokes the previous one); sproutd drops it from its environment once read\n");
+                   "revokes the previous one); sproutd drops it from its environment once read;\n"
+                   "SPROUT_CRASH_AT=NAME[:N] (tests only) aborts at the Nth passage through a crash point\n");
 }
 
 static long long parse_num(const char *s, const char *flag, long long min, long long max)
@@ -244,6 +245,8 @@ int main(int argc, char **argv)
                         log_info("bootstrap key replaced: %d earlier bootstrap key(s) revoked", revoked);
         }
         unsetenv("SPROUT_BOOTSTRAP_KEY");
+        crash_init();
+        unsetenv("SPROUT_CRASH_AT");
         vc.data_dir = data_dir;
         vc.image_dir = image;
         vc.net.allow = egress_allow;

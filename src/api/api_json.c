@@ -57,6 +57,11 @@ static const struct {
         {ECONNRESET, ANY, 500, "VM_CONNECTION_LOST", "lost the connection to VM %s (it stopped or was deleted)"},
         {EPIPE, ANY, 500, "VM_CONNECTION_LOST", "lost the connection to VM %s (it stopped or was deleted)"},
         {ETIMEDOUT, ANY, 504, "AGENT_TIMEOUT", "VM %s did not answer in time"},
+        {EHOSTDOWN, ANY, 503, "VM_UNRESPONSIVE",
+         "VM %s is hung: its hypervisor process is stopped; requests fail until it runs again (or delete it)"},
+        {EHOSTUNREACH, ANY, 503, "VM_AGENT_UNREACHABLE",
+         "the agent inside VM %s does not answer; sproutd keeps the VM and tries again with backoff (its info says"
+         " since when)"},
         {ENOTRECOVERABLE, ANY, 409, "VM_SETUP_FAILED",
          "VM %s never finished its create (its setup failed, or sproutd stopped during it) and is stopped;"
          " GET its info for the error; delete it, or start it to look inside"},

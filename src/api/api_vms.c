@@ -41,6 +41,15 @@ static json_t *vm_json(const struct vmm_info *i, int full)
          * failed: the error it would have answered. */
         if (i->error_code)
                 json_object_set_new(j, "error", api_create_failure(i->error_code, i->error));
+        /* A guest that broke its agent: the VM runs, sproutd keeps trying. */
+        json_object_set_new(j, "agentReachable", json_boolean(i->agent_down_since == 0));
+        if (i->agent_down_since) {
+                char since[32];
+
+                format_time(i->agent_down_since, since);
+                json_object_set_new(j, "agentUnreachableSince", json_string(since));
+                json_object_set_new(j, "agentError", json_string(strerror(-i->agent_error)));
+        }
         return j;
 }
 

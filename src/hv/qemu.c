@@ -339,9 +339,9 @@ int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms)
                 return -errno;
         r = migrate(q, "migrate-incoming", fd, timeout_ms);
         close(fd);
-        /* The state was saved from a paused guest, and QEMU keeps the source's
-         * run state: resume it explicitly. */
-        return r < 0 ? r : qemu_cont(q, timeout_ms);
+        /* The state was saved from a paused guest, and QEMU keeps the
+         * source's run state: the caller resumes it. */
+        return r;
 }
 
 int qemu_save(struct qemu *q, const char *state_path, int timeout_ms)
@@ -388,6 +388,56 @@ int qemu_resize_disk(struct qemu *q, uint64_t bytes, int timeout_ms)
                 return -ENOMEM;
         r = qmp_call(q->qmp, "block_resize", args, timeout_ms, NULL, NULL);
         json_decref(args);
+        return r;
+}
+
+int qemu_paused(struct qemu *q, int timeout_ms)
+{
+        json_t *st = NULL;
+        int r = qmp_call(q->qmp, "query-status", NULL, timeout_ms, &st, NULL);
+
+        if (r == 0)
+                r = !json_is_true(json_object_get(st, "running"));
+        json_decref(st);
+        return r;
+}
+
+int qemu_active_disk(struct qemu *q, char *out, size_t size, int timeout_ms)
+{
+        json_t *list = NULL, *dev;
+        size_t i;
+        int r = qmp_call(q->qmp, "query-block", NULL, timeout_ms, &list, NULL);
+
+        if (r < 0)
+                return r;
+        r = -ENOENT;
+        json_array_foreach(list, i, dev)
+        {
+                const char *name = json_string_value(json_object_get(dev, "device"));
+                const char *file = json_string_value(json_object_get(json_object_get(dev, "inserted"), "file"));
+
+                if (name && file && !strcmp(name, "root")) {
+                        r = snprintf(out, size, "%s", file) < (int)size ? 0 : -ENAMETOOLONG;
+                        break;
+                }
+        }
+        json_decref(list);
+        return r;
+}
+
+int qemu_frozen(struct qemu *q)
+{
+        char path[64], *text = NULL, *paren;
+        int r;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)q->pid);
+        r = read_file(path, 4096, &text, NULL);
+        if (r < 0)
+                return r;
+        /* "pid (comm) S ...": the state follows the last ')'. */
+        paren = strrchr(text, ')');
+        r = paren && (paren[2] == 'T' || paren[2] == 't');
+        free(text);
         return r;
 }
 
@@ -511,4 +561,31 @@ int qemu_img_size(const char *path, uint64_t *ret)
         for (int i = 24; i < 32; i++)
                 *ret = *ret << 8 | h[i];
         return 0;
+}
+
+int qemu_img_backing(const char *path, char *out, size_t size)
+{
+        uint8_t h[20];
+        uint64_t off = 0;
+        uint32_t len = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+        ssize_t n;
+
+        if (fd < 0)
+                return -errno;
+        n = pread(fd, h, sizeof(h), 0);
+        if (n != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4))
+                r = -EBADMSG;
+        for (int i = 8; r == 0 && i < 16; i++)
+                off = off << 8 | h[i];
+        for (int i = 16; r == 0 && i < 20; i++)
+                len = len << 8 | h[i];
+        if (r == 0 && len >= size)
+                r = -ENAMETOOLONG;
+        if (r == 0 && off && pread(fd, out, len, (off_t)off) != (ssize_t)len)
+                r = -EBADMSG;
+        close(fd);
+        if (r == 0)
+                out[off ? len : 0] = 0;
+        return r;
 }

@@ -66,8 +66,9 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret);
 int qemu_attach(const char *dir, int timeout_ms, struct qemu **ret);
 
 /* Loads device state saved by qemu_save into a QEMU spawned with
- * incoming=1 and waits until the guest runs. The file is opened here and
- * handed to QEMU, which needs no access to it. */
+ * incoming=1; the guest stays paused until qemu_cont (so a caller knows
+ * whether it ever ran). The file is opened here and handed to QEMU, which
+ * needs no access to it. */
 int qemu_restore(struct qemu *q, const char *state_path, int timeout_ms);
 
 /* Pauses the guest and writes its device state (not its RAM, which lives in
@@ -94,6 +95,17 @@ void qemu_stop(struct qemu *q, int timeout_ms);
  * runs. Safe to call repeatedly. */
 int qemu_reap(struct qemu *q);
 
+/* 1 when the guest is paused (QMP stop, an unfinished save), 0 when it
+ * runs, or -errno. */
+int qemu_paused(struct qemu *q, int timeout_ms);
+/* The file the guest's disk ("root") writes to now: the top of its
+ * chain. 0, -ENOENT, or -errno. */
+int qemu_active_disk(struct qemu *q, char *out, size_t size, int timeout_ms);
+
+/* 1 when the process is stopped (SIGSTOP, a tracer), 0 when not, -errno
+ * when its state cannot be read. From /proc; never waits on QEMU. */
+int qemu_frozen(struct qemu *q);
+
 /* QEMU's own words for the last failed command, or "". */
 const char *qemu_last_error(struct qemu *q);
 
@@ -119,5 +131,8 @@ int qemu_img_resize(const char *path, uint64_t bytes, const char *log_path);
 /* The virtual size of a qcow2 image, read from its header. 0, -EBADMSG for
  * a file that is no qcow2 image, or -errno. */
 int qemu_img_size(const char *path, uint64_t *ret);
+/* The backing file a qcow2 image names in its header ("" when none),
+ * read without qemu-img. 0, -EBADMSG, -ENAMETOOLONG or -errno. */
+int qemu_img_backing(const char *path, char *out, size_t size);
 
 #endif

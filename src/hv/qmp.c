@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ struct qmp {
         size_t len;
         size_t cap;
         char last_error[256]; /* under lock */
+        uint64_t next_id;     /* under lock; the id of the next command */
 };
 
 static int unix_connect(const char *path)
@@ -120,13 +122,49 @@ static int send_fd(int sock, const char *text, int fd)
         return 0;
 }
 
-/* Sends a command (with fd attached when >= 0) and waits for its reply,
- * skipping events. */
+int qmp_parse_reply(const char *line, uint64_t want_id, json_t **ret_return, char **ret_desc)
+{
+        json_t *msg = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+        json_t *id, *v;
+        int r = 0;
+
+        if (!json_is_object(msg)) {
+                json_decref(msg);
+                return -EBADMSG;
+        }
+        id = json_object_get(msg, "id");
+        /* Events carry no id; a reply with another id answers a command
+         * whose caller gave up waiting. Neither is ours. */
+        if (!json_is_integer(id) || (uint64_t)json_integer_value(id) != want_id) {
+                json_decref(msg);
+                return 0;
+        }
+        if ((v = json_object_get(msg, "return"))) {
+                if (ret_return)
+                        *ret_return = json_incref(v);
+                r = 1;
+        } else if ((v = json_object_get(msg, "error"))) {
+                const char *desc = json_string_value(json_object_get(v, "desc"));
+
+                if (ret_desc)
+                        *ret_desc = strdup(desc ? desc : "unknown QMP error");
+                r = -EPROTO;
+        } else {
+                r = -EBADMSG;
+        }
+        json_decref(msg);
+        return r;
+}
+
+/* Sends a command (with fd attached when >= 0) under a fresh id and waits
+ * for the reply with that id, skipping events and late replies to earlier
+ * commands that timed out. */
 static int call_locked(struct qmp *q, const char *cmd, json_t *args, int fd, int timeout_ms, json_t **ret_return,
                        char **ret_error)
 {
         int64_t deadline = now_ms() + timeout_ms;
-        json_t *req = json_pack("{s:s}", "execute", cmd);
+        uint64_t id = ++q->next_id;
+        json_t *req = json_pack("{s:s, s:I}", "execute", cmd, "id", (json_int_t)id);
         char *text;
         int r;
 
@@ -152,36 +190,23 @@ static int call_locked(struct qmp *q, const char *cmd, json_t *args, int fd, int
                 return r;
 
         for (;;) {
-                char *line;
-                json_t *msg, *v;
+                char *line, *desc = NULL;
 
                 r = read_line(q, deadline, &line);
                 if (r < 0)
                         return r;
-                msg = json_loads(line, 0, NULL);
+                r = qmp_parse_reply(line, id, ret_return, &desc);
                 free(line);
-                if (!json_is_object(msg)) {
-                        json_decref(msg);
-                        return -EBADMSG;
-                }
-                if ((v = json_object_get(msg, "return"))) {
-                        if (ret_return)
-                                *ret_return = json_incref(v);
-                        json_decref(msg);
-                        return 0;
-                }
-                if ((v = json_object_get(msg, "error"))) {
-                        const char *desc = json_string_value(json_object_get(v, "desc"));
-
+                if (r == 0)
+                        continue;
+                if (r == -EPROTO) {
                         snprintf(q->last_error, sizeof(q->last_error), "%s: %s", cmd, desc ? desc : "error");
-
                         if (ret_error)
-                                *ret_error = strdup(desc ? desc : "unknown QMP error");
-                        json_decref(msg);
-                        return -EPROTO;
+                                *ret_error = desc;
+                        else
+                                free(desc);
                 }
-                /* An asynchronous event; the caller polls state instead. */
-                json_decref(msg);
+                return r < 0 ? r : 0;
         }
 }
 

@@ -43,6 +43,34 @@ void log_msg(const char *level, const char *fmt, ...)
         pthread_mutex_unlock(&log_lock);
 }
 
+static char crash_name[128];
+static long crash_at, crash_hits;
+
+void crash_init(void)
+{
+        const char *v = getenv("SPROUT_CRASH_AT");
+        const char *colon;
+
+        if (!v || !*v)
+                return;
+        colon = strchr(v, ':');
+        snprintf(crash_name, sizeof(crash_name), "%.*s", colon ? (int)(colon - v) : (int)strlen(v), v);
+        crash_at = colon ? strtol(colon + 1, NULL, 10) : 1;
+        if (crash_at < 1)
+                crash_at = 1;
+        log_warn("SPROUT_CRASH_AT: dying at passage %ld through crash point %s", crash_at, crash_name);
+}
+
+void crash_point(const char *name)
+{
+        if (!crash_name[0] || strcmp(name, crash_name))
+                return;
+        if (__atomic_add_fetch(&crash_hits, 1, __ATOMIC_SEQ_CST) != crash_at)
+                return;
+        log_err("crash point %s reached: aborting (SPROUT_CRASH_AT)", name);
+        abort();
+}
+
 int64_t now_ms(void)
 {
         struct timespec ts;
@@ -538,7 +566,33 @@ int write_file_atomic(const char *path, const void *data, size_t len, unsigned m
                 r = -errno;
         if (r < 0)
                 unlink(tmp);
+        return r < 0 ? r : fsync_parent(path);
+}
+
+int fsync_path(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                r = -errno;
+        close(fd);
         return r;
+}
+
+int fsync_parent(const char *path)
+{
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                return fsync_path(".");
+        if ((size_t)(slash - path) >= sizeof(dir))
+                return -ENAMETOOLONG;
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = 0;
+        return fsync_path(slash == path ? "/" : dir);
 }
 
 int read_file(const char *path, size_t max, char **ret, size_t *ret_len)

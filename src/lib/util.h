@@ -1,8 +1,9 @@
 /*
  * util: small helpers shared by the daemon's modules: logging, clocks,
  * random ids, SHA-256, base64, UTF-8 checks, file-system helpers and running
- * a helper program to completion. Nothing here keeps state between calls
- * except the log lock; everything is safe to call from any thread.
+ * a helper program to completion, crash points for tests. Nothing here
+ * keeps state between calls except the log lock and the crash point's
+ * counter; everything is safe to call from any thread.
  */
 #ifndef SPROUT_UTIL_H
 #define SPROUT_UTIL_H
@@ -16,6 +17,14 @@ void log_msg(const char *level, const char *fmt, ...) __attribute__((format(prin
 #define log_info(...) log_msg("info", __VA_ARGS__)
 #define log_warn(...) log_msg("warn", __VA_ARGS__)
 #define log_err(...) log_msg("error", __VA_ARGS__)
+
+/* Named crash points, for tests of what a daemon that dies at any moment
+ * leaves behind: with SPROUT_CRASH_AT=name[:count] in the environment
+ * when crash_init ran, the count-th (default: first) passage through
+ * crash_point(name) logs and aborts the process. Otherwise a no-op. Names
+ * are string literals "operation.step": tests find them in the source. */
+void crash_init(void);
+void crash_point(const char *name);
 
 int64_t now_ms(void);      /* CLOCK_MONOTONIC in milliseconds */
 int64_t wall_ms(void);     /* CLOCK_REALTIME in milliseconds */
@@ -70,9 +79,15 @@ int mkdir_p(const char *path, unsigned mode);
 /* rm -rf; a missing path is success. 0 or -errno. */
 int rm_rf(const char *path);
 
-/* Writes data to path atomically (temp file next to it, then rename).
- * 0 or -errno. */
+/* Writes data to path atomically and durably: a temp file next to it,
+ * fsync, rename, fsync of the directory. 0 or -errno. */
 int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
+/* fsync of the file or directory at path. 0 or -errno. */
+int fsync_path(const char *path);
+/* fsync of the directory that holds path, so that a name made, renamed
+ * or removed there survives a power loss. 0 or -errno. */
+int fsync_parent(const char *path);
 
 /* Writes text into an existing file (a sysfs or cgroup knob), in one
  * write. 0 or -errno. */

@@ -8,6 +8,7 @@
 #include "lib/util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,10 @@
 
 struct store {
         sqlite3 *db;
+        /* A second connection for store_txn, so that a transaction holds
+         * exactly its own statements and never another thread's. */
+        struct store *tx;
+        pthread_mutex_t tx_lock; /* one transaction at a time */
 };
 
 static int sql_err(int rc)
@@ -282,22 +287,35 @@ static int migrate(struct store *s)
         return 0;
 }
 
+/* FULL: a commit is on disk when it returns, so nothing the daemon has
+ * answered for is lost with the power. */
+static int connect_db(const char *path, struct store *s)
+{
+        int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                                 NULL);
+
+        if (rc == SQLITE_OK)
+                rc = sqlite3_busy_timeout(s->db, 10000);
+        if (rc != SQLITE_OK)
+                return sql_err(rc) ? sql_err(rc) : -EIO;
+        return exec_script(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+}
+
 int store_open(const char *path, struct store **ret)
 {
         struct store *s = calloc(1, sizeof(*s));
-        int rc, r;
+        int r;
 
         if (!s)
                 return -ENOMEM;
-        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                             NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_busy_timeout(s->db, 5000);
-        r = rc == SQLITE_OK ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
-        if (r == 0)
-                r = exec_script(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+        pthread_mutex_init(&s->tx_lock, NULL);
+        r = connect_db(path, s);
         if (r == 0)
                 r = migrate(s);
+        if (r == 0 && !(s->tx = calloc(1, sizeof(*s->tx))))
+                r = -ENOMEM;
+        if (r == 0)
+                r = connect_db(path, s->tx);
         if (r < 0) {
                 store_close(s);
                 return r;
@@ -310,8 +328,28 @@ void store_close(struct store *s)
 {
         if (!s)
                 return;
+        if (s->tx)
+                sqlite3_close(s->tx->db);
+        free(s->tx);
         sqlite3_close(s->db);
+        pthread_mutex_destroy(&s->tx_lock);
         free(s);
+}
+
+int store_txn(struct store *s, int (*fn)(struct store *t, void *ud), void *ud)
+{
+        int r;
+
+        pthread_mutex_lock(&s->tx_lock);
+        r = exec_script(s->tx, "BEGIN IMMEDIATE");
+        if (r == 0)
+                r = fn(s->tx, ud);
+        if (r == 0)
+                r = exec_script(s->tx, "COMMIT");
+        if (r < 0 && !sqlite3_get_autocommit(s->tx->db))
+                exec_script(s->tx, "ROLLBACK");
+        pthread_mutex_unlock(&s->tx_lock);
+        return r;
 }
 
 static char *col_dup(sqlite3_stmt *st, int i)
@@ -385,23 +423,40 @@ static int key_insert(struct store *s, const char *key, const char *account_id, 
         return r;
 }
 
-int store_ensure_admin_key(struct store *s, const char *key, const char *account, int *ret_revoked)
+struct admin_key {
+        const char *key, *account;
+        int revoked;
+};
+
+/* The new bootstrap key and the end of the old one land together. */
+static int ensure_admin_key(struct store *t, void *ud)
 {
+        struct admin_key *k = ud;
         char *account_id = NULL, hash[65];
         sqlite3_stmt *st;
-        int r = account_get_or_create(s, account, &account_id);
+        int r = account_get_or_create(t, k->account, &account_id);
 
         if (r == 0)
-                r = key_insert(s, key, account_id, 1, 1, NULL);
+                r = key_insert(t, k->key, account_id, 1, 1, NULL);
         free(account_id);
         if (r < 0)
                 return r;
-        sha256_hex(key, strlen(key), hash);
-        r = prepare(s, &st, "DELETE FROM api_keys WHERE bootstrap = 1 AND key_hash != ?", "s", hash);
+        sha256_hex(k->key, strlen(k->key), hash);
+        r = prepare(t, &st, "DELETE FROM api_keys WHERE bootstrap = 1 AND key_hash != ?", "s", hash);
         if (r == 0)
-                r = finish(s, st, 0);
+                r = finish(t, st, 0);
+        if (r == 0)
+                k->revoked = sqlite3_changes(t->db);
+        return r;
+}
+
+int store_ensure_admin_key(struct store *s, const char *key, const char *account, int *ret_revoked)
+{
+        struct admin_key k = {.key = key, .account = account};
+        int r = store_txn(s, ensure_admin_key, &k);
+
         if (r == 0 && ret_revoked)
-                *ret_revoked = sqlite3_changes(s->db);
+                *ret_revoked = k.revoked;
         return r;
 }
 
@@ -676,6 +731,33 @@ int store_vm_set_uid(struct store *s, const char *id, int64_t uid)
 
 /* ---- layers ---- */
 
+/* The layer ids as a JSON array of strings, for json_each. Ids are the
+ * daemon's own ("l-" and base32): anything that would need escaping is
+ * refused. */
+static int pins_json(const char *const *ids, size_t n, char **ret)
+{
+        struct strbuf b = {0};
+
+        strbuf_add(&b, "[", 1);
+        for (size_t i = 0; i < n; i++) {
+                if (strpbrk(ids[i], "\"\\")) {
+                        free(b.s);
+                        return -EINVAL;
+                }
+                if (i)
+                        strbuf_add(&b, ",", 1);
+                strbuf_add(&b, "\"", 1);
+                strbuf_add(&b, ids[i], strlen(ids[i]));
+                strbuf_add(&b, "\"", 1);
+        }
+        if (strbuf_add(&b, "]", 1) < 0 || b.oom) {
+                free(b.s);
+                return -ENOMEM;
+        }
+        *ret = b.s;
+        return 0;
+}
+
 int store_layer_insert(struct store *s, const char *id, const char *parent)
 {
         return WRITE_ONE(s, "INSERT INTO layers (id, parent) VALUES (?, ?)", "ss", id, parent);
@@ -714,7 +796,8 @@ int store_layer_parent(struct store *s, const char *id, char **ret_parent)
         return r;
 }
 
-int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *ud)
+int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, void (*fn)(const char *id, void *ud),
+                   void *ud)
 {
         /* A layer is live if a VM or a live snapshot sits on it, or a live
          * layer has it as an ancestor. */
@@ -722,13 +805,18 @@ int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *
                 "WITH RECURSIVE live(id) AS ("
                 "  SELECT layer FROM vms WHERE layer IS NOT NULL"
                 "  UNION SELECT layer FROM snapshots WHERE deleted = 0"
+                "  UNION SELECT value FROM json_each(?)"
                 "  UNION SELECT l.parent FROM layers l JOIN live ON l.id = live.id WHERE l.parent IS NOT NULL)"
                 " SELECT id FROM layers WHERE id NOT IN (SELECT id FROM live)";
-        char **dead = NULL;
+        char **dead = NULL, *pins = NULL;
         size_t n = 0;
         sqlite3_stmt *st;
-        int r = prepare(s, &st, sql, NULL), rc;
+        int r, rc;
 
+        r = pins_json(pinned, npinned, &pins);
+        if (r == 0)
+                r = prepare(s, &st, sql, "s", pins);
+        free(pins);
         if (r < 0)
                 return r;
         /* Collect first: a layer's record goes before its files, so that a

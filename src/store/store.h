@@ -13,6 +13,7 @@
 #ifndef SPROUT_STORE_H
 #define SPROUT_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct store;
@@ -61,6 +62,12 @@ struct store_snapshot {
 
 int store_open(const char *path, struct store **ret);
 void store_close(struct store *s);
+
+/* Runs fn as one transaction: every store call it makes on t (not on s)
+ * lands together when fn returns 0, or none does when it returns -errno
+ * (which store_txn returns). Other threads' calls on s are never part of
+ * it. Every commit is on disk before it returns. */
+int store_txn(struct store *s, int (*fn)(struct store *t, void *ud), void *ud);
 
 /* Makes sure a key whose plaintext is `key` exists and is the bootstrap
  * admin key of the account named `account` (created when missing); every
@@ -144,9 +151,11 @@ int store_layer_exists(struct store *s, const char *id);
  * unknown layer. */
 int store_layer_parent(struct store *s, const char *id, char **ret_parent);
 
-/* Finds layers that no VM, no live snapshot and no live layer needs, calls
- * fn for each (to remove its files) and forgets them. */
-int store_layer_gc(struct store *s, void (*fn)(const char *id, void *ud), void *ud);
+/* Finds layers that no VM, no live snapshot, no live layer and none of
+ * the npinned ids in pinned (layers an operation in progress is about to
+ * use) needs, calls fn for each (to remove its files) and forgets them. */
+int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, void (*fn)(const char *id, void *ud),
+                   void *ud);
 
 int store_snapshot_insert(struct store *s, const struct store_snapshot *snap);
 /* -ENOENT when absent or of another account. Deleted ones are returned. */

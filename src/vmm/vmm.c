@@ -301,6 +301,10 @@ void vm_fill_info(const struct vm *vm, struct vmm_info *ret)
         memcpy(ret->dir, vm->dir, sizeof(ret->dir));
         ret->error_code = vm->error_code;
         ret->error = vm->error ? strdup(vm->error) : NULL;
+        /* Written under vm->lock; a racy read only shows it a moment early
+         * or late. */
+        ret->agent_down_since = __atomic_load_n(&vm->agent_down_since, __ATOMIC_RELAXED);
+        ret->agent_error = __atomic_load_n(&vm->agent_error, __ATOMIC_RELAXED);
 }
 
 void vmm_info_clear(struct vmm_info *i)
@@ -484,11 +488,15 @@ void vmm_free(struct vmm *m)
 {
         if (!m)
                 return;
+        pthread_mutex_lock(&m->lock);
         m->stopping = 1;
+        /* A cold boot in progress: its guest requests fail at once and it
+         * stops its QEMU on the way out. */
+        if (m->base_agent)
+                agentc_shutdown(m->base_agent);
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
         if (m->threads_started) {
-                /* A cold boot in progress is abandoned by the process exit;
-                 * do not wait minutes for it. */
-                pthread_cancel(m->bg);
                 pthread_join(m->bg, NULL);
                 pthread_join(m->monitor, NULL);
                 pthread_join(m->idler, NULL);

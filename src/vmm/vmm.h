@@ -117,6 +117,10 @@ struct vmm_info {
          * restore failed. 0: it did not fail. */
         int error_code;
         char *error;
+        /* Its QEMU runs but its agent does not answer: since when (wall
+         * ms; 0: it answers) and why (-errno). */
+        int64_t agent_down_since;
+        int agent_error;
 };
 
 struct vmm;

@@ -43,7 +43,7 @@ int boot_config(struct vmm *m, const char *dir, const char *disk, const char *me
         return 0;
 }
 
-int wait_agent(struct qemu *q, const char *sock, int64_t deadline, struct agentc **ret)
+int wait_agent(struct qemu *q, const char *sock, int64_t deadline, const int *stop, struct agentc **ret)
 {
         struct agentc *a = NULL;
         int r;
@@ -65,6 +65,10 @@ int wait_agent(struct qemu *q, const char *sock, int64_t deadline, struct agentc
                         r = -ETIMEDOUT;
                         break;
                 }
+                if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)) {
+                        r = -ECANCELED;
+                        break;
+                }
                 if (!agentc_alive(a))
                         break;
         }
@@ -76,7 +80,7 @@ int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms)
 {
         struct agentc_exec e = {.command = cmd, .timeout_ms = timeout_ms, .max_output = 1 << 20};
         struct agentc_result res = {0};
-        int r = agentc_exec(a, &e, &res);
+        int r = a ? agentc_exec(a, &e, &res) : -ENOTCONN;
 
         if (r == 0)
                 r = res.err ? -res.err : res.timed_out ? -ETIMEDOUT : res.exit_code;
@@ -119,7 +123,14 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
                 jail_release(m, "base", BASE_SLOT);
                 return r;
         }
-        r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
+        r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &m->stopping, &a);
+        /* From here a shutdown ends the guest's requests (vmm_free). */
+        pthread_mutex_lock(&m->lock);
+        if (r == 0 && m->stopping)
+                r = -ECANCELED;
+        if (r == 0)
+                m->base_agent = a;
+        pthread_mutex_unlock(&m->lock);
         if (r < 0)
                 goto out;
         log_info("default snapshot: agent answered %lld ms after QEMU start", (long long)(now_ms() - t0));
@@ -129,10 +140,18 @@ static int cold_boot_snapshot(struct vmm *m, const char *dir)
         if (r < 0)
                 goto out;
         r = qemu_save(q, state, 60000);
+        /* Whole on disk before the directory is renamed into place. */
+        if (r == 0)
+                r = fsync_path(mem);
+        if (r == 0)
+                r = fsync_path(disk);
         if (r < 0)
                 goto out;
         log_info("default snapshot: saved %lld ms after QEMU start", (long long)(now_ms() - t0));
 out:
+        pthread_mutex_lock(&m->lock);
+        m->base_agent = NULL;
+        pthread_mutex_unlock(&m->lock);
         agentc_unref(a);
         qemu_stop(q, 5000);
         qemu_free(q);
@@ -187,8 +206,12 @@ int ensure_base(struct vmm *m)
                         if (path_fmt(tmp_marker, sizeof(tmp_marker), "%s/ready", tmp) < 0)
                                 return -ENAMETOOLONG;
                         r = write_file_atomic(tmp_marker, "ok\n", 3, 0644);
+                        if (r == 0)
+                                r = fsync_path(tmp);
                         if (r == 0 && rename(tmp, dir) < 0)
                                 r = -errno;
+                        if (r == 0)
+                                r = fsync_parent(dir);
                         if (r == 0)
                                 return 0;
                 }

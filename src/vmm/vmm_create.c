@@ -22,6 +22,7 @@ struct create_job {
         char *layer;            /* NULL: the default snapshot */
         struct vmm_setup setup; /* run NULL: none */
         int background;
+        int keep_mark; /* a fork's child: its maker clears the record's mark */
         int *listed; /* background: set to 1 under m->lock once the VM is listed */
         char *report; /* the setup's report when it failed */
         int64_t t0;
@@ -104,14 +105,17 @@ static int create_run(struct create_job *j)
         }
         pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
+        crash_point("create.listed");
         r = vm_from_layer(m, vm, j->layer);
         if (r < 0)
                 log_err("vm %s: create failed: %s", vm->id, strerror(-r));
         else if (j->setup.run)
                 r = run_setup(j);
+        if (r == 0)
+                crash_point("create.restored");
         /* The record's create-in-progress mark goes once the create is
-         * done, whichever way it ended. */
-        k = store_vm_set_error(m->store, vm->id, r < 0 && j->background ? r : 0, j->report);
+         * done, whichever way it ended (a fork's, once all its VMs are). */
+        k = r == 0 && j->keep_mark ? 0 : store_vm_set_error(m->store, vm->id, r < 0 && j->background ? r : 0, j->report);
         if (k < 0 && r == 0) {
                 log_err("vm %s: could not record its create as done: %s", vm->id, strerror(-k));
                 r = k;
@@ -223,10 +227,11 @@ static int create_in_background(struct create_job *job)
 
 /* Makes and starts one VM from layer (NULL: the default snapshot). */
 static int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer,
-                     int mem_mb, int vcpus, char ret_id[21], char **ret_report)
+                     int mem_mb, int vcpus, int fork, char ret_id[21], char **ret_report)
 {
         struct store_vm rec = {0};
-        struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background, .layer = (char *)layer};
+        struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background, .layer = (char *)layer,
+                                 .keep_mark = fork};
         struct store_limits limits = limits_of(m, account);
         struct vm *vm;
         char id[21];
@@ -274,11 +279,14 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
                 return r;
         }
         /* In the record only, cleared once the create is done: a daemon
-         * that dies before then finds it at its next start. */
-        rec.error_code = -EINPROGRESS;
+         * that dies before then finds it at its next start, and removes
+         * it unless the create had answered (a background one). */
+        rec.error_code = opts->background ? -EINPROGRESS : CREATE_UNANSWERED;
         r = mkdir_p(vm->dir, 0700);
         if (r == 0)
                 r = store_vm_insert(m->store, &rec);
+        if (r == 0)
+                crash_point("create.recorded");
         if (r < 0) {
                 rm_rf(vm->dir);
                 vm_unlink(m, vm);
@@ -322,12 +330,19 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
         if (ret_report)
                 *ret_report = NULL;
         if (!opts->snapshot_id)
-                return create_vm(m, account, opts, NULL, m->cfg.mem_mb, m->cfg.vcpus, ret_id, ret_report);
+                return create_vm(m, account, opts, NULL, m->cfg.mem_mb, m->cfg.vcpus, 0, ret_id, ret_report);
+        /* The snapshot's layer stays, pinned, until the VM's record sits
+         * on it, whatever deletes the snapshot meanwhile. */
+        pthread_mutex_lock(&m->layer_lock);
         r = store_snapshot_get(m->store, account, opts->snapshot_id, &snap);
         if (r == 0 && snap.deleted)
                 r = -ENOENT;
+        if (r == 0)
+                r = layer_pin_locked(m, snap.layer);
+        pthread_mutex_unlock(&m->layer_lock);
         if (r == 0) {
-                r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, ret_id, ret_report);
+                r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, 0, ret_id, ret_report);
+                layer_unpin(m, snap.layer);
         } else {
                 create_release(opts);
                 if (r == -ENOENT)
@@ -356,9 +371,12 @@ int vm_destroy(struct vmm *m, struct vm *vm)
         }
         vm_unlink(m, vm);
         vm_halt(m, vm, 2000);
+        crash_point("delete.halted");
         r = store_vm_delete(m->store, vm->id);
         if (r < 0 && r != -ENOENT)
                 log_err("vm %s: could not remove its record: %s", vm->id, strerror(-r));
+        if (r == 0)
+                crash_point("delete.unrecorded");
         rm_rf(vm->dir);
         pthread_mutex_unlock(&vm->lock);
         log_info("vm %s: deleted", vm->id);
@@ -389,11 +407,26 @@ struct fork_job {
         pthread_t thread;
 };
 
+struct fork_done {
+        struct fork_job *jobs;
+        int n;
+};
+
+static int fork_commit(struct store *t, void *ud)
+{
+        struct fork_done *d = ud;
+        int r = 0;
+
+        for (int i = 0; r == 0 && i < d->n; i++)
+                r = store_vm_set_error(t, d->jobs[i].id, 0, NULL);
+        return r;
+}
+
 static void *fork_main(void *arg)
 {
         struct fork_job *j = arg;
 
-        j->r = create_vm(j->m, j->account, j->opts, j->layer, j->mem_mb, j->vcpus, j->id, NULL);
+        j->r = create_vm(j->m, j->account, j->opts, j->layer, j->mem_mb, j->vcpus, 1, j->id, NULL);
         return NULL;
 }
 
@@ -417,6 +450,12 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
                 r = ensure_running(m, vm);
         if (r == 0)
                 r = vm_make_layer(m, vm, layer);
+        /* Until the children's records sit on it, the layer is pinned: a
+         * delete of the parent meanwhile must not take it. */
+        if (r == 0)
+                r = layer_pin(m, layer);
+        if (r == 0)
+                crash_point("fork.layer");
         pthread_mutex_lock(&m->lock);
         vm_fill_info(vm, &info);
         pthread_mutex_unlock(&m->lock);
@@ -442,6 +481,17 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
         for (int i = 0; i < count; i++)
                 if (i >= started || jobs[i].r < 0)
                         r = i >= started ? -EAGAIN : jobs[i].r;
+        if (r == 0) {
+                /* The children come into being together, or (a daemon that
+                 * dies before this) not at all. */
+                struct fork_done done = {jobs, count};
+
+                crash_point("fork.children");
+                r = store_txn(m->store, fork_commit, &done);
+                if (r < 0)
+                        log_err("vm %s: could not record its forks: %s", id, strerror(-r));
+        }
+        layer_unpin(m, layer);
         if (r < 0) {
                 /* All or nothing: remove the forks that did start. */
                 for (int i = 0; i < started; i++)

@@ -28,16 +28,22 @@ int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vm
         vm_touch(m, vm);
         if (vm->error_code && !vm->qemu)
                 r = -ENOTRECOVERABLE;
+        else if (vm_hung(vm))
+                r = -EHOSTDOWN;
         else if ((r = ensure_running(m, vm)) < 0)
                 ;
-        else if (!vm->agent)
-                r = -ENOTCONN;
         else if (vm->workdir && !(g->workdir = strdup(vm->workdir)))
                 r = -ENOMEM;
+        else if ((g->agent = vm_agent(m, vm, &r)))
+                r = 0;
         if (r == 0) {
                 g->m = m;
-                g->agent = agentc_ref(vm->agent);
+                g->vm = vm;
                 memcpy(g->id, vm->id, sizeof(g->id));
+                pthread_mutex_lock(&m->lock);
+                vm->refs++;
+                vm->inflight++;
+                pthread_mutex_unlock(&m->lock);
         }
         vm_unlock(m, vm);
         if (r < 0) {
@@ -54,6 +60,13 @@ void vmm_guest_close(struct vmm_guest *g)
         if (!g)
                 return;
         agentc_unref(g->agent);
+        if (g->vm) {
+                pthread_mutex_lock(&g->m->lock);
+                if (--g->vm->inflight == 0)
+                        pthread_cond_broadcast(&g->m->cond);
+                pthread_mutex_unlock(&g->m->lock);
+                vm_put(g->m, g->vm);
+        }
         free(g->workdir);
         free(g);
 }

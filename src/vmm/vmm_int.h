@@ -17,6 +17,7 @@
 #include "agentc/agentc.h"
 #include "hv/cgroup.h"
 #include "hv/qemu.h"
+#include "lib/util.h"
 #include "store/store.h"
 #include "vmm/vmm.h"
 
@@ -69,6 +70,19 @@ struct vm {
         /* Its network namespace made ahead of its boot (see vm_net_early),
          * so vm_jail_prepare does not make it again; under lock. */
         int net_ready;
+        /* Guest operations in flight (handles open): a suspend waits for
+         * them, a little; under m->lock. */
+        int inflight;
+        /* The agent link: when it was found down (0: up), when to try it
+         * again and why it failed; under lock. */
+        int64_t agent_down_since;
+        int64_t agent_retry_at;
+        int64_t agent_backoff_ms;
+        int agent_error;
+        /* now_ms() since when its QEMU is seen stopped (SIGSTOP): a hung
+         * VM; 0: it runs. Monitor thread, read under lock. */
+        int64_t frozen_since;
+        int guest_ran; /* the last vm_boot from a saved state resumed the guest; under lock */
         struct vm *next;
 };
 
@@ -98,7 +112,38 @@ struct vmm {
         enum cgroup_version cgroups; /* where VMs' resource limits go */
         struct net *net;             /* VMs' network namespaces; NULL: unconfined (user-mode networking) */
         struct reservation *snapshots; /* snapshots being taken, by account; under lock */
+        /* Layers an operation is about to put a VM on (a fork before its
+         * children's records, a create from a snapshot before its own),
+         * which the GC keeps; under layer_lock. */
+        struct pin *pins;
+        /* The default snapshot's cold boot, which a shutdown cuts short;
+         * under lock. */
+        struct agentc *base_agent;
 };
+
+struct pin {
+        char id[24];
+        struct pin *next;
+};
+
+/* The create-in-progress mark in a VM's record (error_code) of a create
+ * or fork that has not answered yet: a daemon that dies before then
+ * removes the VM at its next start, as though it had never been asked
+ * for. A background create, answered at once, is marked -EINPROGRESS
+ * instead and is kept, failed, should the daemon die. */
+#define CREATE_UNANSWERED (-1000000)
+
+/* A QEMU seen stopped for this long is hung: requests to it fail at once
+ * rather than wait out their deadlines. */
+#define FROZEN_MS 3000
+
+/* Whether vm's QEMU is hung (see frozen_since). */
+static inline int vm_hung(const struct vm *vm)
+{
+        int64_t since = __atomic_load_n(&vm->frozen_since, __ATOMIC_RELAXED);
+
+        return vm->qemu && since && now_ms() - since >= FROZEN_MS;
+}
 
 /* A snapshot being taken, counted against its account's limit until it
  * is recorded. */
@@ -111,6 +156,7 @@ struct reservation {
  * own and what it needs of the VM, copied, so that no VM lock is held. */
 struct vmm_guest {
         struct vmm *m;
+        struct vm *vm; /* a reference, counted in its inflight; NULL: a create's own */
         struct agentc *agent;
         char id[21];
         char *workdir;
@@ -162,8 +208,8 @@ struct boot_files {
 int boot_config(struct vmm *m, const char *dir, const char *disk, const char *mem, int mem_mb, int vcpus,
                 struct boot_files *f, struct qemu_config *ret);
 /* Connects to a freshly booted guest's agent and pings until it answers,
- * the deadline passes or QEMU dies. */
-int wait_agent(struct qemu *q, const char *sock, int64_t deadline, struct agentc **ret);
+ * the deadline passes, QEMU dies or *stop (when stop is not NULL) is set. */
+int wait_agent(struct qemu *q, const char *sock, int64_t deadline, const int *stop, struct agentc **ret);
 /* Runs a root shell command in the guest; its exit code or -errno. */
 int guest_run(struct agentc *a, const char *cmd, int64_t timeout_ms);
 /* Makes sure the default snapshot exists, cold-booting the image to make
@@ -178,6 +224,12 @@ int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], const char 
  * disk then sits on. vm->lock held. */
 int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24]);
 void layers_gc(struct vmm *m);
+/* Keeps layer (and what it sits on) from the GC until layer_unpin; a
+ * NULL layer (the default snapshot) is a no-op. -ENOMEM. layer_lock held
+ * for layer_pin_locked. */
+int layer_pin(struct vmm *m, const char *layer);
+int layer_pin_locked(struct vmm *m, const char *layer);
+void layer_unpin(struct vmm *m, const char *layer);
 /* At start-up: removes layer directories that no record names. */
 void layers_recover(struct vmm *m);
 
@@ -193,6 +245,12 @@ int vm_suspend(struct vmm *m, struct vm *vm);
 int vm_start(struct vmm *m, struct vm *vm);
 /* Resumes a suspended VM for an operation that needs it running. */
 int ensure_running(struct vmm *m, struct vm *vm);
+/* The VM's agent link, made again when it went down (a guest that broke
+ * its agent) and its backoff allows: a new reference, or NULL with
+ * -errno in *ret_err. vm->lock held. */
+struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err);
+/* Marks the agent link down after a failure r, for vm_agent to retry. */
+void vm_agent_down(struct vmm *m, struct vm *vm, int r);
 
 /* ---- create and delete (vmm_create.c) ---- */
 

@@ -22,18 +22,28 @@ int layer_path(struct vmm *m, const char *layer, char out[PATH_MAX], const char 
         return path_fmt(out, PATH_MAX, "%s/layers/%s/%s", m->data_dir, layer, name);
 }
 
-/* Records the new layer id (on the VM's current one) and moves the VM's
- * record onto it, under the layer lock so that the GC sees both or
- * neither. *ret_recorded says whether the layer record was made. */
-static int record_layer(struct vmm *m, struct vm *vm, const char *id, int *ret_recorded)
+struct layer_move {
+        const char *vm, *layer, *parent;
+};
+
+static int move_txn(struct store *t, void *ud)
 {
+        const struct layer_move *mv = ud;
+        int r = store_layer_insert(t, mv->layer, mv->parent);
+
+        return r < 0 ? r : store_vm_set_layer(t, mv->vm, mv->layer);
+}
+
+/* Records the new layer id (on the VM's current one) and moves the VM's
+ * record onto it in one transaction, under the layer lock so that the GC
+ * sees both or neither. */
+static int record_layer(struct vmm *m, struct vm *vm, const char *id)
+{
+        struct layer_move mv = {vm->id, id, vm->layer};
         int r;
 
         pthread_mutex_lock(&m->layer_lock);
-        r = store_layer_insert(m->store, id, vm->layer);
-        *ret_recorded = r == 0;
-        if (r == 0)
-                r = store_vm_set_layer(m->store, vm->id, id);
+        r = store_txn(m->store, move_txn, &mv);
         pthread_mutex_unlock(&m->layer_lock);
         return r;
 }
@@ -49,6 +59,8 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
         uint64_t bytes = 0;
         char *layer = NULL;
 
+        if (vm_hung(vm))
+                return -EHOSTDOWN;
         memcpy(id, "l-", 2);
         r = random_id(id + 2, 20);
         if (r < 0)
@@ -63,6 +75,7 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
         r = mkdir_p(dir, 0700);
         if (r < 0)
                 return r;
+        crash_point("layer.dir");
         if (running)
                 r = qemu_save(vm->qemu, lstate, 60000);
         else
@@ -77,8 +90,21 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
                 r = -errno;
         if (r == 0)
                 r = qemu_img_size(disk, &bytes);
+        /* Every file of the layer on disk before anything names it. */
+        if (r == 0)
+                r = fsync_path(lmem);
+        if (r == 0)
+                r = fsync_path(ldisk);
+        if (r == 0)
+                r = fsync_path(dir);
+        if (r == 0)
+                r = fsync_parent(dir);
+        if (r == 0)
+                crash_point("layer.files");
         if (r == 0)
                 r = qemu_img_create(next, ldisk, "qcow2", bytes, log);
+        if (r == 0)
+                r = fsync_parent(next);
         /* The VM's QEMU opens its new overlay as the VM's own uid. */
         if (r == 0 && vm->uid && chown(next, vm->uid, vm->uid) < 0)
                 r = -errno;
@@ -89,10 +115,16 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
          * old one, so booting from it loses nothing). */
         if (r == 0 && !(layer = strdup(id)))
                 r = -ENOMEM;
+        if (r == 0) {
+                r = record_layer(m, vm, id);
+                recorded = r == 0;
+        }
         if (r == 0)
-                r = record_layer(m, vm, id, &recorded);
+                crash_point("layer.recorded");
         if (r == 0)
                 r = write_file_atomic(current, next_name, strlen(next_name), 0644);
+        if (r == 0)
+                crash_point("layer.current");
         if (r == 0 && running)
                 r = qemu_snapshot_disk(vm->qemu, next, 10000);
         /* Frozen now: every VM that restores from the layer reads it (and
@@ -142,45 +174,242 @@ static void gc_layer(const char *id, void *ud)
         struct vmm *m = ud;
         char dir[PATH_MAX];
 
+        crash_point("gc.forgotten");
         if (id[0] == 'l' && !strchr(id, '/') && path_fmt(dir, sizeof(dir), "%s/layers/%s", m->data_dir, id) == 0) {
                 rm_rf(dir);
                 log_info("layer %s: no longer used, removed", id);
         }
 }
 
-/* Forgets the layers no VM, live snapshot or live layer needs and removes
- * their directories. */
-void layers_gc(struct vmm *m)
+int layer_pin_locked(struct vmm *m, const char *layer)
+{
+        struct pin *p;
+
+        if (!layer)
+                return 0;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        snprintf(p->id, sizeof(p->id), "%s", layer);
+        p->next = m->pins;
+        m->pins = p;
+        return 0;
+}
+
+int layer_pin(struct vmm *m, const char *layer)
 {
         int r;
 
         pthread_mutex_lock(&m->layer_lock);
-        r = store_layer_gc(m->store, gc_layer, m);
+        r = layer_pin_locked(m, layer);
         pthread_mutex_unlock(&m->layer_lock);
+        return r;
+}
+
+void layer_unpin(struct vmm *m, const char *layer)
+{
+        if (!layer)
+                return;
+        pthread_mutex_lock(&m->layer_lock);
+        for (struct pin **pp = &m->pins; *pp; pp = &(*pp)->next) {
+                if (!strcmp((*pp)->id, layer)) {
+                        struct pin *p = *pp;
+
+                        *pp = p->next;
+                        free(p);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&m->layer_lock);
+}
+
+/* Forgets the layers no VM, live snapshot, live layer or operation in
+ * progress needs and removes their directories. */
+void layers_gc(struct vmm *m)
+{
+        const char **ids = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        pthread_mutex_lock(&m->layer_lock);
+        for (struct pin *p = m->pins; p; p = p->next)
+                n++;
+        if (n && !(ids = calloc(n, sizeof(*ids))))
+                r = -ENOMEM;
+        n = 0;
+        for (struct pin *p = m->pins; ids && p; p = p->next)
+                ids[n++] = p->id;
+        if (r == 0) {
+                crash_point("gc.start");
+                r = store_layer_gc(m->store, ids, n, gc_layer, m);
+        }
+        pthread_mutex_unlock(&m->layer_lock);
+        free(ids);
         if (r < 0)
                 log_err("layer GC failed: %s", strerror(-r));
+}
+
+/* The layer a disk file backs onto, when it is one: its id in out. */
+static int backing_layer(const char *disk, char out[64])
+{
+        char backing[PATH_MAX], *p, *end;
+
+        if (qemu_img_backing(disk, backing, sizeof(backing)) < 0 || !(p = strstr(backing, "/layers/l-")))
+                return 0;
+        p += strlen("/layers/");
+        end = strchr(p, '/');
+        if (!end || end - p >= 64)
+                return 0;
+        memcpy(out, p, (size_t)(end - p));
+        out[end - p] = 0;
+        return 1;
+}
+
+/* Whether a layer directory holds what every layer keeps (a fork's keeps
+ * only its disk once its children run). */
+static int layer_whole(struct vmm *m, const char *id)
+{
+        char path[PATH_MAX];
+
+        return layer_path(m, id, path, "disk.qcow2") == 0 && access(path, R_OK) == 0;
+}
+
+/* Records again a layer directory that a disk backs onto although the
+ * store has no record of it (a store that lost its last commits): with
+ * the parent its own disk names. */
+static int layer_readopt(struct vmm *m, const char *id)
+{
+        char disk[PATH_MAX], parent[64];
+        int has_parent;
+
+        if (layer_path(m, id, disk, "disk.qcow2") < 0)
+                return -ENAMETOOLONG;
+        has_parent = backing_layer(disk, parent);
+        if (has_parent && store_layer_exists(m->store, parent) != 1 && layer_readopt(m, parent) < 0)
+                return -ENOENT;
+        return store_layer_insert(m->store, id, has_parent ? parent : NULL);
+}
+
+/* Marks in names (ids of n layer directories) those a disk backs onto:
+ * a VM's disk files and other layers' disks. */
+static void mark_backed(struct vmm *m, char (*names)[64], int *used, size_t n)
+{
+        char path[PATH_MAX], id[64];
+        struct dirent *de, *fe;
+        DIR *d, *f;
+
+        if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) == 0 && (d = opendir(path))) {
+                while ((de = readdir(d))) {
+                        if (de->d_name[0] == '.' ||
+                            path_fmt(path, sizeof(path), "%s/vms/%s", m->data_dir, de->d_name) < 0 ||
+                            !(f = opendir(path)))
+                                continue;
+                        while ((fe = readdir(f))) {
+                                char disk[PATH_MAX];
+
+                                if (strncmp(fe->d_name, "disk", 4) || !strstr(fe->d_name, ".qcow2") ||
+                                    path_fmt(disk, sizeof(disk), "%s/%s", path, fe->d_name) < 0 ||
+                                    !backing_layer(disk, id))
+                                        continue;
+                                for (size_t i = 0; i < n; i++)
+                                        if (!strcmp(names[i], id))
+                                                used[i] = 1;
+                        }
+                        closedir(f);
+                }
+                closedir(d);
+        }
+        for (size_t j = 0; j < n; j++) {
+                if (layer_path(m, names[j], path, "disk.qcow2") < 0 || !backing_layer(path, id))
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if (!strcmp(names[i], id))
+                                used[i] = 1;
+        }
+}
+
+/* A VM's record names the layer its active disk backs onto: when a
+ * daemon died between the two (moving onto a new layer, or flattening),
+ * the disk is right and the record follows it. Start-up only. */
+static void vms_follow_disks(struct vmm *m)
+{
+        for (struct vm *vm = m->vms; vm; vm = vm->next) {
+                char disk[PATH_MAX], backing[PATH_MAX], id[64] = "";
+                int on_layer, r;
+
+                if (vm_path(vm, disk, vm->disk) < 0 || qemu_img_backing(disk, backing, sizeof(backing)) < 0)
+                        continue;
+                on_layer = backing_layer(disk, id);
+                /* The default snapshot, another layer, or the same one. */
+                if ((!on_layer && !vm->layer) || (on_layer && vm->layer && !strcmp(id, vm->layer)))
+                        continue;
+                if (on_layer && store_layer_exists(m->store, id) != 1)
+                        continue;
+                r = store_vm_set_layer(m->store, vm->id, on_layer ? id : NULL);
+                if (r < 0) {
+                        log_err("vm %s: could not follow its disk onto %s: %s", vm->id, on_layer ? id : "the default snapshot",
+                                strerror(-r));
+                        continue;
+                }
+                log_warn("vm %s: its disk backs onto %s, its record said %s; record follows the disk", vm->id,
+                         on_layer ? id : "the default snapshot", vm->layer ? vm->layer : "the default snapshot");
+                free(vm->layer);
+                vm->layer = on_layer ? strdup(id) : NULL;
+        }
 }
 
 /* Before anything can make a layer. vm_make_layer records a layer before
  * any disk in use backs onto it, and the GC forgets a layer before it
  * removes its files, so a directory without a record is what a daemon
- * killed in between left behind, and nothing needs it. */
+ * killed in between left behind. What is on disk is trusted over the
+ * store all the same: a directory that some disk backs onto is recorded
+ * again, never removed. */
 void layers_recover(struct vmm *m)
 {
-        char path[PATH_MAX];
+        char path[PATH_MAX], (*names)[64] = NULL;
+        int *used = NULL;
+        size_t n = 0, cap = 0;
         struct dirent *de;
         DIR *d;
 
         if (path_fmt(path, sizeof(path), "%s/layers", m->data_dir) == 0 && (d = opendir(path))) {
                 while ((de = readdir(d))) {
-                        if (strncmp(de->d_name, "l-", 2) || store_layer_exists(m->store, de->d_name) != 0 ||
-                            path_fmt(path, sizeof(path), "%s/layers/%s", m->data_dir, de->d_name) < 0)
+                        if (strncmp(de->d_name, "l-", 2) || strlen(de->d_name) >= 64 ||
+                            store_layer_exists(m->store, de->d_name) != 0)
                                 continue;
-                        log_warn("layer %s: left by a snapshot or fork cut short; removed", de->d_name);
-                        rm_rf(path);
+                        if (n == cap) {
+                                size_t c = cap ? cap * 2 : 16;
+                                void *grown = realloc(names, c * sizeof(*names));
+
+                                if (!grown)
+                                        break;
+                                names = grown;
+                                cap = c;
+                        }
+                        snprintf(names[n++], 64, "%s", de->d_name);
                 }
                 closedir(d);
         }
+        used = n ? calloc(n, sizeof(*used)) : NULL;
+        if (n && !used)
+                n = 0;
+        mark_backed(m, names, used, n);
+        for (size_t i = 0; i < n; i++) {
+                if (used[i] && layer_whole(m, names[i]) && layer_readopt(m, names[i]) == 0) {
+                        log_warn("layer %s: a disk backs onto it but the store had no record; recorded again",
+                                 names[i]);
+                        continue;
+                }
+                if (used[i])
+                        log_err("layer %s: a disk backs onto it but it is not whole; kept for inspection", names[i]);
+                else if (path_fmt(path, sizeof(path), "%s/layers/%s", m->data_dir, names[i]) == 0) {
+                        log_warn("layer %s: left by a snapshot or fork cut short; removed", names[i]);
+                        rm_rf(path);
+                }
+        }
+        free(names);
+        free(used);
+        vms_follow_disks(m);
         layers_gc(m);
 }
 

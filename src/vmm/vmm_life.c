@@ -53,6 +53,7 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
                 return -ENAMETOOLONG;
         }
         c.incoming = state_path != NULL;
+        vm->guest_ran = 0;
         vm_prune_disks(vm);
         /* Guest RAM is a file here: with every block allocated up front, a
          * full disk later can never fault the guest's memory (SIGBUS). */
@@ -77,12 +78,17 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
                 return r;
         if (state_path) {
                 r = qemu_restore(q, state_path, RESTORE_TIMEOUT_MS);
+                /* From here the memory file moves on from the saved state. */
+                if (r == 0)
+                        vm->guest_ran = 1;
+                if (r == 0)
+                        r = qemu_cont(q, RESTORE_TIMEOUT_MS);
                 if (r == 0)
                         r = agentc_connect(sock, 5000, &a);
                 if (r == 0)
                         r = agentc_ping(a, AGENT_TIMEOUT_MS);
         } else {
-                r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, &a);
+                r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, NULL, &a);
         }
         if (r < 0) {
                 agentc_unref(a);
@@ -100,6 +106,7 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
         agentc_shutdown(vm->agent);
         agentc_unref(vm->agent);
         vm->agent = NULL;
+        vm->agent_down_since = vm->agent_retry_at = 0;
         if (vm->qemu) {
                 qemu_stop(vm->qemu, timeout_ms);
                 qemu_free(vm->qemu);
@@ -109,32 +116,126 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
                 jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
 }
 
-/* Device state saved next to the memory file, QEMU ended. */
+/* How long a suspend waits for the guest operations in flight on the VM
+ * to end before it goes ahead (they then fail, as the VM stops under
+ * them). New ones wait for vm->lock and resume the VM. */
+#define SUSPEND_DRAIN_MS 10000
+
+static void drain_inflight(struct vmm *m, struct vm *vm)
+{
+        struct timespec until;
+
+        realtime_in(SUSPEND_DRAIN_MS, &until);
+        pthread_mutex_lock(&m->lock);
+        while (vm->inflight > 0 && !m->stopping)
+                if (pthread_cond_timedwait(&m->cond, &m->lock, &until) == ETIMEDOUT)
+                        break;
+        if (vm->inflight > 0)
+                log_warn("vm %s: suspending with %d guest request(s) still running after %d ms", vm->id,
+                         vm->inflight, SUSPEND_DRAIN_MS);
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* Device state saved next to the memory file, both on disk, QEMU ended. */
 int vm_suspend(struct vmm *m, struct vm *vm)
 {
-        char state[PATH_MAX], tmp[PATH_MAX];
+        char state[PATH_MAX], tmp[PATH_MAX], mem[PATH_MAX];
         int64_t t0 = now_ms();
         int r;
 
         if (!vm->qemu)
                 return state_of(m, vm) == VM_SUSPENDED ? 0 : -ENOTCONN;
-        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0)
+        if (vm_hung(vm))
+                return -EHOSTDOWN;
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0 || vm_path(vm, mem, "mem") < 0)
                 return -ENAMETOOLONG;
         vm_set_state(m, vm, VM_SUSPENDING);
-        /* Saved under a temporary name: a "state" file always is whole. */
+        drain_inflight(m, vm);
+        crash_point("suspend.start");
+        /* Saved under a temporary name: a "state" file always is whole,
+         * and names a memory file that is on disk. */
         r = qemu_save(vm->qemu, tmp, 60000);
+        if (r == 0)
+                crash_point("suspend.saved");
+        if (r == 0)
+                r = fsync_path(mem);
         if (r == 0 && rename(tmp, state) < 0)
                 r = -errno;
+        if (r == 0)
+                r = fsync_parent(state);
         if (r < 0) {
+                unlink(tmp);
                 qemu_cont(vm->qemu, 10000);
                 vm_set_state(m, vm, VM_RUNNING);
                 log_err("vm %s: suspend failed: %s (%s)", vm->id, strerror(-r), qemu_last_error(vm->qemu));
                 return r;
         }
+        crash_point("suspend.renamed");
         vm_halt(m, vm, 0);
         vm_set_state(m, vm, VM_SUSPENDED);
         log_info("vm %s: suspended in %lld ms", vm->id, (long long)(now_ms() - t0));
         return 0;
+}
+
+void vm_agent_down(struct vmm *m, struct vm *vm, int r)
+{
+        int64_t now = now_ms();
+
+        (void)m;
+        if (!vm->agent_down_since) {
+                vm->agent_down_since = wall_ms();
+                vm->agent_backoff_ms = 500;
+                log_warn("vm %s: its agent link is down (%s); retrying with backoff", vm->id, strerror(-r));
+        } else {
+                vm->agent_backoff_ms = vm->agent_backoff_ms * 2 > 30000 ? 30000 : vm->agent_backoff_ms * 2;
+        }
+        vm->agent_error = r;
+        vm->agent_retry_at = now + vm->agent_backoff_ms;
+}
+
+struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err)
+{
+        char sock[PATH_MAX];
+        struct agentc *a = NULL;
+        int r;
+
+        if (vm->agent && agentc_alive(vm->agent)) {
+                vm->agent_down_since = 0;
+                return agentc_ref(vm->agent);
+        }
+        if (!vm->qemu) {
+                *ret_err = -ENOTCONN;
+                return NULL;
+        }
+        /* A link that just died is tried again at once. */
+        if (vm->agent) {
+                agentc_unref(vm->agent);
+                vm->agent = NULL;
+        }
+        if (now_ms() < vm->agent_retry_at) {
+                *ret_err = -EHOSTUNREACH;
+                return NULL;
+        }
+        /* A new connection to QEMU's end of the port, and a ping that
+         * starts a new session with whatever agent the guest now runs. */
+        r = vm_path(vm, sock, "agent.sock");
+        if (r == 0)
+                r = agentc_connect(sock, 1000, &a);
+        if (r == 0)
+                r = agentc_ping(a, 3000);
+        if (r < 0) {
+                agentc_unref(a);
+                vm_agent_down(m, vm, r);
+                *ret_err = -EHOSTUNREACH;
+                return NULL;
+        }
+        if (vm->agent_down_since)
+                log_info("vm %s: agent link up again", vm->id);
+        vm->agent = a;
+        vm->agent_down_since = 0;
+        vm->agent_retry_at = 0;
+        vm->agent_error = 0;
+        return agentc_ref(a);
 }
 
 /* A cold boot starts from empty RAM on the VM's own disk, with the memory
@@ -159,6 +260,8 @@ static int vm_cold_boot(struct vmm *m, struct vm *vm)
         }
         unlink(mem);
         unlink(state);
+        if (vm_path(vm, state, "state.resuming") == 0)
+                unlink(state);
         r = vm_boot(m, vm, NULL);
         /* A disk grown while stopped: let the filesystem follow. */
         if (r == 0)
@@ -191,10 +294,41 @@ int vm_start(struct vmm *m, struct vm *vm)
         if (r < 0)
                 return r;
         vm_set_state(m, vm, VM_STARTING);
+        crash_point("start.begin");
         if (s == VM_SUSPENDED) {
-                r = vm_boot(m, vm, state);
+                char used[PATH_MAX];
+
+                /* Once the guest runs, its memory file moves on from what
+                 * the saved state describes: the state goes out of the way
+                 * first, so that a daemon that dies now never resumes it
+                 * again. qemu.pid goes before it: a state.resuming found
+                 * at the next start without one never ran, and is
+                 * suspended again (see reattach). */
+                r = vm_path(vm, used, "qemu.pid");
+                if (r == 0 && unlink(used) < 0 && errno != ENOENT)
+                        r = -errno;
                 if (r == 0)
-                        unlink(state);
+                        r = vm_path(vm, used, "state.resuming");
+                if (r == 0 && rename(state, used) < 0)
+                        r = -errno;
+                if (r == 0)
+                        r = fsync_parent(used);
+                if (r == 0)
+                        crash_point("resume.begin");
+                if (r == 0)
+                        r = vm_boot(m, vm, used);
+                if (r == 0)
+                        crash_point("resume.booted");
+                if (r == 0)
+                        unlink(used);
+                else if (!vm->guest_ran && access(used, F_OK) == 0)
+                        rename(used, state);
+                else if (access(used, F_OK) == 0) {
+                        /* Its memory moved on under a guest that ran: what
+                         * the state describes is gone. Stopped, disk kept. */
+                        unlink(used);
+                        s = VM_STOPPED;
+                }
         } else {
                 r = vm_cold_boot(m, vm);
         }
@@ -362,8 +496,11 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
                 snap.created_at = wall_ms();
                 snap.mem_mb = vm->mem_mb;
                 snap.vcpus = vm->vcpus;
+                crash_point("snapshot.layer");
                 r = store_snapshot_insert(m->store, &snap);
         }
+        if (r == 0)
+                crash_point("snapshot.recorded");
         snapshot_done(m, reserved);
         if (r == 0)
                 log_info("vm %s: snapshot %s (layer %s)", vm->id, sid, layer);
@@ -395,6 +532,10 @@ int vmm_optimize(struct vmm *m, const char *account, const char *id)
                         r = -ENAMETOOLONG;
                 else
                         r = qemu_img_rebase(disk, base, log);
+                if (r == 0)
+                        r = fsync_path(disk);
+                if (r == 0)
+                        crash_point("optimize.rebased");
                 if (r == 0)
                         r = store_vm_set_layer(m->store, vm->id, NULL);
                 if (r == 0) {
@@ -457,6 +598,8 @@ int vmm_resize(struct vmm *m, const char *account, const char *id, int64_t disk_
         }
         if (want > cur)
                 r = grow_disk(m, vm, disk, want, log);
+        if (r == 0)
+                crash_point("resize.grown");
         if (r == 0 && (mem_gb > 0 || vcpus > 0)) {
                 int pending_mem = mem_gb > 0 && mem_gb * 1024 != vm->mem_mb ? (int)(mem_gb * 1024) : vm->pending_mem_mb;
                 int pending_vcpus = vcpus > 0 && vcpus != vm->vcpus ? (int)vcpus : vm->pending_vcpus;

@@ -9,6 +9,7 @@
 #include "lib/util.h"
 #include "vmm/vmm_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,33 +23,115 @@
 /* Start-up: re-attach                                                 */
 /* ------------------------------------------------------------------ */
 
-/* Takes back a VM that was running when the daemon last stopped. */
-static void reattach(struct vmm *m, struct vm *vm)
+/* A resume the daemon died in before any QEMU ran from it (vm_start
+ * removes qemu.pid first): its saved state is good, and it is suspended
+ * again. 0, or -errno when there is no such resume. */
+static int resume_undo(struct vm *vm)
+{
+        char used[PATH_MAX], pid[PATH_MAX], state[PATH_MAX];
+
+        if (vm_path(vm, used, "state.resuming") < 0 || vm_path(vm, pid, "qemu.pid") < 0 ||
+            vm_path(vm, state, "state") < 0)
+                return -ENAMETOOLONG;
+        if (access(used, F_OK) < 0 || access(pid, F_OK) == 0)
+                return -ENOENT;
+        if (rename(used, state) < 0)
+                return -errno;
+        log_warn("vm %s: a resume cut short before its guest ran; suspended again", vm->id);
+        return fsync_parent(state);
+}
+
+/* Finishes what a daemon that died left half done on a VM whose QEMU
+ * still runs: a suspend whose state file is complete (the guest still
+ * paused) is finished, its QEMU ended (1: the VM is suspended); a save cut
+ * short is dropped; a move onto a new layer whose disk.current already
+ * names the new overlay is completed in QEMU. 0 otherwise. */
+static int finish_interrupted(struct vm *vm, struct qemu *q)
+{
+        char state[PATH_MAX], tmp[PATH_MAX], disk[PATH_MAX], active[PATH_MAX], backing[PATH_MAX];
+        struct stat st_active, st_backing;
+        char *base;
+
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0 || vm_path(vm, disk, vm->disk) < 0)
+                return 0;
+        unlink(tmp);
+        if (access(state, F_OK) == 0) {
+                if (qemu_paused(q, 2000) == 1) {
+                        qemu_stop(q, 2000);
+                        log_warn("vm %s: a suspend cut short after its state was saved; finished", vm->id);
+                        return 1;
+                }
+                unlink(state);
+        }
+        if (qemu_active_disk(q, active, sizeof(active), 2000) < 0)
+                return 0;
+        base = strrchr(active, '/');
+        base = strdup(base ? base + 1 : active);
+        if (!base)
+                return 0;
+        /* disk.current names an overlay made on top of the file QEMU still
+         * writes to (the new layer's disk, a second name of that file): QEMU
+         * moves onto it, as vm_make_layer would have. */
+        if (strcmp(base, vm->disk) && vm_path(vm, active, base) == 0 && stat(active, &st_active) == 0 &&
+            qemu_img_backing(disk, backing, sizeof(backing)) == 0 && stat(backing, &st_backing) == 0 &&
+            st_active.st_ino == st_backing.st_ino && st_active.st_dev == st_backing.st_dev) {
+                int r = qemu_snapshot_disk(q, disk, 10000);
+
+                if (r < 0)
+                        log_err("vm %s: could not finish its move onto %s: %s", vm->id, vm->disk, strerror(-r));
+                else
+                        log_warn("vm %s: a move onto a new layer cut short; finished", vm->id);
+        }
+        free(base);
+        return 0;
+}
+
+/* Takes back a VM that was running when the daemon last stopped. A VM
+ * whose QEMU runs is never stopped for an agent that does not answer (a
+ * busy or broken guest): it stays running, its info says its agent is
+ * unreachable and the link is tried again with backoff. Returns 1 for a
+ * VM whose create or fork never answered, for the caller to remove. */
+static int reattach(struct vmm *m, struct vm *vm)
 {
         char sock[PATH_MAX];
         struct qemu *q = NULL;
         struct agentc *a = NULL;
-        int r;
+        int r, unanswered = vm->error_code == CREATE_UNANSWERED;
 
         pthread_mutex_lock(&vm->lock);
         r = qemu_attach(vm->dir, 2000, &q);
         /* A create the daemon died in: its setup may be half done. */
         if (r == 0 && vm->error_code)
                 r = -ECANCELED;
+        if (r == 0 && finish_interrupted(vm, q)) {
+                qemu_free(q);
+                if (vm->uid)
+                        jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
+                vm_set_state(m, vm, VM_SUSPENDED);
+                pthread_mutex_unlock(&vm->lock);
+                return unanswered;
+        }
         /* A daemon killed in the middle of a snapshot or suspend leaves the
          * guest paused: let it run again (a no-op for a running guest). */
         if (r == 0)
                 qemu_cont(q, 2000);
         if (r == 0 && vm_path(vm, sock, "agent.sock") == 0) {
-                r = agentc_connect(sock, 2000, &a);
-                if (r == 0)
-                        r = agentc_ping(a, 10000);
+                int k = agentc_connect(sock, 2000, &a);
+
+                if (k == 0)
+                        k = agentc_ping(a, 10000);
+                if (k < 0) {
+                        agentc_unref(a);
+                        a = NULL;
+                        vm_agent_down(m, vm, k);
+                }
         }
         if (r == 0) {
                 vm->qemu = q;
                 vm->agent = a;
                 vm_set_state(m, vm, VM_RUNNING);
-                log_info("vm %s: re-attached to QEMU pid %d", vm->id, (int)q->pid);
+                log_info("vm %s: re-attached to QEMU pid %d%s", vm->id, (int)q->pid,
+                         a ? "" : " (its agent does not answer yet)");
         } else {
                 char state[PATH_MAX];
                 int suspended;
@@ -61,14 +144,19 @@ static void reattach(struct vmm *m, struct vm *vm)
                 /* A suspend that finished saving before the daemon died: the
                  * VM is suspended, whatever the record said. */
                 suspended = !q && vm_path(vm, state, "state") == 0 && access(state, F_OK) == 0;
+                if (!q && !suspended)
+                        suspended = resume_undo(vm) == 0;
                 vm_set_state(m, vm, suspended ? VM_SUSPENDED : VM_STOPPED);
-                if (r == -ECANCELED)
+                if (unanswered)
+                        ;
+                else if (r == -ECANCELED)
                         log_warn("vm %s: the daemon stopped during its create; marked stopped, disk kept", vm->id);
                 else
-                        log_warn("vm %s: could not re-attach after restart (%s); marked %s, disk kept", vm->id,
+                        log_warn("vm %s: its QEMU is gone after the restart (%s); marked %s, disk kept", vm->id,
                                  strerror(-r), suspended ? "suspended" : "stopped");
         }
         pthread_mutex_unlock(&vm->lock);
+        return unanswered;
 }
 
 /* VMs that were running (or half-way through a transition) when the
@@ -83,16 +171,58 @@ static int was_running(struct vm *vm, void *ud)
         return 1;
 }
 
+/* Directories under vms/ that no record names: a create or delete that
+ * the daemon died in left them. Nothing runs from them (a VM's QEMU
+ * starts after its record exists, and stops before the record goes). */
+static void vm_dirs_recover(struct vmm *m)
+{
+        char path[PATH_MAX];
+        struct dirent *de;
+        DIR *d;
+
+        if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) < 0 || !(d = opendir(path)))
+                return;
+        while ((de = readdir(d))) {
+                struct vm *vm;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                pthread_mutex_lock(&m->lock);
+                for (vm = m->vms; vm && strcmp(vm->id, de->d_name); vm = vm->next)
+                        ;
+                pthread_mutex_unlock(&m->lock);
+                if (vm || path_fmt(path, sizeof(path), "%s/vms/%s", m->data_dir, de->d_name) < 0)
+                        continue;
+                log_warn("vm %s: a directory without a record (a create or delete cut short); removed", de->d_name);
+                rm_rf(path);
+        }
+        closedir(d);
+}
+
+static int unanswered(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->error_code == CREATE_UNANSWERED;
+}
+
 void *bg_main(void *arg)
 {
         struct vmm *m = arg;
         size_t n;
         struct vm **list = vms_collect(m, was_running, NULL, &n);
 
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n && !m->stopping; i++)
                 reattach(m, list[i]);
         vms_release(m, list, n);
-        if (ensure_base(m) == 0) {
+        /* Creates and forks that never answered: as though never asked. */
+        list = vms_collect(m, unanswered, NULL, &n);
+        for (size_t i = 0; i < n; i++) {
+                log_warn("vm %s: its create or fork never answered before the daemon stopped; removed", list[i]->id);
+                vm_destroy(m, list[i]);
+        }
+        vms_release(m, list, n);
+        vm_dirs_recover(m);
+        if (!m->stopping && ensure_base(m) == 0) {
                 pthread_mutex_lock(&m->lock);
                 m->ready = 1;
                 snprintf(m->status, sizeof(m->status), "ready");
@@ -169,7 +299,7 @@ static void idle_check(struct vmm *m)
                 }
                 agentc_unref(a);
                 pthread_mutex_lock(&m->lock);
-                idle_ms = now_ms() - vm->last_activity;
+                idle_ms = vm->inflight > 0 ? 0 : now_ms() - vm->last_activity; /* a request runs: not idle */
                 pthread_mutex_unlock(&m->lock);
                 if (idle_ms <= vm->idle_timeout_s * 1000 || pthread_mutex_trylock(&vm->lock) != 0)
                         continue;
@@ -378,6 +508,22 @@ static void exits_check(struct vmm *m)
 
                 if (pthread_mutex_trylock(&vm->lock) != 0)
                         continue;
+                if (vm->qemu && !qemu_reap(vm->qemu) && !vm->removed) {
+                        int frozen = qemu_frozen(vm->qemu) == 1;
+
+                        if (frozen && !vm->frozen_since) {
+                                vm->frozen_since = now_ms();
+                        } else if (!frozen && vm->frozen_since) {
+                                if (now_ms() - vm->frozen_since >= FROZEN_MS)
+                                        log_info("vm %s: its QEMU runs again", vm->id);
+                                vm->frozen_since = 0;
+                        }
+                        if (frozen && now_ms() - vm->frozen_since >= FROZEN_MS &&
+                            now_ms() - vm->frozen_since < FROZEN_MS + 500)
+                                log_warn("vm %s: its QEMU has been stopped for %d ms (SIGSTOP?); requests to it fail"
+                                         " until it runs again",
+                                         vm->id, FROZEN_MS);
+                }
                 if (vm->qemu && qemu_reap(vm->qemu) && !vm->removed) {
                         int st = vm->qemu->status;
                         int clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -430,6 +576,35 @@ static void console_trim(struct vmm *m)
         vms_release(m, list, n);
 }
 
+static int agent_down(struct vm *vm, void *ud)
+{
+        (void)ud;
+        return vm->state == VM_RUNNING && __atomic_load_n(&vm->agent_down_since, __ATOMIC_RELAXED) != 0;
+}
+
+/* Tries the agent links that are down again, as their backoff allows, so
+ * that a VM's info shows its agent back without a request to it. A guest
+ * that never answers costs this thread a few seconds per try. */
+static void agents_retry(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, agent_down, NULL, &n);
+
+        for (size_t i = 0; i < n && !m->stopping; i++) {
+                struct agentc *a;
+                int err;
+
+                if (pthread_mutex_trylock(&list[i]->lock) != 0)
+                        continue;
+                if (!list[i]->removed && list[i]->qemu && now_ms() >= list[i]->agent_retry_at) {
+                        a = vm_agent(m, list[i], &err);
+                        agentc_unref(a);
+                }
+                pthread_mutex_unlock(&list[i]->lock);
+        }
+        vms_release(m, list, n);
+}
+
 void *idle_main(void *arg)
 {
         struct vmm *m = arg;
@@ -439,6 +614,8 @@ void *idle_main(void *arg)
                         sleep_ms(500);
                 if (!m->stopping)
                         idle_check(m);
+                if (!m->stopping)
+                        agents_retry(m);
         }
         return NULL;
 }

@@ -111,6 +111,56 @@ static void gc_seen(const char *id, void *ud)
         g->n++;
 }
 
+static int layer_of_first(const struct store_vm *vm, void *ud)
+{
+        *(char **)ud = vm->layer ? strdup(vm->layer) : NULL;
+        return 1;
+}
+
+struct txn_case {
+        const char *vm_id, *layer;
+        int fail;
+};
+
+static int txn_body(struct store *t, void *ud)
+{
+        struct txn_case *c = ud;
+        int r = store_layer_insert(t, c->layer, NULL);
+
+        if (r == 0)
+                r = store_vm_set_layer(t, c->vm_id, c->layer);
+        return r < 0 ? r : c->fail;
+}
+
+/* A transaction lands whole or not at all. */
+TEST(store_txn_all_or_nothing)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *aid = NULL, *key = NULL, *aname = NULL;
+        char *layer = NULL;
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname, NULL) == 0);
+        struct store_vm v = {.id = "tttttttttttttttttttt", .account_id = aid, .state = "running",
+                             .created_at = 1, .mem_mb = 1024, .vcpus = 1};
+        CHECK(store_vm_insert(s, &v) == 0);
+        struct txn_case bad = {v.id, "l-x", -EIO}, missing = {"nosuchvm", "l-y", 0}, good = {v.id, "l-z", 0};
+        CHECK(store_txn(s, txn_body, &bad) == -EIO);
+        CHECK(store_layer_exists(s, "l-x") == 0);
+        CHECK(store_txn(s, txn_body, &missing) == -ENOENT);
+        CHECK(store_layer_exists(s, "l-y") == 0);
+        CHECK(store_txn(s, txn_body, &good) == 0);
+        CHECK(store_layer_exists(s, "l-z") == 1);
+        CHECK(store_vm_foreach(s, layer_of_first, &layer) == 1 && layer && !strcmp(layer, "l-z"));
+        free(layer);
+        store_close(s);
+        free(aid);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}
+
 /* The layer GC frees exactly what no VM and no layer above needs. */
 TEST(store_layer_gc_follows_parents)
 {
@@ -129,11 +179,16 @@ TEST(store_layer_gc_follows_parents)
         CHECK(store_layer_insert(s, "l-c", "l-a") == 0);
         CHECK(store_layer_insert(s, "l-a", NULL) == -EEXIST);
         CHECK(store_vm_set_layer(s, v.id, "l-b") == 0);
-        CHECK(store_layer_gc(s, gc_seen, &g) == 0 && g.n == 1 && !strcmp(g.ids[0], "l-c"));
+        CHECK(store_layer_gc(s, NULL, 0, gc_seen, &g) == 0 && g.n == 1 && !strcmp(g.ids[0], "l-c"));
         CHECK(store_layer_exists(s, "l-c") == 0 && store_layer_exists(s, "l-a") == 1);
         CHECK(store_vm_set_layer(s, v.id, NULL) == 0);
+        /* A pinned layer (a fork between its layer and its children's
+         * records) keeps itself and its parents. */
+        const char *pins[] = {"l-b"}, *bad[] = {"l-\"x"};
         g.n = 0;
-        CHECK(store_layer_gc(s, gc_seen, &g) == 0 && g.n == 2);
+        CHECK(store_layer_gc(s, pins, 1, gc_seen, &g) == 0 && g.n == 0);
+        CHECK(store_layer_gc(s, bad, 1, gc_seen, &g) == -EINVAL && g.n == 0);
+        CHECK(store_layer_gc(s, NULL, 0, gc_seen, &g) == 0 && g.n == 2);
         CHECK(store_layer_exists(s, "l-a") == 0 && store_layer_exists(s, "l-b") == 0);
         store_close(s);
         free(aid);
