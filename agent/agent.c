@@ -101,7 +101,9 @@ static int port_write_all(struct agent *a, struct iovec *iov, int iovcnt)
  */
 int agent_send(struct agent *a, uint32_t stream, uint16_t type, const void *p, size_t n)
 {
-        const uint8_t *data = p;
+        /* An empty payload may come as NULL (an empty proto_buf), which
+         * the loop below must not do arithmetic on. */
+        const uint8_t *data = p ? p : (const uint8_t *)"";
         size_t max = PROTO_MAX_PAYLOAD;
 
         if (a->lost || !a->connected)

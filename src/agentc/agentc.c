@@ -553,8 +553,10 @@ static int reply_to_result(struct agentc_reply *rep, struct agentc_result *ret)
         size_t n = 0;
 
         memset(ret, 0, sizeof(*ret));
+        /* Callers negate err and look it up: a value past Linux's errno
+         * range (INT_MIN would overflow) is the guest's protocol error. */
         if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_ERRNO, &v) == 0)
-                ret->err = (int)v;
+                ret->err = v < 4096 ? (int)v : EPROTO;
         proto_get_str(rep->result, rep->result_len, PROTO_TAG_ERRMSG, &ret->errmsg);
         if (proto_get_u32(rep->result, rep->result_len, PROTO_TAG_EXIT_CODE, &v) == 0)
                 ret->exit_code = (int)v;

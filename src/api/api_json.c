@@ -97,18 +97,23 @@ json_t *api_create_failure(int code, const char *report)
 {
         json_t *r = report ? json_loads(report, 0, NULL) : NULL;
         json_t *msg = json_object_get(r, "message"), *diag = json_object_get(r, "diagnostics");
+        const char *m = json_string_value(msg);
         char text[256];
         json_t *j;
 
-        if (json_is_string(msg))
-                snprintf(text, sizeof(text), "%s", json_string_value(msg));
-        else if (code == -EINPROGRESS)
-                snprintf(text, sizeof(text), "sproutd stopped before this VM's create was done");
-        else if (code == -ECANCELED)
-                snprintf(text, sizeof(text), "VM setup failed");
-        else
-                snprintf(text, sizeof(text), "could not create the VM: %s", strerror(-code));
-        j = json_pack("{s:s,s:s,s:s}", "error", "VM_SETUP_FAILED", "code", "VM_SETUP_FAILED", "message", text);
+        /* The report's message goes out whole: it quotes the guest, and a
+         * copy cut to a buffer could end inside a UTF-8 character, which
+         * json_pack refuses (the answer would lose its body). */
+        if (!m) {
+                if (code == -EINPROGRESS)
+                        snprintf(text, sizeof(text), "sproutd stopped before this VM's create was done");
+                else if (code == -ECANCELED)
+                        snprintf(text, sizeof(text), "VM setup failed");
+                else
+                        snprintf(text, sizeof(text), "could not create the VM: %s", strerror(-code));
+                m = text;
+        }
+        j = json_pack("{s:s,s:s,s:s}", "error", "VM_SETUP_FAILED", "code", "VM_SETUP_FAILED", "message", m);
         if (j && diag)
                 json_object_set(j, "diagnostics", diag);
         json_decref(r);

@@ -25,17 +25,23 @@ static void add(struct strbuf *t, const char *s)
 }
 
 static void addf(struct strbuf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a formatted directive whole: a value cut short would lose its
+ * newline and swallow the next directive (User= takes 1024 bytes). */
 static void addf(struct strbuf *t, const char *fmt, ...)
 {
-        char buf[512];
         va_list ap;
+        char *s;
         int n;
 
         va_start(ap, fmt);
-        n = vsnprintf(buf, sizeof(buf), fmt, ap);
+        n = vasprintf(&s, fmt, ap);
         va_end(ap);
-        if (n >= 0)
-                addn(t, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+        if (n < 0) {
+                t->oom = 1;
+                return;
+        }
+        addn(t, s, (size_t)n);
+        free(s);
 }
 
 /* Appends s inside a double-quoted systemd value: backslash, quote and

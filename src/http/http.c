@@ -93,15 +93,21 @@ char *http_query(const struct http_req *r, const char *name)
 
 void http_error(struct http_resp *resp, unsigned status, const char *code, const char *fmt, ...)
 {
-        char msg[1024];
+        char msg[1024], *text;
         va_list ap;
+        size_t n;
 
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        /* A message quotes paths, ids and a guest's words: bytes that are
+         * not UTF-8 (or a character cut at the size above) would make
+         * json_pack fail and the answer go out without its error. */
+        text = utf8_sanitize(msg, strlen(msg), &n);
         json_decref(resp->body);
         resp->status = status;
-        resp->body = json_pack("{s:s,s:s,s:s}", "error", code, "code", code, "message", msg);
+        resp->body = json_pack("{s:s,s:s,s:s}", "error", code, "code", code, "message", text ? text : "");
+        free(text);
 }
 
 struct stream_call {

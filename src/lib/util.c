@@ -108,9 +108,16 @@ void realtime_in(int64_t ms, struct timespec *ret)
 
 void format_time(int64_t wall, char out[32])
 {
-        time_t s = (time_t)(wall / 1000);
+        /* RFC 3339 years have four digits: a time outside 1970..9999 (a
+         * guest's journal may claim any) is clamped into that range,
+         * where gmtime_r cannot fail and the text always fits. */
+        const int64_t max = 253402300799999; /* 9999-12-31T23:59:59.999Z */
+        time_t s;
         struct tm tm;
         size_t n;
+
+        wall = wall < 0 ? 0 : wall > max ? max : wall;
+        s = (time_t)(wall / 1000);
 
         gmtime_r(&s, &tm);
         n = strftime(out, 20, "%Y-%m-%dT%H:%M:%S", &tm);
