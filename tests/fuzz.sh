@@ -38,7 +38,7 @@ sources() {
         qmp) echo src/hv/qmp.c src/lib/util.c ;;
         agentc) echo src/agentc/agentc.c src/lib/util.c proto/proto.c ;;
         agent) echo proto/proto.c ;;
-        api) echo tests/fuzz/fake_vmm.c src/api/*.c src/http/http.c src/guest/*.c src/lib/*.c \
+        api) echo tests/fuzz/fake_vmm.c src/vmm/vmm_names.c src/api/*.c src/http/http.c src/guest/*.c src/lib/*.c \
                 src/agentc/agentc.c proto/proto.c ;;
         systemd) echo src/guest/systemd.c src/lib/util.c ;;
         util) echo src/http/http.c src/lib/util.c src/lib/json.c src/guest/systemd.c ;;

@@ -371,9 +371,14 @@ static int step_ok(struct vmm_guest *g, const char *cmd, int64_t deadline, const
                 return fail(f, "out of memory");
         r = step_sh(g, cmd, deadline, STEP_TIMEOUT_MS, &out, &code, f);
         if (r == 0 && code != 0) {
-                r = fail(f, "%s failed: %s", what, out);
+                size_t n;
+                /* The guest's words: JSON takes them only as UTF-8. */
+                char *text = utf8_sanitize(out ? out : "", out ? strlen(out) : 0, &n);
+
+                r = fail(f, "%s failed: %s", what, text ? text : "");
                 if (diag)
-                        f->diagnostics = json_pack("{s:s}", "stderr", out);
+                        f->diagnostics = json_pack("{s:s?}", "stderr", text);
+                free(text);
         }
         free(out);
         return r;
@@ -514,6 +519,13 @@ static int service_failed(struct vmm_guest *g, const char *name, const char *why
             svc_sh(g, cmd, STEP_TIMEOUT_MS, &logs, &k) < 0)
                 logs = NULL;
         fail(f, "service %s failed to start: %s", name, why);
+        if (logs) {
+                size_t n;
+                char *text = utf8_sanitize(logs, strlen(logs), &n);
+
+                free(logs);
+                logs = text;
+        }
         f->diagnostics = json_pack("{s:[{s:s,s:s?}]}", "failedUnits", "name", name, "logs", logs);
         free(cmd);
         free(logs);
@@ -620,9 +632,13 @@ static int setup_run(void *ud, struct vmm_guest *g, char **ret_report)
         if (r == 0 && json_array_size(services) > 0)
                 r = start_services(g, services, deadline, &f);
         if (r < 0) {
-                json_t *report = json_pack("{s:s,s:o?}", "message", f.msg[0] ? f.msg : "VM setup failed",
+                size_t n;
+                /* Cut to its buffer, the message may end inside a character. */
+                char *msg = utf8_sanitize(f.msg, strlen(f.msg), &n);
+                json_t *report = json_pack("{s:s,s:o?}", "message", msg && msg[0] ? msg : "VM setup failed",
                                            "diagnostics", f.diagnostics);
 
+                free(msg);
                 *ret_report = report ? json_dumps(report, JSON_COMPACT) : NULL;
                 json_decref(report);
                 return -EIO;

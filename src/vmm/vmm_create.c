@@ -28,6 +28,23 @@ struct create_job {
         int64_t t0;
 };
 
+/* Logs the last lines of a helper's log in a VM's directory, which a
+ * failed create removes. */
+static void log_file_tail(const char *id, const char *what, const char *path)
+{
+        char *text = NULL;
+        size_t len = 0;
+
+        if (read_file(path, 1 << 20, &text, &len) < 0 || len == 0) {
+                free(text);
+                return;
+        }
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == 0))
+                text[--len] = 0;
+        log_err("vm %s: %s said: %s", id, what, len > 400 ? text + len - 400 : text);
+        free(text);
+}
+
 /* Gives vm a disk overlay and memory file made from layer (NULL: the
  * default snapshot) and restores it from the layer's device state. */
 static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
@@ -37,6 +54,7 @@ static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
 
         pthread_t net_thread;
         int net_result = 0, net;
+        uint64_t bytes = 0;
 
         if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
             vm_path(vm, log, "qemu-img.log") < 0 || layer_path(m, layer, ldisk, "disk.qcow2") < 0 ||
@@ -46,12 +64,23 @@ static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
         net = vm_net_early(m, vm, &net_thread, &net_result);
         if (net < 0)
                 return net;
-        r = qemu_img_create(disk, ldisk, "qcow2", 0, log);
+        /* The size from the layer's header: qemu-img then never opens the
+         * layer's disk, which a running QEMU may hold locked. */
+        r = qemu_img_size(ldisk, &bytes);
+        if (r == 0)
+                r = qemu_img_create(disk, ldisk, "qcow2", bytes, log);
+        if (r < 0)
+                log_file_tail(vm->id, "qemu-img", log);
         if (r == 0)
                 r = copy_sparse(lmem, mem);
         if (net == 0 && vm_net_wait(vm, net_thread, &net_result) < 0 && r == 0)
                 r = net_result;
-        return r < 0 ? r : vm_boot(m, vm, lstate);
+        if (r == 0) {
+                r = vm_boot(m, vm, lstate);
+                if (r < 0 && vm_path(vm, log, "qemu.log") == 0)
+                        log_file_tail(vm->id, "QEMU", log);
+        }
+        return r;
 }
 
 /* Runs the job's setup with a guest handle of its own, which a delete or

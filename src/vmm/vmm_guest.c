@@ -34,7 +34,7 @@ int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vm
                 ;
         else if (vm->workdir && !(g->workdir = strdup(vm->workdir)))
                 r = -ENOMEM;
-        else if ((g->agent = vm_agent(m, vm, &r)))
+        else if ((g->agent = vm_agent(m, vm, 0, &r)))
                 r = 0;
         if (r == 0) {
                 g->m = m;

@@ -77,6 +77,7 @@ struct vm {
          * again and why it failed; under lock. */
         int64_t agent_down_since;
         int64_t agent_retry_at;
+        int64_t agent_tried_at;
         int64_t agent_backoff_ms;
         int agent_error;
         /* now_ms() since when its QEMU is seen stopped (SIGSTOP): a hung
@@ -246,9 +247,10 @@ int vm_start(struct vmm *m, struct vm *vm);
 /* Resumes a suspended VM for an operation that needs it running. */
 int ensure_running(struct vmm *m, struct vm *vm);
 /* The VM's agent link, made again when it went down (a guest that broke
- * its agent) and its backoff allows: a new reference, or NULL with
- * -errno in *ret_err. vm->lock held. */
-struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err);
+ * its agent, a daemon restart it did not answer): for a request unless a
+ * try failed in the last second, in the background as its backoff allows.
+ * A new reference, or NULL with -errno in *ret_err. vm->lock held. */
+struct agentc *vm_agent(struct vmm *m, struct vm *vm, int background, int *ret_err);
 /* Marks the agent link down after a failure r, for vm_agent to retry. */
 void vm_agent_down(struct vmm *m, struct vm *vm, int r);
 

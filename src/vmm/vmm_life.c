@@ -119,7 +119,7 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
 /* How long a suspend waits for the guest operations in flight on the VM
  * to end before it goes ahead (they then fail, as the VM stops under
  * them). New ones wait for vm->lock and resume the VM. */
-#define SUSPEND_DRAIN_MS 10000
+#define SUSPEND_DRAIN_MS 30000
 
 static void drain_inflight(struct vmm *m, struct vm *vm)
 {
@@ -190,10 +190,11 @@ void vm_agent_down(struct vmm *m, struct vm *vm, int r)
                 vm->agent_backoff_ms = vm->agent_backoff_ms * 2 > 30000 ? 30000 : vm->agent_backoff_ms * 2;
         }
         vm->agent_error = r;
+        vm->agent_tried_at = now;
         vm->agent_retry_at = now + vm->agent_backoff_ms;
 }
 
-struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err)
+struct agentc *vm_agent(struct vmm *m, struct vm *vm, int background, int *ret_err)
 {
         char sock[PATH_MAX];
         struct agentc *a = NULL;
@@ -212,7 +213,10 @@ struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err)
                 agentc_unref(vm->agent);
                 vm->agent = NULL;
         }
-        if (now_ms() < vm->agent_retry_at) {
+        /* The background retry keeps to the backoff; a request tries
+         * whenever no try failed in the last second, so a guest whose
+         * agent came back is reached at once. */
+        if (background ? now_ms() < vm->agent_retry_at : now_ms() - vm->agent_tried_at < 1000) {
                 *ret_err = -EHOSTUNREACH;
                 return NULL;
         }
@@ -222,7 +226,7 @@ struct agentc *vm_agent(struct vmm *m, struct vm *vm, int *ret_err)
         if (r == 0)
                 r = agentc_connect(sock, 1000, &a);
         if (r == 0)
-                r = agentc_ping(a, 3000);
+                r = agentc_ping(a, 5000);
         if (r < 0) {
                 agentc_unref(a);
                 vm_agent_down(m, vm, r);

@@ -119,7 +119,7 @@ static int reattach(struct vmm *m, struct vm *vm)
                 int k = agentc_connect(sock, 2000, &a);
 
                 if (k == 0)
-                        k = agentc_ping(a, 10000);
+                        k = agentc_ping(a, 5000);
                 if (k < 0) {
                         agentc_unref(a);
                         a = NULL;
@@ -597,7 +597,7 @@ static void agents_retry(struct vmm *m)
                 if (pthread_mutex_trylock(&list[i]->lock) != 0)
                         continue;
                 if (!list[i]->removed && list[i]->qemu && now_ms() >= list[i]->agent_retry_at) {
-                        a = vm_agent(m, list[i], &err);
+                        a = vm_agent(m, list[i], 1, &err);
                         agentc_unref(a);
                 }
                 pthread_mutex_unlock(&list[i]->lock);

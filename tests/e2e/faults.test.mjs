@@ -216,6 +216,32 @@ test("a frozen QEMU (SIGSTOP) is found hung within seconds; other VMs go on; SIG
   assert.equal(out, a.marker, "the VM answers again after SIGCONT");
 });
 
+test("a guest that breaks its agent link (garbage on the port) gets a new link once its agent runs again", T, async () => {
+  const { id, marker } = await freshVm("garbage");
+  // Outside the agent's own cgroup, so that stopping the agent does not end it.
+  const script =
+    "sleep 1; systemctl stop sprout-agent; head -c 65536 /dev/urandom > /dev/virtio-ports/agent; sleep 2; systemctl start sprout-agent";
+  const started = async () => (await exec(id, "systemctl show -p ExecMainStartTimestampMonotonic sprout-agent")).stdout.trim();
+  const before = await started();
+  await exec(id, `systemd-run --unit=break-agent-${rand(3)} sh -c '${script}'`);
+  await sleep(4500);
+  let out = null;
+  const t0 = Date.now();
+  while (out === null && Date.now() - t0 < 60_000) {
+    const r = await apiWithin(30_000, "POST", `/v1/vms/${id}/exec-await`, { body: { command: "cat /root/marker" } });
+    if (r.status === 200) out = r.json.stdout.trim();
+    else {
+      assert.equal(typeof r.json?.code, "string", `a JSON error while the link is down: ${r.status} ${r.text}`);
+      await sleep(500);
+    }
+  }
+  console.log(`# exec answered again ${Date.now() - t0} ms after the guest broke its agent link`);
+  assert.equal(out, marker, "exec works again with a new link");
+  assert.notEqual(await started(), before, "the guest's agent was stopped and started again");
+  const info = await api("GET", `/v1/vms/${id}`);
+  assert.equal(info.json?.agentReachable, true, `info says the agent is reachable again: ${info.text}`);
+});
+
 test("sproutd's open fds do not grow across the faults", { skip: !SPROUTD_PID }, async () => {
   await vms.cleanup();
   await sleep(2000);

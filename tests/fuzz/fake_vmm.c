@@ -126,43 +126,6 @@ static void guest_entries(struct agentc_result *res, const char *const *canned, 
         res->nentries = n;
 }
 
-/* ---- vmm.h: names ---- */
-
-/* The same tables as src/vmm/vmm.c, whose object file cannot be linked
- * here without the whole manager; kept in step by hand. */
-
-static const char *const state_names[VM_STATE_COUNT] = {
-        "building", "starting", "running", "suspending", "suspended", "stopped", "lost",
-};
-
-const char *vm_state_name(enum vm_state s)
-{
-        return s < VM_STATE_COUNT ? state_names[s] : "lost";
-}
-
-int vm_state_parse(const char *name)
-{
-        for (int i = 0; i < VM_STATE_COUNT; i++)
-                if (!strcmp(name, state_names[i]))
-                        return i;
-        return -1;
-}
-
-static const char *const persist_names[] = {"sticky", "ephemeral", "persistent"};
-
-const char *vm_persist_name(enum vm_persist p)
-{
-        return p <= VM_PERSIST_PERSISTENT ? persist_names[p] : "sticky";
-}
-
-int vm_persist_parse(const char *name)
-{
-        for (int i = 0; i <= VM_PERSIST_PERSISTENT; i++)
-                if (name && !strcmp(name, persist_names[i]))
-                        return i;
-        return -1;
-}
-
 /* ---- vmm.h: VMs ---- */
 
 int vmm_ready(struct vmm *m, char *buf, size_t size)
