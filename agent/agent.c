@@ -34,6 +34,9 @@
 
 #define AGENT_DEFAULT_DEVICE "/dev/virtio-ports/agent"
 #define AGENT_DISCONNECTED_POLL_MS 5
+/* A partial frame that gets no more bytes for this long is dropped: its
+ * host is gone (see loop). The host sends PING again after 3 s. */
+#define AGENT_PARTIAL_NS (2000ull * 1000000ull)
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -454,6 +457,7 @@ static int port_read(struct agent *a)
         while (n < 0 && errno == EINTR);
         if (n > 0) {
                 a->in_len += (size_t)n;
+                a->in_at = agent_now_ns();
                 return 1;
         }
         if (n < 0 && errno == EAGAIN)
@@ -575,6 +579,11 @@ static void loop(struct agent *a)
                         pfds[nfds] = (struct pollfd){.fd = a->drain_fds[i], .events = POLLIN};
                         slots[nfds++] = (struct agent_slot){.what = SLOT_DRAIN, .idx = i};
                 }
+                /* The rest of a frame that went quiet never comes: a
+                 * frame an earlier host (before a restore from a snapshot
+                 * taken mid-transfer) did not finish. */
+                if (a->connected && a->in_len > 0 && a->in_at + AGENT_PARTIAL_NS < next)
+                        next = a->in_at + AGENT_PARTIAL_NS;
                 if (next != UINT64_MAX)
                         timeout = next <= now ? 0 : (int)((next - now + 999999) / 1000000);
                 if (!a->connected && (timeout < 0 || timeout > AGENT_DISCONNECTED_POLL_MS))
@@ -625,6 +634,10 @@ static void loop(struct agent *a)
                                 agent_watch_tick(a, s, now);
                 }
                 agent_term_tick(a, now);
+                if (a->connected && a->in_len > 0 && now >= a->in_at + AGENT_PARTIAL_NS) {
+                        agent_log("a partial frame went quiet; dropping %zu buffered bytes", a->in_len);
+                        a->in_len = 0;
+                }
                 if (a->lost)
                         host_gone(a, "write failed");
         }

@@ -117,6 +117,7 @@ struct agent {
         int null_fd;     /* /dev/null, the stdin of every command */
         uint8_t *in;     /* buffered port input, AGENT_IN_CAP bytes */
         size_t in_len;
+        uint64_t in_at;  /* agent_now_ns() of the last bytes read */
         struct agent_stream *streams; /* live EXEC and WRITE streams */
         unsigned n_streams;
         int drain_fds[AGENT_MAX_DRAIN]; /* pipes of finished execs still held by background jobs */

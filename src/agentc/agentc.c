@@ -26,6 +26,9 @@
  * is given up, so no request, and no lock it holds, waits on the guest
  * for longer. */
 #define AGENTC_SEND_TIMEOUT_MS 10000
+/* A PING without its HELLO this long is sent again: longer than the
+ * agent waits before it drops a partial frame that went quiet (2 s). */
+#define AGENTC_PING_RETRY_MS 3000
 
 /* What came back on one stream: the RESULT frame's TLV payload, and the
  * DATA, STDOUT and STDERR bytes, each collection bounded by the stream's
@@ -333,21 +336,23 @@ static int stream_wait(struct agentc *a, struct stream *s, int64_t deadline)
         return s->done ? 0 : -ECONNRESET;
 }
 
-int agentc_ping(struct agentc *a, int timeout_ms)
+/* One PING and its wait: 0 on HELLO, -ETIMEDOUT, or -errno. */
+static int ping_once(struct agentc *a, int64_t deadline)
 {
         struct proto_buf b = {0};
         struct timespec ts;
         uint8_t entropy[64];
         struct stream *s = stream_open(a, 0);
-        int r, first;
+        int r, fresh;
 
         if (!s)
                 return -ENOMEM;
+        /* Until an agent has answered on this connection, every PING says
+         * "new session": the first may be lost in a stale partial frame. */
         pthread_mutex_lock(&a->lock);
-        first = !a->pinged;
-        a->pinged = 1;
+        fresh = !a->pinged;
         pthread_mutex_unlock(&a->lock);
-        if (first)
+        if (fresh)
                 proto_put_u32(&b, PROTO_TAG_NEW_SESSION, 1);
         clock_gettime(CLOCK_REALTIME, &ts);
         proto_put_u64(&b, PROTO_TAG_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
@@ -357,11 +362,30 @@ int agentc_ping(struct agentc *a, int timeout_ms)
         proto_buf_free(&b);
         pthread_mutex_lock(&a->lock);
         if (r == 0)
-                r = stream_wait(a, s, now_ms() + timeout_ms);
+                r = stream_wait(a, s, deadline);
+        if (r == 0)
+                a->pinged = 1;
         stream_unlink(a, s);
         pthread_mutex_unlock(&a->lock);
         reply_free(&s->reply);
         free(s);
+        return r;
+}
+
+int agentc_ping(struct agentc *a, int timeout_ms)
+{
+        int64_t end = now_ms() + timeout_ms;
+        int r;
+
+        /* A PING that meets the rest of a frame the agent's buffer still
+         * held from an earlier host (a VM restored from a snapshot taken
+         * mid-transfer) is lost: the agent drops a partial frame that goes
+         * quiet, and the next PING gets through. */
+        do {
+                int64_t step = now_ms() + AGENTC_PING_RETRY_MS;
+
+                r = ping_once(a, step < end ? step : end);
+        } while (r == -ETIMEDOUT && now_ms() < end);
         return r;
 }
 

@@ -339,7 +339,11 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         }
         r = create_in_background(&job);
         if (r < 0) {
-                store_vm_delete(m->store, id);
+                int k = store_vm_delete(m->store, id);
+
+                if (k < 0)
+                        log_err("vm %s: could not remove the record of a create that did not start: %s", id,
+                                strerror(-k));
                 rm_rf(vm->dir);
                 vm_unlink(m, vm);
                 vm_free(vm);

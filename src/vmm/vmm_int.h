@@ -26,6 +26,7 @@
 
 #define COLD_BOOT_TIMEOUT_MS (300 * 1000)
 #define RESTORE_TIMEOUT_MS (60 * 1000)
+#define SPAWN_TIMEOUT_MS (30 * 1000)
 #define AGENT_TIMEOUT_MS (60 * 1000)
 
 struct vm {

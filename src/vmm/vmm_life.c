@@ -31,6 +31,30 @@ static void vm_prune_disks(struct vm *vm)
         closedir(d);
 }
 
+/* Connects to a restored guest's agent and pings it. The guest's agent
+ * may go on sending a frame it had half sent when the snapshot was taken:
+ * the connection that reads those bytes breaks, and a new one starts
+ * clean. */
+static int agent_reach(const char *sock, int64_t deadline, struct agentc **ret)
+{
+        struct agentc *a = NULL;
+        int r;
+
+        do {
+                agentc_unref(a);
+                a = NULL;
+                r = agentc_connect(sock, 5000, &a);
+                if (r == 0)
+                        r = agentc_ping(a, (int)(deadline - now_ms()));
+        } while (r == -ECONNRESET && now_ms() < deadline);
+        if (r < 0) {
+                agentc_unref(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
 int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
 {
         char disk[PATH_MAX], mem[PATH_MAX], sock[PATH_MAX];
@@ -39,6 +63,7 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         struct qemu_config c;
         struct qemu *q = NULL;
         struct agentc *a = NULL;
+        const char *step = "prepare";
         int r;
 
         if (!vj)
@@ -72,25 +97,32 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
                 c.jail = &vj->jail;
         else if (r == 1)
                 r = 0; /* unconfined */
-        r = r < 0 ? r : qemu_spawn(&c, 10000, &q);
+        /* On a loaded host QEMU may take a while to open its QMP socket. */
+        step = "start QEMU";
+        r = r < 0 ? r : qemu_spawn(&c, SPAWN_TIMEOUT_MS, &q);
         free(vj);
-        if (r < 0)
+        if (r < 0) {
+                log_err("vm %s: could not %s: %s", vm->id, step, strerror(-r));
                 return r;
+        }
         if (state_path) {
+                step = "restore its device state";
                 r = qemu_restore(q, state_path, RESTORE_TIMEOUT_MS);
                 /* From here the memory file moves on from the saved state. */
                 if (r == 0)
                         vm->guest_ran = 1;
                 if (r == 0)
                         r = qemu_cont(q, RESTORE_TIMEOUT_MS);
-                if (r == 0)
-                        r = agentc_connect(sock, 5000, &a);
-                if (r == 0)
-                        r = agentc_ping(a, AGENT_TIMEOUT_MS);
+                if (r == 0) {
+                        step = "reach its agent";
+                        r = agent_reach(sock, now_ms() + AGENT_TIMEOUT_MS, &a);
+                }
         } else {
+                step = "boot it";
                 r = wait_agent(q, sock, now_ms() + COLD_BOOT_TIMEOUT_MS, NULL, &a);
         }
         if (r < 0) {
+                log_err("vm %s: could not %s: %s (%s)", vm->id, step, strerror(-r), qemu_last_error(q));
                 agentc_unref(a);
                 qemu_stop(q, 0);
                 qemu_free(q);

@@ -1558,3 +1558,22 @@ TEST(agent_user_terminal)
         ta_stop(&t);
         CHECK(ok);
 }
+
+/* The rest of a frame an earlier host left half sent (a VM restored from a
+ * snapshot taken mid-transfer) never comes: the agent drops it once it
+ * goes quiet, and a PING sent after that is answered. */
+TEST(agent_drops_a_partial_frame_that_goes_quiet)
+{
+        struct ta t;
+        uint8_t hdr[PROTO_HDR_SIZE], some[100] = {0};
+
+        CHECK(ta_start(&t) == 0);
+        proto_hdr_encode(hdr, 50000, 77, PROTO_T_DATA);
+        CHECK(send(t.fd, hdr, sizeof(hdr), MSG_NOSIGNAL) == (ssize_t)sizeof(hdr));
+        CHECK(send(t.fd, some, sizeof(some), MSG_NOSIGNAL) == (ssize_t)sizeof(some));
+        /* A PING now only feeds the stale frame. */
+        CHECK(!ta_ping(&t, 8, 1000, NULL));
+        usleep(2500 * 1000);
+        CHECK(ta_ping(&t, 9, 3000, NULL));
+        ta_stop(&t);
+}
