@@ -29,7 +29,7 @@ AGENT_SRCS  := $(wildcard agent/*.c) proto/proto.c
 CLI_SRCS    := $(wildcard cli/*.c)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 
-.PHONY: all deps image run test test-unit bench fuzz clean format
+.PHONY: all deps image run test test-unit bench load fuzz clean format
 all: build/sproutd build/sprout build/sprout-agent
 
 build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
@@ -73,6 +73,10 @@ test-unit: build/test-unit build/asan/test-unit build/sprout-agent
 bench: deps
 	@$(MAKE) --no-print-directory all image build/sprout-bench-raw
 	@bench/run.sh
+
+load: deps
+	@$(MAKE) --no-print-directory all image
+	@tests/load.sh
 
 # libFuzzer harnesses (tests/fuzz/), each run FUZZ_SECONDS on a scratch
 # copy of its corpus; fails on any crash.
