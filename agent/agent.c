@@ -35,8 +35,10 @@
 #define AGENT_DEFAULT_DEVICE "/dev/virtio-ports/agent"
 #define AGENT_DISCONNECTED_POLL_MS 5
 /* A partial frame that gets no more bytes for this long is dropped: its
- * host is gone (see loop). The host sends PING again after 3 s. */
-#define AGENT_PARTIAL_NS (2000ull * 1000000ull)
+ * host is gone (see loop). Longer than a host waits to send one frame
+ * (10 s, after which it gives up the connection), so a slow host's frame
+ * is never cut; the host sends PING again after 15 s. */
+#define AGENT_PARTIAL_NS (12000ull * 1000000ull)
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -3,7 +3,8 @@
 # and the guest image exists.
 #
 #   1. unit tests: build/test-unit, then the same under ASan+UBSan; the
-#      layering check (tests/layers.sh)
+#      layering check (tests/layers.sh); each libFuzzer harness for 10 s
+#      (tests/fuzz.sh; SPROUT_FUZZ_SECONDS)
 #   2. CLI tests against a fake in-process server (no daemon needed)
 #   3. a fresh build/sproutd on a free loopback port, temp data dir, random
 #      admin key; wait for /healthz (the first boot of a data dir cold-boots
@@ -12,7 +13,8 @@
 #      then checks that restart sproutd over the same data dir: after a
 #      SIGTERM, after a crash at every crash point (tests/crash_matrix.sh),
 #      after a SIGKILL during a create, below the free-space reserve
-#      and with a storage quota
+#      and with a storage quota; a short load (tests/load.mjs)
+#   6. the disk-full test (tests/diskfull.sh), with its own sproutd
 #   5. SIGTERM: sproutd must exit 0 within 20 s; no VM process may remain
 #      (VMs outlive a daemon restart by design, but the tests delete theirs)
 #
@@ -68,31 +70,37 @@ tally() { # NAME PASSED FAILED
         log "$1: $2 passed, $3 failed"
 }
 
-# Runs a unit-test binary, which ends with "N passed, N failed".
-run_unit() { # BINARY
-        local bin=$1 out line p f
-        out=$LOGDIR/$(basename "$(dirname "$1")")-$(basename "$1").log
-        if [ ! -x "$bin" ]; then
-                log "$bin is missing (make $bin)"
-                check "$bin" 1
-                return
-        fi
-        log "running $bin"
-        rm -f "$out"
-        "$bin" 2>&1 | tee "$out"
-        local rc=${PIPESTATUS[0]}
+# Runs a command that ends with "N passed, N failed" (fuzzing, load, disk
+# full) and adds its counts; a command that ends without one, or exits
+# non-zero with none failed, counts as one failure.
+run_counted() { # NAME COMMAND...
+        local name=$1 out line p f rc
+        shift
+        out=$LOGDIR/$(printf '%s' "$name" | tr -c 'a-z0-9\n' '-' | sed 's/^-*//').log
+        log "running $name: $*"
+        "$@" 2>&1 | tee "$out"
+        rc=${PIPESTATUS[0]}
         line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
         if [ -z "$line" ]; then
-                log "$bin ended without a summary (exit $rc)"
-                check "$bin" 1
+                log "$name ended without a summary (exit $rc)"
+                check "$name" 1
                 return
         fi
         p=${line%% passed*}
         f=${line#*passed, }
         f=${f%% failed}
-        # A crash after the summary still counts as a failure.
         [ "$rc" -eq 0 ] || [ "$f" -ne 0 ] || f=1
-        tally "$bin" "$p" "$f"
+        tally "$name" "$p" "$f"
+}
+
+# Runs a unit-test binary, which ends with "N passed, N failed".
+run_unit() { # BINARY
+        if [ ! -x "$1" ]; then
+                log "$1 is missing (make $1)"
+                check "$1" 1
+                return
+        fi
+        run_counted "$1" "$1"
 }
 
 # Runs one node:test file with a human reporter on the console and TAP in a
@@ -201,6 +209,8 @@ run_unit build/test-unit
 run_unit build/asan/test-unit
 tests/layers.sh
 check "layers: each part of src/ includes only what is below it" $?
+# Each libFuzzer harness for a short time (make fuzz runs them longer).
+run_counted "fuzz (${SPROUT_FUZZ_SECONDS:-10} s each)" tests/fuzz.sh "${SPROUT_FUZZ_SECONDS:-10}"
 run_node tests/e2e/cli-offline.test.mjs SPROUT_BIN="$ROOT/build/sprout"
 
 if [ $# -gt 0 ]; then
@@ -588,6 +598,8 @@ if start_sproutd; then
                 fi
                 run_node "$f"
         done
+        # Mixed requests from many clients on a few VMs (make load: 16 x 200).
+        [ $# -gt 0 ] || run_counted "load (16 clients x 25 requests, 8 VMs)" node tests/load.mjs --clients 16 --requests 25
         restart_check
         orphan_check
         crash_matrix
@@ -599,6 +611,10 @@ if start_sproutd; then
 else
         check "sproutd starts and becomes healthy" 1
 fi
+cleanup
+# Its own sproutd on a small file system that fills up (never beside
+# another sproutd: they would share network namespaces' names).
+[ $# -gt 0 ] || run_counted "disk full" tests/diskfull.sh
 
 # ------------------------------------------------------------------------
 # Summary

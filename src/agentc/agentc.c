@@ -27,8 +27,8 @@
  * for longer. */
 #define AGENTC_SEND_TIMEOUT_MS 10000
 /* A PING without its HELLO this long is sent again: longer than the
- * agent waits before it drops a partial frame that went quiet (2 s). */
-#define AGENTC_PING_RETRY_MS 3000
+ * agent waits before it drops a partial frame that went quiet (12 s). */
+#define AGENTC_PING_RETRY_MS 15000
 
 /* What came back on one stream: the RESULT frame's TLV payload, and the
  * DATA, STDOUT and STDERR bytes, each collection bounded by the stream's

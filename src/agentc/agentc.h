@@ -66,7 +66,7 @@ void agentc_shutdown(struct agentc *a);
 int agentc_alive(struct agentc *a);
 
 /* Sends PING with the host clock and fresh entropy and waits for HELLO,
- * sending it again every 3 s (the agent may have lost the first in what an
+ * sending it again every 15 s (the agent may have lost the first in what an
  * earlier host left half sent). 0, -ETIMEDOUT or -ECONNRESET. */
 int agentc_ping(struct agentc *a, int timeout_ms);
 

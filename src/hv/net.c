@@ -274,6 +274,7 @@ int net_create(struct net *n, const char *id, unsigned k, char ret_path[PATH_MAX
 
         if (k == 0 || k >= 65536)
                 return -ERANGE;
+        msg[0] = 0;
         names(id, k, ns, veth);
         veth_addr(k, 1, host);
         veth_addr(k, 2, guest_side);
@@ -324,8 +325,10 @@ int net_create(struct net *n, const char *id, unsigned k, char ret_path[PATH_MAX
                          dns);
                 r = run(ret_path, nft, script, msg, sizeof(msg));
         }
-        if (r < 0)
+        if (r < 0) {
+                log_err("network namespace %s: %s (%s)", ns, strerror(-r), msg);
                 net_destroy(n, id, k);
+        }
         return r;
 }
 

@@ -121,7 +121,7 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
             path_fmt(mem_arg, sizeof(mem_arg), "memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s",
                      c->mem_mb, c->mem_path, c->mem_shared ? "on" : "off") < 0 ||
             path_fmt(drive_arg, sizeof(drive_arg),
-                     "id=root,file=%s,format=qcow2,if=none,discard=unmap,werror=report,rerror=report", c->disk) < 0 ||
+                     "id=root,file=%s,format=qcow2,if=none,discard=unmap,werror=enospc,rerror=report", c->disk) < 0 ||
             path_fmt(log_path, sizeof(log_path), "%s/qemu.log", c->dir) < 0 ||
             path_fmt(pid_path, sizeof(pid_path), "%s/qemu.pid", c->dir) < 0)
                 return -ENAMETOOLONG;
@@ -388,6 +388,20 @@ int qemu_resize_disk(struct qemu *q, uint64_t bytes, int timeout_ms)
                 return -ENOMEM;
         r = qmp_call(q->qmp, "block_resize", args, timeout_ms, NULL, NULL);
         json_decref(args);
+        return r;
+}
+
+int qemu_status(struct qemu *q, char *out, size_t size, int timeout_ms)
+{
+        json_t *st = NULL;
+        int r = qmp_call(q->qmp, "query-status", NULL, timeout_ms, &st, NULL);
+        const char *s = r == 0 ? json_string_value(json_object_get(st, "status")) : NULL;
+
+        if (r == 0)
+                r = s ? 0 : -EBADMSG;
+        if (r == 0)
+                snprintf(out, size, "%s", s);
+        json_decref(st);
         return r;
 }
 

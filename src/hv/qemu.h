@@ -95,6 +95,9 @@ void qemu_stop(struct qemu *q, int timeout_ms);
  * runs. Safe to call repeatedly. */
 int qemu_reap(struct qemu *q);
 
+/* QEMU's run state ("running", "paused", "io-error": paused on a write
+ * the host refused, ...). 0 or -errno. */
+int qemu_status(struct qemu *q, char *out, size_t size, int timeout_ms);
 /* 1 when the guest is paused (QMP stop, an unfinished save), 0 when it
  * runs, or -errno. */
 int qemu_paused(struct qemu *q, int timeout_ms);

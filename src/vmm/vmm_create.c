@@ -150,8 +150,10 @@ static int create_run(struct create_job *j)
                 r = k;
         }
         if (r < 0 && !j->background) {
-                vm_unlink(m, vm);
+                /* Halted (its namespace gone) before it is unlinked: its uid,
+                 * and so its network's names, are free only then. */
                 vm_halt(m, vm, 0);
+                vm_unlink(m, vm);
                 k = store_vm_delete(m->store, vm->id);
                 if (k < 0)
                         log_err("vm %s: could not remove the record of a failed create: %s", vm->id, strerror(-k));
@@ -402,14 +404,25 @@ int vm_destroy(struct vmm *m, struct vm *vm)
                 pthread_mutex_unlock(&vm->lock);
                 return -ENOENT;
         }
-        vm_unlink(m, vm);
+        /* Halted first: the uid it frees with vm_unlink names a network
+         * namespace and veth a new VM makes again at once. */
         vm_halt(m, vm, 2000);
         crash_point("delete.halted");
         r = store_vm_delete(m->store, vm->id);
-        if (r < 0 && r != -ENOENT)
-                log_err("vm %s: could not remove its record: %s", vm->id, strerror(-r));
-        if (r == 0)
-                crash_point("delete.unrecorded");
+        if (r < 0 && r != -ENOENT) {
+                /* A record that stays (a full disk) is a VM that stays:
+                 * stopped, and the delete fails, rather than a VM that
+                 * comes back after the next restart. */
+                log_err("vm %s: could not remove its record: %s; kept, stopped", vm->id, strerror(-r));
+                pthread_mutex_lock(&m->lock);
+                vm->doomed = 0;
+                pthread_mutex_unlock(&m->lock);
+                vm_set_state(m, vm, VM_STOPPED);
+                pthread_mutex_unlock(&vm->lock);
+                return r;
+        }
+        vm_unlink(m, vm);
+        crash_point("delete.unrecorded");
         rm_rf(vm->dir);
         pthread_mutex_unlock(&vm->lock);
         log_info("vm %s: deleted", vm->id);

@@ -30,6 +30,8 @@ int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vm
                 r = -ENOTRECOVERABLE;
         else if (vm_hung(vm))
                 r = -EHOSTDOWN;
+        else if (vm->qemu && __atomic_load_n(&vm->disk_full, __ATOMIC_RELAXED))
+                r = -ENOSPC;
         else if ((r = ensure_running(m, vm)) < 0)
                 ;
         else if (vm->workdir && !(g->workdir = strdup(vm->workdir)))
@@ -84,6 +86,18 @@ static char *resolve_path(const struct vmm_guest *g, const char *path)
         return out;
 }
 
+/* Logs a guest that did not answer in time, once per failed request; a
+ * request cut short by a full data dir is -ENOSPC. */
+static int guest_result(struct vmm_guest *g, const char *what, int r)
+{
+        if (r == -ETIMEDOUT)
+                log_warn("vm %s: the guest agent did not answer a %s in time", g->id, what);
+        /* Its link was cut because QEMU paused it on a full data dir. */
+        if (r == -ECONNRESET && g->vm && __atomic_load_n(&g->vm->disk_full, __ATOMIC_RELAXED))
+                r = -ENOSPC;
+        return r;
+}
+
 int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_result *ret)
 {
         int64_t cap = g->m->cfg.max_exec_ms;
@@ -96,7 +110,7 @@ int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_
                 .max_output = g->m->cfg.max_output,
         };
 
-        return agentc_exec(g->agent, &x, ret);
+        return guest_result(g, "command", agentc_exec(g->agent, &x, ret));
 }
 
 /* How long a file of len bytes may take to move: 30 s, and a second per
@@ -105,14 +119,6 @@ int vmm_guest_exec(struct vmm_guest *g, const struct vmm_exec *e, struct agentc_
 static int64_t file_deadline_ms(size_t len)
 {
         return 30000 + (int64_t)(len >> 20) * 1000;
-}
-
-/* Logs a guest that did not answer in time, once per failed request. */
-static int guest_result(struct vmm_guest *g, const char *what, int r)
-{
-        if (r == -ETIMEDOUT)
-                log_warn("vm %s: the guest agent did not answer a %s in time", g->id, what);
-        return r;
 }
 
 int vmm_guest_read(struct vmm_guest *g, const char *path, const char *user, struct agentc_result *ret)

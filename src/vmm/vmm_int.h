@@ -85,6 +85,10 @@ struct vm {
          * VM; 0: it runs. Monitor thread, read under lock. */
         int64_t frozen_since;
         int guest_ran; /* the last vm_boot from a saved state resumed the guest; under lock */
+        /* QEMU paused the guest on a write the full data dir refused
+         * (werror=enospc); the idle thread resumes it once there is room.
+         * Idle thread, read anywhere. */
+        int disk_full;
         struct vm *next;
 };
 
@@ -315,6 +319,8 @@ int64_t account_usage(struct vmm *m, const char *account);
  * when the account is at its storage limit; else 0. For what makes new
  * files: creates, forks, snapshots. */
 int storage_admit(struct vmm *m, const char *account);
+/* 1 when the data dir's free space is below --disk-reserve-bytes. */
+int below_reserve(struct vmm *m);
 /* Whether one more VM of mem_mb, running, fits the server's and the
  * account's limits (new: it also adds to the VMs that exist). m->lock
  * held; -EUSERS, -EMLINK, -EOVERFLOW or 0. except is a VM not to count. */

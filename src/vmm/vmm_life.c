@@ -179,6 +179,9 @@ int vm_suspend(struct vmm *m, struct vm *vm)
                 return state_of(m, vm) == VM_SUSPENDED ? 0 : -ENOTCONN;
         if (vm_hung(vm))
                 return -EHOSTDOWN;
+        /* Its state file needs room; it goes on running instead. */
+        if (below_reserve(m))
+                return -ENOSPC;
         if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0 || vm_path(vm, mem, "mem") < 0)
                 return -ENAMETOOLONG;
         vm_set_state(m, vm, VM_SUSPENDING);

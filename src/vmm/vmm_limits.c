@@ -60,13 +60,19 @@ int64_t account_usage(struct vmm *m, const char *account)
         return total;
 }
 
-int storage_admit(struct vmm *m, const char *account)
+int below_reserve(struct vmm *m)
 {
         struct statvfs st;
+
+        return m->cfg.disk_reserve > 0 && statvfs(m->data_dir, &st) == 0 &&
+               (int64_t)st.f_bavail * (int64_t)st.f_frsize < m->cfg.disk_reserve;
+}
+
+int storage_admit(struct vmm *m, const char *account)
+{
         struct store_limits l;
 
-        if (m->cfg.disk_reserve > 0 && statvfs(m->data_dir, &st) == 0 &&
-            (int64_t)st.f_bavail * (int64_t)st.f_frsize < m->cfg.disk_reserve)
+        if (below_reserve(m))
                 return -ENOSPC;
         l = limits_of(m, account);
         if (l.storage > 0 && account_usage(m, account) >= l.storage)

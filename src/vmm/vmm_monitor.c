@@ -371,12 +371,17 @@ static struct vm *eviction_pick(struct vmm *m, const char *account)
         return pick;
 }
 
-static void evict(struct vmm *m, struct vm *vm, const char *why, int64_t over, int64_t limit)
+/* 0, or the delete's failure (a full disk keeps the record): the caller
+ * stops evicting then, rather than pick the same VM again. */
+static int evict(struct vmm *m, struct vm *vm, const char *why, int64_t over, int64_t limit)
 {
+        int r;
+
         log_info("vm %s: evicted (%s: %lld bytes over its limit of %lld; least recently used sticky VM)", vm->id, why,
                  (long long)over, (long long)limit);
-        vm_destroy(m, vm);
+        r = vm_destroy(m, vm);
         vm_put(m, vm);
+        return r == -ENOENT ? 0 : r;
 }
 
 /* The accounts that have VMs (malloc'd names, *ret_n of them). */
@@ -415,7 +420,8 @@ static void evict_for_quota(struct vmm *m)
 
                 while (l.storage > 0 && (used = account_usage(m, accounts[i])) > l.storage && !m->stopping &&
                        (vm = eviction_pick(m, accounts[i])))
-                        evict(m, vm, "account storage", used - l.storage, l.storage);
+                        if (evict(m, vm, "account storage", used - l.storage, l.storage) < 0)
+                                break;
         }
         while (m->cfg.storage_quota > 0 && (used = storage_used(m)) > m->cfg.storage_quota && !m->stopping) {
                 const char *heaviest = NULL;
@@ -441,7 +447,8 @@ static void evict_for_quota(struct vmm *m)
                         m->quota_warned = used;
                         break;
                 }
-                evict(m, vm, "server storage quota", used - m->cfg.storage_quota, m->cfg.storage_quota);
+                if (evict(m, vm, "server storage quota", used - m->cfg.storage_quota, m->cfg.storage_quota) < 0)
+                        break;
         }
         for (size_t i = 0; accounts && i < n; i++)
                 free(accounts[i]);
@@ -576,6 +583,42 @@ static void console_trim(struct vmm *m)
         vms_release(m, list, n);
 }
 
+/* VMs that QEMU paused on a write the full data dir refused
+ * (werror=enospc): requests to them answer 507 meanwhile, and they run
+ * on, their writes retried, once the data dir has room again. */
+static void disk_full_check(struct vmm *m)
+{
+        size_t n;
+        struct vm **list = vms_collect(m, is_running, NULL, &n);
+
+        for (size_t i = 0; i < n && !m->stopping; i++) {
+                struct vm *vm = list[i];
+                char status[32];
+
+                if (pthread_mutex_trylock(&vm->lock) != 0)
+                        continue;
+                if (vm->qemu && !vm->removed && !vm_hung(vm) &&
+                    qemu_status(vm->qemu, status, sizeof(status), 1000) == 0) {
+                        int full = !strcmp(status, "io-error");
+
+                        /* Requests in flight would wait on a paused guest
+                         * until their deadlines: they end now, with 507. */
+                        if (full && !vm->disk_full) {
+                                log_warn("vm %s: paused: its disk write met a full data dir", vm->id);
+                                __atomic_store_n(&vm->disk_full, 1, __ATOMIC_RELAXED);
+                                agentc_shutdown(vm->agent);
+                        }
+                        if (full && !below_reserve(m) && qemu_cont(vm->qemu, 5000) == 0) {
+                                log_info("vm %s: the data dir has room again; resumed", vm->id);
+                                full = 0;
+                        }
+                        __atomic_store_n(&vm->disk_full, full, __ATOMIC_RELAXED);
+                }
+                pthread_mutex_unlock(&vm->lock);
+        }
+        vms_release(m, list, n);
+}
+
 static int agent_down(struct vm *vm, void *ud)
 {
         (void)ud;
@@ -616,6 +659,8 @@ void *idle_main(void *arg)
                         idle_check(m);
                 if (!m->stopping)
                         agents_retry(m);
+                if (!m->stopping)
+                        disk_full_check(m);
         }
         return NULL;
 }

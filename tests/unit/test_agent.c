@@ -1573,7 +1573,7 @@ TEST(agent_drops_a_partial_frame_that_goes_quiet)
         CHECK(send(t.fd, some, sizeof(some), MSG_NOSIGNAL) == (ssize_t)sizeof(some));
         /* A PING now only feeds the stale frame. */
         CHECK(!ta_ping(&t, 8, 1000, NULL));
-        usleep(2500 * 1000);
+        usleep(12500 * 1000);
         CHECK(ta_ping(&t, 9, 3000, NULL));
         ta_stop(&t);
 }
