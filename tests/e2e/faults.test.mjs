@@ -6,7 +6,7 @@
 // left half done, other VMs are not affected, and sproutd's fds do not
 // grow. One VM per case; after() deletes them all.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { after, before, test } from "node:test";
 import {
   CREATE_TIMEOUT,
@@ -16,7 +16,7 @@ import {
   enc,
   exec,
   filesPath,
-  hostPids,
+  qemuPids,
   rand,
   show,
   sleep,
@@ -33,15 +33,6 @@ let fds0 = 0;
 before(() => {
   fds0 = fdCount();
 });
-
-const comm = (pid) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "";
-  }
-};
-const qemuPids = (id) => hostPids(id).filter((pid) => comm(pid).startsWith("qemu"));
 
 /** A fresh VM with /root/marker holding a random word; returns {id, marker}. */
 async function freshVm(tag) {

@@ -4,6 +4,7 @@
 // Node 18+ built-ins only (global fetch, node:test); no npm packages.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -219,6 +220,18 @@ export function hostPids(id) {
     .map((s) => s.trim())
     .filter((s) => s && +s !== process.pid);
 }
+
+/** A process's name (/proc/PID/comm), "" once it is gone. */
+export function comm(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** PIDs of the QEMU processes running the VM. */
+export const qemuPids = (id) => hostPids(id).filter((pid) => comm(pid).startsWith("qemu"));
 
 /** Waits until no host process names the VM id; fails after timeoutMs. */
 export async function waitNoHostPids(id, timeoutMs = 15_000) {

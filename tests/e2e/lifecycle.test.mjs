@@ -4,7 +4,6 @@
 // accounts' VMs. Three VMs in all (A: suspend/stop/start/crash, B: poweroff
 // + await, C: kill + await), one cold boot; after() deletes them all.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import {
   CREATE_TIMEOUT,
@@ -12,6 +11,7 @@ import {
   api,
   apiWithin,
   bootId,
+  comm,
   counterInfo,
   decodeContent,
   enc,
@@ -21,6 +21,7 @@ import {
   hostPids,
   newAccount,
   ok,
+  qemuPids,
   rand,
   show,
   sleep,
@@ -70,14 +71,6 @@ async function suspend(id) {
 }
 
 /** The command name of a host process, or "" when it is gone. */
-function comm(pid) {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "";
-  }
-}
-
 test("create a VM with a background counter and a file on disk", { timeout: CREATE_TIMEOUT }, async () => {
   const vm = await vms.create({ name: `e2e-life-${rand(3)}` });
   const w = await exec(vm.id, `echo ${MARKER} > /root/life-marker && sync`);
@@ -204,7 +197,7 @@ test("five concurrent execs on a suspended VM resume it once and all answer", { 
     assert.equal(res.json?.stdout, `r${i}\n${MARKER}\n`, res.text);
   });
   assert.equal(await vmState(id), "running");
-  const qemu = hostPids(id).filter((pid) => comm(pid).startsWith("qemu"));
+  const qemu = qemuPids(id);
   assert.equal(qemu.length, 1, `exactly one QEMU for the VM after a concurrent resume: ${qemu.join(" ")}`);
   assert.equal(await bootId(id), boot0);
   assert.ok((await counterInfo(id, counterPid)).alive, "counter alive");
@@ -258,7 +251,7 @@ test("start on a stopped VM cold-boots it from its own disk", { timeout: COLD_BO
 
 test("a QEMU killed under a running VM is noticed: stopped or lost, and exec errors without hanging", { timeout: 120_000 }, async () => {
   const id = needA();
-  const qemu = hostPids(id).filter((pid) => comm(pid).startsWith("qemu"));
+  const qemu = qemuPids(id);
   assert.ok(qemu.length > 0, `a QEMU process for ${id}: ${hostPids(id).map((p) => `${p}:${comm(p)}`).join(" ")}`);
   for (const pid of qemu) process.kill(+pid, "SIGKILL");
   const state = await waitState(id, ["stopped", "lost"], { timeoutMs: 15_000 });
