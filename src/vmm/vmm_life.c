@@ -139,6 +139,7 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
         agentc_unref(vm->agent);
         vm->agent = NULL;
         vm->agent_down_since = vm->agent_retry_at = 0;
+        __atomic_store_n(&vm->disk_full, 0, __ATOMIC_RELAXED); /* a new QEMU starts unpaused */
         if (vm->qemu) {
                 qemu_stop(vm->qemu, timeout_ms);
                 qemu_free(vm->qemu);
