@@ -125,6 +125,10 @@ struct vmm {
         /* The default snapshot's cold boot, which a shutdown cuts short;
          * under lock. */
         struct agentc *base_agent;
+        /* Whether the data dir's reserve file is held (idle thread only):
+         * space kept back so running VMs go on writing when the host's
+         * disk fills, released then (see reserve_check). */
+        int reserve_held;
 };
 
 struct pin {
@@ -321,6 +325,14 @@ int64_t account_usage(struct vmm *m, const char *account);
 int storage_admit(struct vmm *m, const char *account);
 /* 1 when the data dir's free space is below --disk-reserve-bytes. */
 int below_reserve(struct vmm *m);
+/* The data dir's free bytes; -1 when it cannot be read. */
+int64_t data_free(struct vmm *m);
+/* Keeps the data dir's reserve file: space held back (up to
+ * RESERVE_HELD_MAX of --disk-reserve-bytes) while there is room, given
+ * up when the disk is full (nearly no free space, or disk_full: a VM was
+ * paused on a write) so that running VMs, the store and deletes have
+ * room to go on, and held again once there is room. Idle thread only. */
+void reserve_check(struct vmm *m, int disk_full);
 /* Whether one more VM of mem_mb, running, fits the server's and the
  * account's limits (new: it also adds to the VMs that exist). m->lock
  * held; -EUSERS, -EMLINK, -EOVERFLOW or 0. except is a VM not to count. */

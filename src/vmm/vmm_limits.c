@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 struct store_limits limits_of(struct vmm *m, const char *account)
 {
@@ -60,12 +62,58 @@ int64_t account_usage(struct vmm *m, const char *account)
         return total;
 }
 
-int below_reserve(struct vmm *m)
+int64_t data_free(struct vmm *m)
 {
         struct statvfs st;
 
-        return m->cfg.disk_reserve > 0 && statvfs(m->data_dir, &st) == 0 &&
-               (int64_t)st.f_bavail * (int64_t)st.f_frsize < m->cfg.disk_reserve;
+        return statvfs(m->data_dir, &st) == 0 ? (int64_t)st.f_bavail * (int64_t)st.f_frsize : -1;
+}
+
+int below_reserve(struct vmm *m)
+{
+        int64_t free = data_free(m);
+
+        return m->cfg.disk_reserve > 0 && free >= 0 && free < m->cfg.disk_reserve;
+}
+
+/* The most of the reserve held as a file, and the free space below which
+ * the disk counts as full (whoever filled it has met ENOSPC). */
+#define RESERVE_HELD_MAX (256LL << 20)
+#define RESERVE_FULL (1LL << 20)
+
+void reserve_check(struct vmm *m, int disk_full)
+{
+        int64_t held = m->cfg.disk_reserve < RESERVE_HELD_MAX ? m->cfg.disk_reserve : RESERVE_HELD_MAX;
+        int64_t free = data_free(m);
+        char path[PATH_MAX];
+        struct stat st;
+
+        if (held <= 0 || free < 0 || path_fmt(path, sizeof(path), "%s/reserve", m->data_dir) < 0)
+                return;
+        if (!m->reserve_held && stat(path, &st) == 0 && (int64_t)st.st_blocks * 512 >= held)
+                m->reserve_held = 1; /* kept from an earlier run */
+        if (m->reserve_held && (disk_full || free < RESERVE_FULL)) {
+                if (unlink(path) < 0 && errno != ENOENT) {
+                        log_err("could not release the disk reserve %s: %s", path, strerror(errno));
+                        return;
+                }
+                fsync_parent(path);
+                m->reserve_held = 0;
+                log_warn("the data dir is full: released its %lld MiB reserve so running VMs go on writing",
+                         (long long)(held >> 20));
+        } else if (!m->reserve_held && free >= held + m->cfg.disk_reserve) {
+                int r = file_allocate(path, held);
+
+                if (r < 0) {
+                        unlink(path);
+                        return;
+                }
+                fsync_path(path);
+                fsync_parent(path);
+                m->reserve_held = 1;
+                log_info("holding %lld MiB of the data dir in reserve for running VMs (%s)", (long long)(held >> 20),
+                         path);
+        }
 }
 
 int storage_admit(struct vmm *m, const char *account)

@@ -583,13 +583,19 @@ static void console_trim(struct vmm *m)
         vms_release(m, list, n);
 }
 
+/* Free space a VM paused on a full data dir is resumed at: its writes
+ * are retried, and it is paused again should they still not fit. */
+#define DISK_RESUME_FREE (8LL << 20)
+
 /* VMs that QEMU paused on a write the full data dir refused
- * (werror=enospc): requests to them answer 507 meanwhile, and they run
- * on, their writes retried, once the data dir has room again. */
+ * (werror=enospc): requests to them answer 507 meanwhile. The data dir's
+ * reserve is given up then, and they run on, their writes retried, as
+ * soon as the data dir has room. */
 static void disk_full_check(struct vmm *m)
 {
         size_t n;
         struct vm **list = vms_collect(m, is_running, NULL, &n);
+        int any = 0;
 
         for (size_t i = 0; i < n && !m->stopping; i++) {
                 struct vm *vm = list[i];
@@ -605,14 +611,22 @@ static void disk_full_check(struct vmm *m)
                          * until their deadlines: they end now, with 507. */
                         if (full && !vm->disk_full) {
                                 log_warn("vm %s: paused: its disk write met a full data dir", vm->id);
-                                __atomic_store_n(&vm->disk_full, 1, __ATOMIC_RELAXED);
                                 agentc_shutdown(vm->agent);
                         }
-                        if (full && !below_reserve(m) && qemu_cont(vm->qemu, 5000) == 0) {
-                                log_info("vm %s: the data dir has room again; resumed", vm->id);
-                                full = 0;
-                        }
                         __atomic_store_n(&vm->disk_full, full, __ATOMIC_RELAXED);
+                        any |= full;
+                }
+                pthread_mutex_unlock(&vm->lock);
+        }
+        reserve_check(m, any);
+        for (size_t i = 0; i < n && any && !m->stopping && data_free(m) >= DISK_RESUME_FREE; i++) {
+                struct vm *vm = list[i];
+
+                if (!__atomic_load_n(&vm->disk_full, __ATOMIC_RELAXED) || pthread_mutex_trylock(&vm->lock) != 0)
+                        continue;
+                if (vm->qemu && !vm->removed && vm->disk_full && qemu_cont(vm->qemu, 5000) == 0) {
+                        log_info("vm %s: the data dir has room again; resumed", vm->id);
+                        __atomic_store_n(&vm->disk_full, 0, __ATOMIC_RELAXED);
                 }
                 pthread_mutex_unlock(&vm->lock);
         }
