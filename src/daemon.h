@@ -10,6 +10,7 @@
 struct sprout {
         struct store *store; /* durable state */
         struct vmm *vmm;     /* VM manager */
+        struct builder *builder; /* templates and specs into snapshots */
         struct api api;      /* the handlers' view of the two above */
         struct http *http;   /* HTTP server */
 };

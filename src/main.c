@@ -4,6 +4,7 @@
  * running across a daemon restart; the next start re-attaches them.
  */
 #include "daemon.h"
+#include "build/build.h"
 #include "hv/qemu.h"
 #include "lib/util.h"
 #include "store/store.h"
@@ -260,8 +261,14 @@ int main(int argc, char **argv)
                 log_err("cannot start the VM manager: %s", strerror(-r));
                 return 1;
         }
+        r = builder_new(d.vmm, d.store, &d.builder);
+        if (r < 0) {
+                log_err("cannot start the builder: %s", strerror(-r));
+                return 1;
+        }
         d.api.store = d.store;
         d.api.vmm = d.vmm;
+        d.api.builder = d.builder;
         if (api_init(&d.api) < 0) {
                 log_err("out of memory");
                 return 1;
@@ -288,7 +295,17 @@ int main(int argc, char **argv)
                 fflush(NULL);
                 _exit(0);
         }
+        r = builder_busy(d.builder);
+        if (r > 0) {
+                /* Its next start marks the builds failed and removes their
+                 * temporary VMs, as after a crash. */
+                log_warn("%d builds in progress; exiting without them", r);
+                store_close(d.store);
+                fflush(NULL);
+                _exit(0);
+        }
         http_stop(d.http);
+        builder_free(d.builder);
         api_free(&d.api);
         vmm_free(d.vmm);
         store_close(d.store);

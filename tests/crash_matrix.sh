@@ -57,6 +57,11 @@ cm_setup() { # POINT
                 [ -n "$CM_S" ] || return 1
                 api DELETE "/v1/vms/$CM_B" >/dev/null
                 ;;
+        build.*)
+                # A build on a snapshot of A: what it makes holds A's marker.
+                CM_S=$(cm_json "$(api POST "/v1/vms/$CM_A/snapshot" '{}')" 'return j&&j.snapshotId||""')
+                [ -n "$CM_S" ] || return 1
+                ;;
         esac
         return 0
 }
@@ -72,6 +77,10 @@ cm_operation() { # POINT
         optimize.*) api POST "/v1/vms/$CM_A/optimize" ;;
         resize.*) api POST "/v1/vms/$CM_A/resize" '{"diskSizeGb":12}' ;;
         gc.*) api DELETE "/v1/vms/snapshots/$CM_S" ;;
+        build.*)
+                api POST /v1/vms/snapshots "{\"template\":{\"snapshotId\":\"$CM_S\",\"discriminator\":\"cm-$1\",
+                        \"additionalFiles\":{\"/root/built\":{\"content\":\"yes\"}}}}"
+                ;;
         *) return 2 ;;
         esac
 }

@@ -6,8 +6,9 @@
 # HTTP glue libmicrohttpd, and the VM manager no JSON. Prints each breach
 # and exits non-zero if there is one.
 #
-#   5  main.c daemon.h     sproutd itself
-#   4  api/                HTTP handlers
+#   6  main.c daemon.h     sproutd itself
+#   5  api/                HTTP handlers
+#   4  build/              templates and specs into snapshots
 #   3  guest/              create-time setup, services, stats in a VM
 #   2  vmm/                the VM manager
 #   1  hv/ agentc/ store/ http/   hypervisor driver, agent client, store, HTTP glue
@@ -17,8 +18,8 @@ cd "$(dirname "$0")/.." || exit 1
 
 rank() { # DIR
         case $1 in
-        lib) echo 0 ;; hv | agentc | store | http) echo 1 ;; vmm) echo 2 ;; guest) echo 3 ;; api) echo 4 ;;
-        .) echo 5 ;; *) echo -1 ;;
+        lib) echo 0 ;; hv | agentc | store | http) echo 1 ;; vmm) echo 2 ;; guest) echo 3 ;; build) echo 4 ;;
+        api) echo 5 ;; .) echo 6 ;; *) echo -1 ;;
         esac
 }
 

@@ -13,12 +13,14 @@
 #include <stddef.h>
 
 struct api_slots;
+struct builder;
 
 /* What the handlers work with; set before the server starts (api_init
  * sets up the rest). */
 struct api {
         struct store *store;
         struct vmm *vmm;
+        struct builder *builder; /* templates and specs into snapshots */
         /* Caps on one VM's size that a request may ask for. */
         int max_vm_mem_mb;
         int max_vm_vcpus;

@@ -76,6 +76,20 @@ void api_terminal_xterm(struct api_call *c);
 /* api_streams.c */
 void api_stats_stream(struct api_call *c);
 void api_watch_files(struct api_call *c);
+void api_create_snapshot(struct api_call *c);
+void api_get_build(struct api_call *c);
+void api_list_build_phases(struct api_call *c);
+void api_get_vm_build(struct api_call *c);
+void api_background_request(struct api_call *c);
+void api_request_logs(struct api_call *c);
+
+/* A create request's template or spec (NULL in *ret: none), checked;
+ * what it says of the VM (workdir, timeouts) is copied into body where
+ * body does not say it. -EINVAL, answered, when it is malformed. */
+int api_vm_chain(struct api_call *c, json_t *body, json_t **ret);
+/* Builds (or finds in the cache) a create request's chain and waits for
+ * it: 0 and the snapshot to create the VM from, or -errno, answered. */
+int api_vm_build(struct api_call *c, json_t *chain, char ret_snapshot[24], char ret_build[24]);
 
 /* ---- errors (api_json.c) ---- */
 

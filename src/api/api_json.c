@@ -114,8 +114,19 @@ json_t *api_create_failure(int code, const char *report)
                 m = text;
         }
         j = json_pack("{s:s,s:s,s:s}", "error", "VM_SETUP_FAILED", "code", "VM_SETUP_FAILED", "message", m);
-        if (j && diag)
+        if (j && diag) {
+                json_t *units = json_object_get(diag, "failedUnits"), *u, *logs = json_array();
+                size_t i;
+
+                /* The SDK reads serviceStates (an array) and
+                 * failedServiceLogs ({unitName, log}) of any diagnostics. */
+                json_array_foreach(units, i, u)
+                        json_array_append_new(logs, json_pack("{s:O?,s:O?}", "unitName", json_object_get(u, "name"),
+                                                              "log", json_object_get(u, "logs")));
+                json_object_set_new(diag, "serviceStates", json_array());
+                json_object_set_new(diag, "failedServiceLogs", logs ? logs : json_array());
                 json_object_set(j, "diagnostics", diag);
+        }
         json_decref(r);
         return j;
 }

@@ -30,7 +30,7 @@ static json_t *vm_json(const struct vmm_info *i, int full)
         json_object_set_new(j, "diskUsageBytes", json_integer(i->disk_bytes));
         if (full) {
                 json_object_set_new(j, "vmInstanceId", i->instance[0] ? json_string(i->instance) : json_null());
-                json_object_set_new(j, "buildId", json_null());
+                json_object_set_new(j, "buildId", json_str_or_null(i->build_id));
         } else {
                 json_object_set_new(j, "deleted", json_false());
                 json_object_set_new(j, "createdDeclaratively", json_false());
@@ -53,31 +53,6 @@ static json_t *vm_json(const struct vmm_info *i, int full)
         return j;
 }
 
-/* Create-time fields this server does not act on yet. Refusing them is
- * better than creating a VM that silently lacks what was asked for. The
- * SDK always sends empty ones ({services: []}-like), which are fine. */
-static int refuse_unsupported(struct api_call *c, json_t *body)
-{
-        static const char *const fields[] = {"template", "spec"};
-
-        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-                json_t *v = json_object_get(body, fields[i]), *x;
-                const char *k;
-                int empty = !v || json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0) ||
-                            json_is_object(v);
-
-                json_object_foreach(json_is_object(v) ? v : NULL, k, x)
-                        if (!json_is_null(x) && !(json_is_array(x) && json_array_size(x) == 0))
-                                empty = 0;
-                if (!empty) {
-                        api_error(c, 400, "CREATE_VM_BAD_REQUEST", "'%s' is not supported by this server yet",
-                                  fields[i]);
-                        return -EINVAL;
-                }
-        }
-        return 0;
-}
-
 /* The create request's own fields, checked. */
 struct create_req {
         struct vmm_create opts;
@@ -95,7 +70,7 @@ static int parse_create(struct api_call *c, json_t *body, struct create_req *q)
             api_opt_string(c, body, "snapshotId", &q->opts.snapshot_id, code) < 0 ||
             api_opt_int(c, body, "idleTimeoutSeconds", 0, 365 * 86400, &q->opts.idle_timeout_s, code) < 0 ||
             api_opt_int(c, body, "readySignalTimeoutSeconds", 0, 3600, &q->ready_timeout_s, code) < 0 ||
-            api_opt_bool(c, body, "waitForReadySignal", &q->wait, code) < 0 || refuse_unsupported(c, body) < 0 ||
+            api_opt_bool(c, body, "waitForReadySignal", &q->wait, code) < 0 ||
             api_persistence(c, body, 1u << VM_PERSIST_STICKY | 1u << VM_PERSIST_EPHEMERAL | 1u << VM_PERSIST_PERSISTENT,
                             code, &q->opts.persistence) < 0)
                 return -EINVAL;
@@ -119,12 +94,19 @@ void api_create_vm(struct api_call *c)
                                .wait = 1};
         struct setup *setup = NULL;
         struct vmm_setup vs;
-        char id[21], *report = NULL;
-        json_t *body = api_body(c, "CREATE_VM_BAD_REQUEST");
+        char id[21], *report = NULL, built[24] = "", build[24] = "";
+        json_t *body = api_body(c, "CREATE_VM_BAD_REQUEST"), *chain = NULL;
         int r;
 
-        if (!body || parse_create(c, body, &q) < 0)
+        if (!body || api_vm_chain(c, body, &chain) < 0 || parse_create(c, body, &q) < 0)
                 goto out;
+        /* A template or spec: its snapshot, from the cache or built now. */
+        if (chain) {
+                if (api_vm_build(c, chain, built, build) < 0)
+                        goto out;
+                q.opts.snapshot_id = built;
+                q.opts.build_id = build;
+        }
         setup = setup_new(body, q.ready_timeout_s);
         if (!setup) {
                 api_error(c, 500, "INTERNAL_ERROR", "out of memory");

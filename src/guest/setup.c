@@ -23,6 +23,10 @@
 struct setup {
         json_t *body;      /* a reference; only read */
         int64_t timeout_s; /* readySignalTimeoutSeconds: bounds the setup; 0: no bound */
+        /* A build's setup (setup_for_build): each step is a phase, and
+         * oneshot services are waited for. */
+        void (*phase)(void *ud, const char *name);
+        void *phase_ud;
 };
 
 /* How a setup failed: a message and optional diagnostics. */
@@ -532,23 +536,20 @@ static int service_failed(struct vmm_guest *g, const char *name, const char *why
         return -EIO;
 }
 
-/* Waits for a long-running service's start job to end (after the units
- * it is ordered after) and checks that it came up. */
-static int check_started(struct vmm_guest *g, const char *name, int64_t deadline, struct failure *f)
+/* Waits for a oneshot to have run (a build snapshots what it made): it
+ * succeeded when it ended active or inactive after it ran, or deleted
+ * itself (deleteAfterSuccess); it failed, or never ran because a unit it
+ * requires failed. */
+/* Runs a check of service name (script, a format with one %s for the
+ * name) that exits non-zero with why on its first line when the service
+ * failed: the setup fails then, with the service's logs. */
+static int check_service(struct vmm_guest *g, const char *name, const char *script, int64_t deadline,
+                         struct failure *f)
 {
         char *cmd = NULL, *out = NULL;
         int code = 0, r;
 
-        /* Its start job ends once it runs (or failed, or a unit it requires
-         * did); a service that dies at once still "started": look again a
-         * moment later. */
-        if (asprintf(&cmd,
-                     "u=%s.service; while [ -n \"$(systemctl show -p Job --value $u)\" ]; do sleep 0.2; done;"
-                     " sleep 0.5; systemctl is-failed -q $u && { echo 'the service failed right after starting';"
-                     " exit 1; }; [ \"$(systemctl show -p ActiveState --value $u)\" = inactive ] &&"
-                     " [ \"$(systemctl show -p ExecMainStartTimestampMonotonic --value $u)\" = 0 ] &&"
-                     " { echo 'the service never started (did a unit it requires fail?)'; exit 1; }; exit 0",
-                     name) < 0)
+        if (asprintf(&cmd, script, name) < 0)
                 return fail(f, "out of memory");
         r = step_sh(g, cmd, deadline, 0, &out, &code, f);
         free(cmd);
@@ -560,13 +561,46 @@ static int check_started(struct vmm_guest *g, const char *name, int64_t deadline
         return r;
 }
 
+static int wait_oneshot(struct vmm_guest *g, const char *name, int64_t deadline, struct failure *f)
+{
+        return check_service(g, name,
+                             "u=%s.service; while :; do s=$(systemctl show -p ActiveState --value $u);"
+                             " [ -z \"$(systemctl show -p Job --value $u)\" ] && [ \"$s\" != activating ] &&"
+                             " [ \"$s\" != deactivating ] && break; sleep 0.3; done;"
+                             " [ \"$s\" = failed ] && { echo 'it failed'; exit 1; };"
+                             " [ \"$(systemctl show -p LoadState --value $u)\" = not-found ] && exit 0;"
+                             " [ \"$s\" = inactive ] &&"
+                             " [ \"$(systemctl show -p ExecMainStartTimestampMonotonic --value $u)\" = 0 ] &&"
+                             " { echo 'it never ran (did a unit it requires fail?)'; exit 1; }; exit 0",
+                             deadline, f);
+}
+
+/* Waits for a long-running service's start job to end (after the units
+ * it is ordered after) and checks that it came up. */
+static int check_started(struct vmm_guest *g, const char *name, int64_t deadline, struct failure *f)
+{
+        /* Its start job ends once it runs (or failed, or a unit it requires
+         * did); a service that dies at once still "started": look again a
+         * moment later. */
+        return check_service(g, name,
+                             "u=%s.service; while [ -n \"$(systemctl show -p Job --value $u)\" ]; do sleep 0.2; done;"
+                             " sleep 0.5; systemctl is-failed -q $u && { echo 'the service failed right after starting';"
+                             " exit 1; }; [ \"$(systemctl show -p ActiveState --value $u)\" = inactive ] &&"
+                             " [ \"$(systemctl show -p ExecMainStartTimestampMonotonic --value $u)\" = 0 ] &&"
+                             " { echo 'the service never started (did a unit it requires fail?)'; exit 1; }; exit 0",
+                             deadline, f);
+}
+
 /* systemd.services: every unit is written first, then all are started in
  * one transaction, as a boot starts them. Units that require each other
  * then each run once, in order, even when one deletes itself after success
  * (deleteAfterSuccess, as in the SDK's runCommands chains) before the next
  * one starts. A oneshot may run long and is not waited for; for a
  * long-running service the create waits until it is up. */
-static int start_services(struct vmm_guest *g, json_t *services, int64_t deadline, struct failure *f)
+static int wait_oneshot(struct vmm_guest *g, const char *name, int64_t deadline, struct failure *f);
+
+static int start_services(struct vmm_guest *g, json_t *services, int64_t deadline, int wait_oneshots,
+                          struct failure *f)
 {
         size_t n = json_array_size(services), i;
         struct svc_unit *units = calloc(n + 1, sizeof(*units));
@@ -601,6 +635,9 @@ static int start_services(struct vmm_guest *g, json_t *services, int64_t deadlin
         for (i = 0; i < n; i++)
                 if (!units[i].oneshot && check_started(g, units[i].name, deadline, f) < 0)
                         goto out;
+        for (i = 0; i < n && wait_oneshots; i++)
+                if (units[i].oneshot && wait_oneshot(g, units[i].name, deadline, f) < 0)
+                        goto out;
         r = 0;
 out:
         for (i = 0; i < n; i++)
@@ -610,6 +647,57 @@ out:
         free(start);
         free(cmd);
         return r;
+}
+
+static void phase(struct setup *x, const char *name)
+{
+        if (x->phase)
+                x->phase(x->phase_ud, name);
+}
+
+/* The phase of the script step, named after what it does; "" when the
+ * body has none of it. */
+static void script_phase_name(json_t *body, char name[128])
+{
+        static const char *const fields[] = {"groups", "users", "git", "gitRepos", "aptDeps"};
+        int any = 0;
+
+        snprintf(name, 128, "setup:");
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+                json_t *v = json_object_get(body, fields[i]);
+
+                if (json_array_size(v) > 0 || json_object_size(v) > 0) {
+                        snprintf(name + strlen(name), 128 - strlen(name), "%s %s", any ? "," : "", fields[i]);
+                        any = 1;
+                }
+        }
+        if (!any)
+                name[0] = 0;
+}
+
+static void script_phase(struct setup *x)
+{
+        char name[128];
+
+        script_phase_name(x->body, name);
+        if (name[0])
+                phase(x, name);
+}
+
+void setup_steps(json_t *body, void (*fn)(void *ud, const char *name), void *ud)
+{
+        json_t *sd = json_object_get(body, "systemd");
+        char name[128];
+
+        if (json_object_size(json_object_get(body, "additionalFiles")) > 0)
+                fn(ud, "setup: additionalFiles");
+        script_phase_name(body, name);
+        if (name[0])
+                fn(ud, name);
+        if (json_array_size(json_object_get(sd, "patchedServices")) > 0)
+                fn(ud, "setup: patchedServices");
+        if (json_array_size(json_object_get(sd, "services")) > 0)
+                fn(ud, "setup: services");
 }
 
 /* vmm_setup.run: files; then groups, users, git and packages; then
@@ -623,14 +711,22 @@ static int setup_run(void *ud, struct vmm_guest *g, char **ret_report)
         int64_t deadline = x->timeout_s > 0 ? now_ms() + x->timeout_s * 1000 : 0;
         int r = 0;
 
-        if (json_is_object(files))
+        if (json_object_size(files) > 0) {
+                phase(x, "setup: additionalFiles");
                 r = write_files(g, files, &f);
-        if (r == 0)
+        }
+        if (r == 0) {
+                script_phase(x);
                 r = run_script(g, x->body, deadline, &f);
-        if (r == 0 && json_array_size(patched) > 0)
+        }
+        if (r == 0 && json_array_size(patched) > 0) {
+                phase(x, "setup: patchedServices");
                 r = apply_patches(g, patched, deadline, &f);
-        if (r == 0 && json_array_size(services) > 0)
-                r = start_services(g, services, deadline, &f);
+        }
+        if (r == 0 && json_array_size(services) > 0) {
+                phase(x, "setup: services");
+                r = start_services(g, services, deadline, x->phase != NULL, &f);
+        }
         if (r < 0) {
                 size_t n;
                 /* Cut to its buffer, the message may end inside a character. */
@@ -669,6 +765,12 @@ void setup_free(struct setup *x)
 static void setup_release(void *ud)
 {
         setup_free(ud);
+}
+
+void setup_for_build(struct setup *x, void (*fn)(void *ud, const char *name), void *ud)
+{
+        x->phase = fn;
+        x->phase_ud = ud;
 }
 
 void setup_bind(struct setup *x, int background, struct vmm_setup *ret)

@@ -29,6 +29,13 @@ struct setup *setup_new(json_t *body, int64_t timeout_s);
 /* NULL is a no-op. */
 void setup_free(struct setup *x);
 
+/* Makes x a build layer's setup: fn(ud, name) is called as each step
+ * begins ("setup: aptDeps"...), and oneshot services (runCommands) are
+ * waited for, a failed one failing the setup with its logs. */
+void setup_for_build(struct setup *x, void (*fn)(void *ud, const char *name), void *ud);
+/* Calls fn with the name of each step a build's setup of body takes, in
+ * order, as setup_for_build reports them. */
+void setup_steps(json_t *body, void (*fn)(void *ud, const char *name), void *ud);
 /* Fills a vmm_setup that runs x. With background set the manager owns x
  * from then on and frees it (release); otherwise the caller frees it once
  * the create returned. When the setup fails, its report is a JSON object

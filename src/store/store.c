@@ -5,6 +5,7 @@
  * -errno, never dropped.
  */
 #include "store/store.h"
+#include "store/store_int.h"
 #include "lib/util.h"
 
 #include <errno.h>
@@ -15,15 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct store {
-        sqlite3 *db;
-        /* A second connection for store_txn, so that a transaction holds
-         * exactly its own statements and never another thread's. */
-        struct store *tx;
-        pthread_mutex_t tx_lock; /* one transaction at a time */
-};
 
-static int sql_err(int rc)
+int sq_err(int rc)
 {
         switch (rc) {
         case SQLITE_OK:
@@ -47,14 +41,14 @@ static int sql_err(int rc)
 /* Prepares sql and binds its parameters, one per character of types:
  * 's' a string (NULL binds NULL), 'i' an int, 'I' an int64_t. Numbered
  * parameters (?1, ?2) take them in that order too. */
-static int prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char *types, ...)
+int sq_prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char *types, ...)
 {
         sqlite3_stmt *st;
         va_list ap;
         int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 
         if (rc != SQLITE_OK)
-                return sql_err(rc) ? sql_err(rc) : -EIO;
+                return sq_err(rc) ? sq_err(rc) : -EIO;
         va_start(ap, types);
         for (int i = 0; rc == SQLITE_OK && types && types[i]; i++) {
                 if (types[i] == 's')
@@ -67,7 +61,7 @@ static int prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const c
         va_end(ap);
         if (rc != SQLITE_OK) {
                 sqlite3_finalize(st);
-                return sql_err(rc) ? sql_err(rc) : -EIO;
+                return sq_err(rc) ? sq_err(rc) : -EIO;
         }
         *ret = st;
         return 0;
@@ -75,10 +69,10 @@ static int prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const c
 
 /* Runs a prepared write to its end and finalizes it. With must_change,
  * a statement that changed no row is -ENOENT. */
-static int finish(struct store *s, sqlite3_stmt *st, int must_change)
+int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
 {
         int rc = sqlite3_step(st);
-        int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+        int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
 
         if (r == 0 && must_change && sqlite3_changes(s->db) == 0)
                 r = -ENOENT;
@@ -86,20 +80,11 @@ static int finish(struct store *s, sqlite3_stmt *st, int must_change)
         return r;
 }
 
-/* The writes that change one record: prepare, bind, run; -ENOENT when the
- * record is not there. */
-#define WRITE_ONE(s, sql, types, ...)                                                                                 \
-        ({                                                                                                            \
-                sqlite3_stmt *st_;                                                                                    \
-                int r_ = prepare((s), &st_, (sql), (types), __VA_ARGS__);                                             \
-                r_ < 0 ? r_ : finish((s), st_, 1);                                                                    \
-        })
-
 static int exec_script(struct store *s, const char *sql)
 {
         int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 
-        return rc == SQLITE_OK ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+        return rc == SQLITE_OK ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
 }
 
 /* ---- schema and migrations ---- */
@@ -140,7 +125,7 @@ static int has_column(struct store *s, const char *table, const char *column)
 {
         sqlite3_stmt *st;
         int rc, found = 0;
-        int r = prepare(s, &st, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", "ss", table, column);
+        int r = sq_prepare(s, &st, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", "ss", table, column);
 
         if (r < 0)
                 return r;
@@ -148,7 +133,7 @@ static int has_column(struct store *s, const char *table, const char *column)
         if (rc == SQLITE_ROW)
                 found = 1;
         else if (rc != SQLITE_DONE)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r < 0 ? r : found;
 }
@@ -229,20 +214,44 @@ static int migrate_v4(struct store *s)
         return exec_script(s, "ALTER TABLE vms ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;");
 }
 
+/* Version 5: builds, their phases, and what ties snapshots and VMs to
+ * them; snapshots get a state (building, ready, failed) and the template
+ * hash that the layer cache looks them up by. */
+static const char schema_v5[] =
+        "ALTER TABLE snapshots ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';"
+        "ALTER TABLE snapshots ADD COLUMN build_id TEXT;"
+        "ALTER TABLE snapshots ADD COLUMN template_hash TEXT;"
+        "ALTER TABLE snapshots ADD COLUMN failure_reason TEXT;"
+        "CREATE INDEX snapshots_by_hash ON snapshots (account_id, template_hash);"
+        "ALTER TABLE vms ADD COLUMN build_id TEXT;"
+        "ALTER TABLE vms ADD COLUMN internal INTEGER NOT NULL DEFAULT 0;"
+        "CREATE TABLE builds ("
+        "  id TEXT PRIMARY KEY, account_id TEXT NOT NULL, request_id TEXT, state TEXT NOT NULL,"
+        "  template_hash TEXT, failure_reason TEXT, planned_phases TEXT NOT NULL, started_at INTEGER NOT NULL,"
+        "  finished_at INTEGER, updated_at INTEGER NOT NULL, snapshot_id TEXT, vm_id TEXT);"
+        "CREATE TABLE build_phases ("
+        "  build_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, snapshot_id TEXT,"
+        "  started_at INTEGER NOT NULL, PRIMARY KEY (build_id, seq));";
+
+static int migrate_v5(struct store *s)
+{
+        return exec_script(s, schema_v5);
+}
+
 /* Migrations in order: migrations[i] takes the schema from version i to
  * version i + 1. */
-static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3, migrate_v4};
+static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3, migrate_v4, migrate_v5};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* Runs a prepared query of one number and finalizes it. */
-static int scalar(sqlite3_stmt *st, int64_t *ret)
+int sq_scalar(sqlite3_stmt *st, int64_t *ret)
 {
         int rc = sqlite3_step(st), r = 0;
 
         if (rc == SQLITE_ROW)
                 *ret = sqlite3_column_int64(st, 0);
         else
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -250,9 +259,9 @@ static int scalar(sqlite3_stmt *st, int64_t *ret)
 static int schema_version(struct store *s, int64_t *ret)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st, "PRAGMA user_version", NULL);
+        int r = sq_prepare(s, &st, "PRAGMA user_version", NULL);
 
-        return r < 0 ? r : scalar(st, ret);
+        return r < 0 ? r : sq_scalar(st, ret);
 }
 
 /* Brings the schema to SCHEMA_VERSION, each step one transaction: a crash
@@ -297,7 +306,7 @@ static int connect_db(const char *path, struct store *s)
         if (rc == SQLITE_OK)
                 rc = sqlite3_busy_timeout(s->db, 10000);
         if (rc != SQLITE_OK)
-                return sql_err(rc) ? sql_err(rc) : -EIO;
+                return sq_err(rc) ? sq_err(rc) : -EIO;
         return exec_script(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
 }
 
@@ -352,7 +361,7 @@ int store_txn(struct store *s, int (*fn)(struct store *t, void *ud), void *ud)
         return r;
 }
 
-static char *col_dup(sqlite3_stmt *st, int i)
+char *sq_col_dup(sqlite3_stmt *st, int i)
 {
         const unsigned char *t = sqlite3_column_text(st, i);
 
@@ -368,18 +377,18 @@ static int account_get_or_create(struct store *s, const char *name, char **ret_i
         char id[37];
         int r, rc;
 
-        r = prepare(s, &st, "SELECT id FROM accounts WHERE name = ?", "s", name);
+        r = sq_prepare(s, &st, "SELECT id FROM accounts WHERE name = ?", "s", name);
         if (r < 0)
                 return r;
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-                *ret_id = col_dup(st, 0);
+                *ret_id = sq_col_dup(st, 0);
                 sqlite3_finalize(st);
                 return *ret_id ? 0 : -ENOMEM;
         }
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE)
-                return sql_err(rc) ? sql_err(rc) : -EIO;
+                return sq_err(rc) ? sq_err(rc) : -EIO;
 
         r = random_id(id, 20);
         if (r == 0)
@@ -406,7 +415,7 @@ static int key_insert(struct store *s, const char *key, const char *account_id, 
         if (r < 0)
                 return r;
         snprintf(prefix, sizeof(prefix), "%.7s", key);
-        r = prepare(s, &st,
+        r = sq_prepare(s, &st,
                     "INSERT INTO api_keys (key_hash, account_id, admin, created_at, id, prefix, bootstrap)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                     " ON CONFLICT(key_hash) DO UPDATE SET account_id = ?2, admin = ?3, bootstrap = ?7"
@@ -415,10 +424,10 @@ static int key_insert(struct store *s, const char *key, const char *account_id, 
         if (r < 0)
                 return r;
         rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW && ret_id && !(*ret_id = col_dup(st, 0)))
+        if (rc == SQLITE_ROW && ret_id && !(*ret_id = sq_col_dup(st, 0)))
                 r = -ENOMEM;
         else if (rc != SQLITE_ROW)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -442,9 +451,9 @@ static int ensure_admin_key(struct store *t, void *ud)
         if (r < 0)
                 return r;
         sha256_hex(k->key, strlen(k->key), hash);
-        r = prepare(t, &st, "DELETE FROM api_keys WHERE bootstrap = 1 AND key_hash != ?", "s", hash);
+        r = sq_prepare(t, &st, "DELETE FROM api_keys WHERE bootstrap = 1 AND key_hash != ?", "s", hash);
         if (r == 0)
-                r = finish(t, st, 0);
+                r = sq_finish(t, st, 0);
         if (r == 0)
                 k->revoked = sqlite3_changes(t->db);
         return r;
@@ -511,7 +520,7 @@ int store_key_foreach(struct store *s, const char *account_id, int (*fn)(const s
                       void *ud)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st,
+        int r = sq_prepare(s, &st,
                         "SELECT k.id, k.account_id, a.name, k.prefix, k.admin, k.bootstrap, k.created_at"
                         " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
                         " WHERE ?1 IS NULL OR k.account_id = ?1 ORDER BY k.created_at, k.id",
@@ -522,10 +531,10 @@ int store_key_foreach(struct store *s, const char *account_id, int (*fn)(const s
                 return r;
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct store_key k = {
-                        .id = col_dup(st, 0),
-                        .account_id = col_dup(st, 1),
-                        .account_name = col_dup(st, 2),
-                        .prefix = col_dup(st, 3),
+                        .id = sq_col_dup(st, 0),
+                        .account_id = sq_col_dup(st, 1),
+                        .account_name = sq_col_dup(st, 2),
+                        .prefix = sq_col_dup(st, 3),
                         .admin = sqlite3_column_int(st, 4),
                         .bootstrap = sqlite3_column_int(st, 5),
                         .created_at = sqlite3_column_int64(st, 6),
@@ -538,7 +547,7 @@ int store_key_foreach(struct store *s, const char *account_id, int (*fn)(const s
                 free(k.prefix);
         }
         if (r == 0 && rc != SQLITE_DONE)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -558,7 +567,7 @@ static int64_t col_limit(sqlite3_stmt *st, int i)
 int store_account_limits(struct store *s, const char *account_id, struct store_limits *ret)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st,
+        int r = sq_prepare(s, &st,
                         "SELECT max_vms, max_running, max_snapshots, max_mem_mb, max_storage FROM accounts WHERE id = ?",
                         "s", account_id),
             rc;
@@ -571,7 +580,7 @@ int store_account_limits(struct store *s, const char *account_id, struct store_l
                 *ret = (struct store_limits){col_limit(st, 0), col_limit(st, 1), col_limit(st, 2), col_limit(st, 3),
                                              col_limit(st, 4)};
         else
-                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+                r = rc == SQLITE_DONE ? -ENOENT : sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -579,13 +588,13 @@ int store_account_limits(struct store *s, const char *account_id, struct store_l
 int store_account_set_limits(struct store *s, const char *account, const struct store_limits *l)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st,
+        int r = sq_prepare(s, &st,
                         "UPDATE accounts SET max_vms = nullif(?1, -1), max_running = nullif(?2, -1),"
                         " max_snapshots = nullif(?3, -1), max_mem_mb = nullif(?4, -1), max_storage = nullif(?5, -1)"
                         " WHERE name = ?6",
                         "IIIIIs", l->vms, l->running, l->snapshots, l->mem_mb, l->storage, account);
 
-        return r < 0 ? r : finish(s, st, 1);
+        return r < 0 ? r : sq_finish(s, st, 1);
 }
 
 int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret_admin)
@@ -595,15 +604,15 @@ int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret
         int r, rc;
 
         sha256_hex(key, strlen(key), hash);
-        r = prepare(s, &st, "SELECT account_id, admin FROM api_keys WHERE key_hash = ?", "s", hash);
+        r = sq_prepare(s, &st, "SELECT account_id, admin FROM api_keys WHERE key_hash = ?", "s", hash);
         if (r < 0)
                 return r;
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
                 sqlite3_finalize(st);
-                return rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+                return rc == SQLITE_DONE ? -ENOENT : sq_err(rc) ? sq_err(rc) : -EIO;
         }
-        *ret_account_id = col_dup(st, 0);
+        *ret_account_id = sq_col_dup(st, 0);
         *ret_admin = sqlite3_column_int(st, 1);
         sqlite3_finalize(st);
         return *ret_account_id ? 0 : -ENOMEM;
@@ -614,16 +623,18 @@ int store_auth(struct store *s, const char *key, char **ret_account_id, int *ret
 int store_vm_insert(struct store *s, const struct store_vm *vm)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st,
+        int r = sq_prepare(s, &st,
                         "INSERT INTO vms (id, account_id, name, state, snapshot_id, workdir, persist_kind,"
                         " persist_priority, persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer,"
-                        " error_code, error, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        "sssssssisIIiisisI", vm->id, vm->account_id, vm->name, vm->state, vm->snapshot_id,
+                        " error_code, error, uid, build_id, internal)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "sssssssisIIiisisIsi", vm->id, vm->account_id, vm->name, vm->state, vm->snapshot_id,
                         vm->workdir, vm->persist_kind ? vm->persist_kind : "sticky", vm->persist_priority,
                         vm->persist_delete_on ? vm->persist_delete_on : "suspended", vm->created_at,
-                        vm->idle_timeout_s, vm->mem_mb, vm->vcpus, vm->layer, vm->error_code, vm->error, vm->uid);
+                        vm->idle_timeout_s, vm->mem_mb, vm->vcpus, vm->layer, vm->error_code, vm->error, vm->uid,
+                        vm->build_id, vm->internal);
 
-        return r < 0 ? r : finish(s, st, 1);
+        return r < 0 ? r : sq_finish(s, st, 1);
 }
 
 int store_vm_set_error(struct store *s, const char *id, int code, const char *error)
@@ -652,35 +663,37 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
         sqlite3_stmt *st;
         int r, rc;
 
-        r = prepare(s, &st,
+        r = sq_prepare(s, &st,
                     "SELECT id, account_id, name, state, snapshot_id, workdir, persist_kind, persist_priority,"
                     " persist_delete_on, created_at, idle_timeout_s, mem_mb, vcpus, layer, pending_mem_mb,"
-                    " pending_vcpus, error_code, error, last_active_at, uid FROM vms ORDER BY created_at, id",
+                    " pending_vcpus, error_code, error, last_active_at, uid, build_id, internal FROM vms ORDER BY created_at, id",
                     NULL);
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct store_vm vm = {
-                        .id = col_dup(st, 0),
-                        .account_id = col_dup(st, 1),
-                        .name = col_dup(st, 2),
-                        .state = col_dup(st, 3),
-                        .snapshot_id = col_dup(st, 4),
-                        .workdir = col_dup(st, 5),
-                        .persist_kind = col_dup(st, 6),
+                        .id = sq_col_dup(st, 0),
+                        .account_id = sq_col_dup(st, 1),
+                        .name = sq_col_dup(st, 2),
+                        .state = sq_col_dup(st, 3),
+                        .snapshot_id = sq_col_dup(st, 4),
+                        .workdir = sq_col_dup(st, 5),
+                        .persist_kind = sq_col_dup(st, 6),
                         .persist_priority = sqlite3_column_int(st, 7),
-                        .persist_delete_on = col_dup(st, 8),
+                        .persist_delete_on = sq_col_dup(st, 8),
                         .created_at = sqlite3_column_int64(st, 9),
                         .idle_timeout_s = sqlite3_column_int64(st, 10),
                         .mem_mb = sqlite3_column_int(st, 11),
                         .vcpus = sqlite3_column_int(st, 12),
-                        .layer = col_dup(st, 13),
+                        .layer = sq_col_dup(st, 13),
                         .pending_mem_mb = sqlite3_column_int(st, 14),
                         .pending_vcpus = sqlite3_column_int(st, 15),
                         .error_code = sqlite3_column_int(st, 16),
-                        .error = col_dup(st, 17),
+                        .error = sq_col_dup(st, 17),
                         .last_active_at = sqlite3_column_int64(st, 18),
                         .uid = sqlite3_column_int64(st, 19),
+                        .build_id = sq_col_dup(st, 20),
+                        .internal = sqlite3_column_int(st, 21),
                 };
 
                 r = vm.id && vm.account_id && vm.state && vm.persist_kind && vm.persist_delete_on ? fn(&vm, userdata)
@@ -690,7 +703,7 @@ int store_vm_foreach(struct store *s, int (*fn)(const struct store_vm *vm, void 
                         break;
         }
         if (r == 0 && rc != SQLITE_DONE)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -709,6 +722,7 @@ void store_vm_clear(struct store_vm *vm)
         free(vm->persist_delete_on);
         free(vm->layer);
         free(vm->error);
+        free(vm->build_id);
         memset(vm, 0, sizeof(*vm));
 }
 
@@ -766,12 +780,12 @@ int store_layer_insert(struct store *s, const char *id, const char *parent)
 int store_layer_exists(struct store *s, const char *id)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st, "SELECT 1 FROM layers WHERE id = ?", "s", id);
+        int r = sq_prepare(s, &st, "SELECT 1 FROM layers WHERE id = ?", "s", id);
 
         if (r < 0)
                 return r;
         r = sqlite3_step(st);
-        r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sql_err(r) ? sql_err(r) : -EIO;
+        r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sq_err(r) ? sq_err(r) : -EIO;
         sqlite3_finalize(st);
         return r;
 }
@@ -779,18 +793,18 @@ int store_layer_exists(struct store *s, const char *id)
 int store_layer_parent(struct store *s, const char *id, char **ret_parent)
 {
         sqlite3_stmt *st;
-        int r = prepare(s, &st, "SELECT parent FROM layers WHERE id = ?", "s", id), rc;
+        int r = sq_prepare(s, &st, "SELECT parent FROM layers WHERE id = ?", "s", id), rc;
 
         if (r < 0)
                 return r;
         *ret_parent = NULL;
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-                *ret_parent = col_dup(st, 0);
+                *ret_parent = sq_col_dup(st, 0);
                 if (sqlite3_column_type(st, 0) != SQLITE_NULL && !*ret_parent)
                         r = -ENOMEM;
         } else {
-                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
+                r = rc == SQLITE_DONE ? -ENOENT : sq_err(rc) ? sq_err(rc) : -EIO;
         }
         sqlite3_finalize(st);
         return r;
@@ -815,7 +829,7 @@ int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, v
 
         r = pins_json(pinned, npinned, &pins);
         if (r == 0)
-                r = prepare(s, &st, sql, "s", pins);
+                r = sq_prepare(s, &st, sql, "s", pins);
         free(pins);
         if (r < 0)
                 return r;
@@ -825,7 +839,7 @@ int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, v
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 char **grown = realloc(dead, (n + 1) * sizeof(*dead));
 
-                if (!grown || !(grown[n] = col_dup(st, 0))) {
+                if (!grown || !(grown[n] = sq_col_dup(st, 0))) {
                         dead = grown ? grown : dead;
                         r = -ENOMEM;
                         break;
@@ -834,7 +848,7 @@ int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, v
                 n++;
         }
         if (r == 0 && rc != SQLITE_DONE)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
         for (size_t i = 0; r == 0 && i < n; i++) {
                 r = WRITE_ONE(s, "DELETE FROM layers WHERE id = ?", "s", dead[i]);
@@ -845,124 +859,4 @@ int store_layer_gc(struct store *s, const char *const *pinned, size_t npinned, v
                 free(dead[i]);
         free(dead);
         return r;
-}
-
-/* ---- snapshots ---- */
-
-int store_snapshot_insert(struct store *s, const struct store_snapshot *snap)
-{
-        sqlite3_stmt *st;
-        int r = prepare(s, &st,
-                        "INSERT INTO snapshots (id, account_id, name, source_vm_id, layer, persist_kind,"
-                        " persist_priority, created_at, mem_mb, vcpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        "ssssssiIii", snap->id, snap->account_id, snap->name, snap->source_vm_id, snap->layer,
-                        snap->persist_kind ? snap->persist_kind : "sticky", snap->persist_priority, snap->created_at,
-                        snap->mem_mb, snap->vcpus);
-
-        return r < 0 ? r : finish(s, st, 1);
-}
-
-#define SNAPSHOT_COLS                                                                                                 \
-        "id, account_id, name, source_vm_id, layer, persist_kind, persist_priority, created_at, deleted, mem_mb, vcpus"
-
-static int snapshot_row(sqlite3_stmt *st, struct store_snapshot *ret)
-{
-        ret->id = col_dup(st, 0);
-        ret->account_id = col_dup(st, 1);
-        ret->name = col_dup(st, 2);
-        ret->source_vm_id = col_dup(st, 3);
-        ret->layer = col_dup(st, 4);
-        ret->persist_kind = col_dup(st, 5);
-        ret->persist_priority = sqlite3_column_int(st, 6);
-        ret->created_at = sqlite3_column_int64(st, 7);
-        ret->deleted = sqlite3_column_int(st, 8);
-        ret->mem_mb = sqlite3_column_int(st, 9);
-        ret->vcpus = sqlite3_column_int(st, 10);
-        if (ret->id && ret->account_id && ret->layer && ret->persist_kind)
-                return 0;
-        store_snapshot_clear(ret);
-        return -ENOMEM;
-}
-
-int store_snapshot_get(struct store *s, const char *account, const char *id, struct store_snapshot *ret)
-{
-        sqlite3_stmt *st;
-        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND account_id = ?", "ss", id,
-                        account),
-            rc;
-
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-                r = snapshot_row(st, ret);
-        else
-                r = rc == SQLITE_DONE ? -ENOENT : sql_err(rc) ? sql_err(rc) : -EIO;
-        sqlite3_finalize(st);
-        return r;
-}
-
-int store_snapshot_foreach(struct store *s, const char *account,
-                           int (*fn)(const struct store_snapshot *snap, void *ud), void *ud)
-{
-        sqlite3_stmt *st;
-        int r = prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
-                        "s", account),
-            rc = SQLITE_DONE;
-
-        if (r < 0)
-                return r;
-        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                struct store_snapshot snap = {0};
-
-                r = snapshot_row(st, &snap);
-                if (r == 0)
-                        r = fn(&snap, ud);
-                store_snapshot_clear(&snap);
-        }
-        if (r == 0 && rc != SQLITE_DONE)
-                r = sql_err(rc) ? sql_err(rc) : -EIO;
-        sqlite3_finalize(st);
-        return r;
-}
-
-int store_snapshot_count(struct store *s, const char *account_id, int64_t *ret)
-{
-        sqlite3_stmt *st;
-        int r = prepare(s, &st, "SELECT count(*) FROM snapshots WHERE account_id = ? AND deleted = 0", "s",
-                        account_id);
-
-        return r < 0 ? r : scalar(st, ret);
-}
-
-int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name)
-{
-        return WRITE_ONE(s, "UPDATE snapshots SET name = ? WHERE id = ? AND account_id = ? AND deleted = 0", "sss",
-                         name, id, account);
-}
-
-int store_snapshot_delete(struct store *s, const char *account, const char *id)
-{
-        struct store_snapshot snap = {0};
-        int r = store_snapshot_get(s, account, id, &snap);
-
-        if (r == 0 && snap.deleted)
-                r = -EALREADY;
-        if (r == 0)
-                r = WRITE_ONE(s, "UPDATE snapshots SET deleted = 1 WHERE id = ? AND deleted = 0", "s", id);
-        store_snapshot_clear(&snap);
-        return r;
-}
-
-void store_snapshot_clear(struct store_snapshot *snap)
-{
-        if (!snap)
-                return;
-        free(snap->id);
-        free(snap->account_id);
-        free(snap->name);
-        free(snap->source_vm_id);
-        free(snap->layer);
-        free(snap->persist_kind);
-        memset(snap, 0, sizeof(*snap));
 }

@@ -43,6 +43,8 @@ struct store_vm {
         char *error;
         int64_t last_active_at; /* wall-clock ms of its last use as last saved; 0: never saved */
         int64_t uid; /* the uid its QEMU runs as; 0: none given yet */
+        char *build_id; /* the build it came from; may be NULL */
+        int internal;   /* a build's temporary VM, never listed */
 };
 
 /* A snapshot's record; strings owned (store_snapshot_clear). */
@@ -58,6 +60,10 @@ struct store_snapshot {
         int deleted;
         int mem_mb; /* of the VM it was taken from */
         int vcpus;
+        char *state;          /* "building", "ready" or "failed"; only ready ones can be used */
+        char *build_id;       /* the build that made it; may be NULL */
+        char *template_hash;  /* the layer cache's key for it; may be NULL */
+        char *failure_reason; /* failed: why; may be NULL */
 };
 
 int store_open(const char *path, struct store **ret);
@@ -166,5 +172,55 @@ int store_snapshot_set_name(struct store *s, const char *account, const char *id
 /* Marks deleted; -ENOENT when absent, -EALREADY when already deleted. */
 int store_snapshot_delete(struct store *s, const char *account, const char *id);
 void store_snapshot_clear(struct store_snapshot *snap);
+/* A snapshot being built (inserted with state "building" and no layer)
+ * becomes ready on its layer, or failed with a reason; -ENOENT when it is
+ * not building. */
+int store_snapshot_ready(struct store *s, const char *id, const char *source_vm_id, const char *layer, int mem_mb,
+                         int vcpus, int64_t at);
+int store_snapshot_fail(struct store *s, const char *id, const char *reason);
+/* The newest ready, live snapshot of account with template_hash (the
+ * layer cache); -ENOENT when there is none. */
+int store_snapshot_cached(struct store *s, const char *account, const char *template_hash, struct store_snapshot *ret);
+
+/* A build: the record of making a chain of snapshot layers. Strings owned
+ * (store_build_clear). */
+struct store_build {
+        char *id;
+        char *account_id;
+        char *request_id;     /* may be NULL */
+        char *state;          /* "pending", "running", "succeeded" or "failed" */
+        char *template_hash;  /* the outermost layer's; may be NULL */
+        char *failure_reason; /* may be NULL */
+        char *planned_phases; /* a JSON array of phase names, fixed at its start */
+        int64_t started_at, finished_at, updated_at; /* wall-clock ms; finished_at 0 while unfinished */
+        char *snapshot_id;    /* what it made (the outermost layer); may be NULL */
+        char *vm_id;          /* the temporary VM it runs now; may be NULL */
+};
+
+/* One entry of a build's append-only phase timeline; strings borrowed. */
+struct store_build_phase {
+        int seq; /* 1, 2, ... */
+        const char *name;
+        const char *snapshot_id; /* the snapshot it made or reused; may be NULL */
+        int64_t started_at;
+};
+
+int store_build_insert(struct store *s, const struct store_build *b);
+/* -ENOENT when absent or (account not NULL) of another account. */
+int store_build_get(struct store *s, const char *account, const char *id, struct store_build *ret);
+/* Calls fn for each build still pending or running, oldest first. */
+int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *b, void *ud), void *ud);
+/* Sets a build's state (and, when not NULL, its failure reason and the
+ * snapshot it made); "succeeded" and "failed" also set finished_at. */
+int store_build_set_state(struct store *s, const char *id, const char *state, const char *failure_reason,
+                          const char *snapshot_id, int64_t at);
+/* The temporary VM a build runs (NULL: none any more). */
+int store_build_set_vm(struct store *s, const char *id, const char *vm_id);
+/* Appends a phase to a build's timeline. */
+int store_build_phase_add(struct store *s, const char *build_id, const char *name, const char *snapshot_id,
+                          int64_t at);
+int store_build_phase_foreach(struct store *s, const char *build_id,
+                              int (*fn)(const struct store_build_phase *p, void *ud), void *ud);
+void store_build_clear(struct store_build *b);
 
 #endif

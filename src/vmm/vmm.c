@@ -29,6 +29,7 @@ void vm_free(struct vm *vm)
         free(vm->layer);
         free(vm->snapshot_id);
         free(vm->error);
+        free(vm->build_id);
         free(vm);
 }
 
@@ -222,6 +223,8 @@ struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->vcpus = s->vcpus;
         vm->layer = s->layer ? strdup(s->layer) : NULL;
         vm->snapshot_id = s->snapshot_id ? strdup(s->snapshot_id) : NULL;
+        vm->build_id = s->build_id ? strdup(s->build_id) : NULL;
+        vm->internal = s->internal;
         vm->error_code = s->error_code;
         vm->error = s->error ? strdup(s->error) : NULL;
         vm->idle_timeout_s = s->idle_timeout_s;
@@ -239,7 +242,7 @@ struct vm *vm_alloc(const struct store_vm *s, const char *data_dir)
         vm->refs = 1; /* the list's */
         pthread_mutex_init(&vm->lock, NULL);
         if (!vm->account || (s->name && !vm->name) || (s->workdir && !vm->workdir) || (s->layer && !vm->layer) ||
-            (s->snapshot_id && !vm->snapshot_id) || (s->error && !vm->error) ||
+            (s->snapshot_id && !vm->snapshot_id) || (s->error && !vm->error) || (s->build_id && !vm->build_id) ||
             path_fmt(vm->dir, sizeof(vm->dir), "%s/vms/%s", data_dir, s->id) < 0) {
                 vm_free(vm);
                 return NULL;
@@ -258,6 +261,7 @@ void vm_fill_info(const struct vm *vm, struct vmm_info *ret)
         ret->name = vm->name ? strdup(vm->name) : NULL;
         ret->workdir = vm->workdir ? strdup(vm->workdir) : NULL;
         ret->snapshot_id = vm->snapshot_id ? strdup(vm->snapshot_id) : NULL;
+        ret->build_id = vm->build_id ? strdup(vm->build_id) : NULL;
         ret->state = vm->state;
         ret->created_at = vm->created_at;
         ret->mem_mb = vm->mem_mb;
@@ -283,7 +287,8 @@ void vmm_info_clear(struct vmm_info *i)
         free(i->workdir);
         free(i->snapshot_id);
         free(i->error);
-        i->name = i->workdir = i->snapshot_id = i->error = NULL;
+        free(i->build_id);
+        i->name = i->workdir = i->snapshot_id = i->error = i->build_id = NULL;
 }
 
 int vmm_get(struct vmm *m, const char *account, const char *id, struct vmm_info *ret)
@@ -314,6 +319,8 @@ int vmm_list(struct vmm *m, const char *account, int (*fn)(const struct vmm_info
         for (size_t i = 0; r == 0 && i < n; i++) {
                 struct vmm_info info = {0};
 
+                if (list[i]->internal)
+                        continue;
                 pthread_mutex_lock(&m->lock);
                 vm_fill_info(list[i], &info);
                 pthread_mutex_unlock(&m->lock);
@@ -450,6 +457,21 @@ int vmm_ready(struct vmm *m, char *buf, size_t size)
                 snprintf(buf, size, "%s", m->status);
         pthread_mutex_unlock(&m->lock);
         return ready;
+}
+
+int vmm_image_id(struct vmm *m, char *buf, size_t size)
+{
+        const char *base;
+        int r = 0;
+
+        pthread_mutex_lock(&m->lock);
+        base = strrchr(m->base_dir, '/');
+        if (!m->ready || !base)
+                r = -EAGAIN;
+        else
+                snprintf(buf, size, "%s", base + 1);
+        pthread_mutex_unlock(&m->lock);
+        return r;
 }
 
 void vmm_free(struct vmm *m)

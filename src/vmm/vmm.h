@@ -101,6 +101,7 @@ struct vmm_info {
         char *name;
         char *workdir;
         char *snapshot_id; /* the snapshot it was created from, or NULL */
+        char *build_id;    /* the build it came from, or NULL */
         enum vm_state state;
         int64_t created_at; /* wall-clock ms */
         int mem_mb;
@@ -135,6 +136,11 @@ int vmm_run(struct vmm *m);
 /* 1 once VMs can be created, else 0. buf (size bytes; may be NULL) gets
  * what the manager is doing, or why it failed to get ready. */
 int vmm_ready(struct vmm *m, char *buf, size_t size);
+
+/* What new VMs boot from: the default snapshot's name, which names the
+ * guest image, accelerator and size (a build's cache keys include it).
+ * -EAGAIN until the manager is ready. */
+int vmm_image_id(struct vmm *m, char *buf, size_t size);
 
 /* Stops background work and releases connections. QEMU processes are left
  * running so a restarted daemon can take them back. */
@@ -173,6 +179,8 @@ struct vmm_create {
          * stopped, with the error in vmm_info, and its guest operations
          * fail with -ENOTRECOVERABLE until it is started again or deleted. */
         int background;
+        const char *build_id; /* the build it comes from; may be NULL */
+        int internal;         /* a build's temporary VM: never listed */
 };
 
 /* Creates a VM for account from a snapshot (its memory, device state and
@@ -214,9 +222,19 @@ int vmm_kill(struct vmm *m, const char *account, const char *id);
 /* Blocks until the VM is stopped, lost or deleted, and says which; at
  * most timeout_ms (-ETIMEDOUT then). */
 int vmm_await(struct vmm *m, const char *account, const char *id, int64_t timeout_ms, char ret_status[16]);
+struct vmm_snapshot_opts {
+        const char *name; /* may be NULL */
+        struct vm_persistence persistence;
+        /* A snapshot record a build made ahead (state "building"), which
+         * becomes ready; NULL: a new record. */
+        const char *building_id;
+        const char *build_id;      /* the build that takes it; may be NULL */
+        const char *template_hash; /* its layer cache key; may be NULL */
+};
+
 /* Captures memory, device state and disk as a snapshot; the VM runs on. */
-int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
-                 const struct vm_persistence *persistence, char ret_snapshot[24]);
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const struct vmm_snapshot_opts *o,
+                 char ret_snapshot[24]);
 
 /* Suspends the VM and rebases its disk onto the default snapshot's, so
  * its chain is two files deep whatever snapshots it came through. */

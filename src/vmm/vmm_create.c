@@ -288,11 +288,14 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         rec.mem_mb = mem_mb;
         rec.vcpus = vcpus;
         rec.layer = (char *)layer;
+        rec.build_id = (char *)opts->build_id;
+        rec.internal = opts->internal;
         vm = vm_alloc(&rec, m->data_dir);
         if (!vm) {
                 create_release(opts);
                 return -ENOMEM;
         }
+        vm->internal = opts->internal;
         vm->state = VM_STARTING;
         vm->refs = 2; /* the list's and the job's */
         /* Admitted and counted at once, hidden until create_run lists it,
@@ -370,7 +373,7 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
          * on it, whatever deletes the snapshot meanwhile. */
         pthread_mutex_lock(&m->layer_lock);
         r = store_snapshot_get(m->store, account, opts->snapshot_id, &snap);
-        if (r == 0 && snap.deleted)
+        if (r == 0 && (snap.deleted || strcmp(snap.state, "ready")))
                 r = -ENOENT;
         if (r == 0)
                 r = layer_pin_locked(m, snap.layer);

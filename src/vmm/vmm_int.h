@@ -89,6 +89,9 @@ struct vm {
          * (werror=enospc); the idle thread resumes it once there is room.
          * Idle thread, read anywhere. */
         int disk_full;
+        char *build_id; /* the build it came from, or NULL */
+        /* A build's temporary VM: not listed (vmm_list). */
+        int internal;
         struct vm *next;
 };
 

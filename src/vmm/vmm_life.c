@@ -502,8 +502,8 @@ int vmm_await(struct vmm *m, const char *account, const char *id, int64_t timeou
         return r;
 }
 
-int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
-                 const struct vm_persistence *persistence, char ret_snapshot[24])
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const struct vmm_snapshot_opts *o,
+                 char ret_snapshot[24])
 {
         struct vm *vm = vm_lock(m, account, id);
         struct store_snapshot snap = {0};
@@ -521,23 +521,29 @@ int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char 
         r = storage_admit(m, account);
         if (r == 0)
                 r = snapshot_admit(m, account, &reserved);
-        if (r == 0)
+        if (r == 0 && o->building_id)
+                snprintf(sid, sizeof(sid), "%s", o->building_id);
+        else if (r == 0)
                 r = random_id(sid + 3, 20);
         if (r == 0)
                 r = vm_make_layer(m, vm, layer);
         if (r == 0) {
                 snap.id = sid;
                 snap.account_id = (char *)account;
-                snap.name = (char *)name;
+                snap.name = (char *)o->name;
                 snap.source_vm_id = vm->id;
                 snap.layer = layer;
-                snap.persist_kind = (char *)vm_persist_name(persistence->kind);
-                snap.persist_priority = persistence->priority;
+                snap.persist_kind = (char *)vm_persist_name(o->persistence.kind);
+                snap.persist_priority = o->persistence.priority;
                 snap.created_at = wall_ms();
                 snap.mem_mb = vm->mem_mb;
                 snap.vcpus = vm->vcpus;
+                snap.build_id = (char *)o->build_id;
+                snap.template_hash = (char *)o->template_hash;
                 crash_point("snapshot.layer");
-                r = store_snapshot_insert(m->store, &snap);
+                r = o->building_id ? store_snapshot_ready(m->store, sid, vm->id, layer, vm->mem_mb, vm->vcpus,
+                                                          snap.created_at)
+                                   : store_snapshot_insert(m->store, &snap);
         }
         if (r == 0)
                 crash_point("snapshot.recorded");

@@ -8,6 +8,7 @@
 #include "fake_vmm.h"
 #include "fuzz.h"
 #include "lib/util.h"
+#include "build/build.h"
 #include "store/store.h"
 #include "vmm/vmm.h"
 
@@ -257,14 +258,14 @@ int vmm_await(struct vmm *m, const char *account, const char *id, int64_t timeou
         return r;
 }
 
-int vmm_snapshot(struct vmm *m, const char *account, const char *id, const char *name,
-                 const struct vm_persistence *persistence, char ret_snapshot[24])
+int vmm_snapshot(struct vmm *m, const char *account, const char *id, const struct vmm_snapshot_opts *o,
+                 char ret_snapshot[24])
 {
         int r = outcome();
 
-        (void)m, (void)account, (void)id, (void)name;
-        FUZZ_CHECK(persistence->kind == VM_PERSIST_STICKY || persistence->kind == VM_PERSIST_PERSISTENT);
-        FUZZ_CHECK(persistence->priority >= 0 && persistence->priority <= 10);
+        (void)m, (void)account, (void)id;
+        FUZZ_CHECK(o->persistence.kind == VM_PERSIST_STICKY || o->persistence.kind == VM_PERSIST_PERSISTENT);
+        FUZZ_CHECK(o->persistence.priority >= 0 && o->persistence.priority <= 10);
         if (r == 0)
                 snprintf(ret_snapshot, 24, "sc-00000000000000000002");
         return r;
@@ -554,7 +555,8 @@ static void fill_snapshot(const char *account, const char *id, struct store_snap
         uint8_t b = fz_u8(&ctl);
         char *name = b & 1 ? api_text("nightly") : NULL;
         const char *kind = b & 4 ? "persistent" : "sticky", *src = b & 2 ? "fakevm00000000000001" : NULL;
-        size_t len = strlen(id) + strlen(account) + (name ? strlen(name) : 0) + 64;
+        const char *state = (const char *[]){"ready", "ready", "building", "failed"}[(b >> 5) & 3];
+        size_t len = strlen(id) + strlen(account) + (name ? strlen(name) : 0) + 128;
         char *p;
 
         memset(ret, 0, sizeof(*ret));
@@ -568,6 +570,12 @@ static void fill_snapshot(const char *account, const char *id, struct store_snap
         p += sprintf(p, "layer-1") + 1;
         ret->persist_kind = p;
         p += sprintf(p, "%s", kind) + 1;
+        ret->state = p;
+        p += sprintf(p, "%s", state) + 1;
+        if (!strcmp(state, "failed")) {
+                ret->failure_reason = p;
+                p += sprintf(p, "setup: it failed") + 1;
+        }
         if (src) {
                 ret->source_vm_id = p;
                 p += sprintf(p, "%s", src) + 1;
@@ -622,4 +630,99 @@ void store_snapshot_clear(struct store_snapshot *snap)
 {
         free(snap->id);
         memset(snap, 0, sizeof(*snap));
+}
+
+/* ---- build.h, and the store's build records ---- */
+
+struct build {
+        char id[24];
+        int r;
+};
+
+static struct build the_build;
+
+int build_start(struct builder *b, const char *account, json_t *chain, const struct build_opts *o,
+                const char *bad_code, struct build **ret, const char **ret_code, char *msg, size_t size)
+{
+        int r = outcome();
+
+        (void)b, (void)account, (void)o;
+        FUZZ_CHECK(json_is_object(chain));
+        *ret_code = bad_code;
+        snprintf(msg, size, "a fake refusal");
+        if (r < 0)
+                return r == -ENOMEDIUM || r == -EAGAIN || r == -ENOMEM ? r : -EINVAL;
+        snprintf(the_build.id, sizeof(the_build.id), "bd-00000000000000000001");
+        *ret = &the_build;
+        return 0;
+}
+
+int build_wait(struct build *x, int64_t timeout_ms)
+{
+        (void)x, (void)timeout_ms;
+        return fz_u8(&ctl) >= 0xf0 ? -ETIMEDOUT : 0;
+}
+
+const char *build_id(const struct build *x)
+{
+        return x->id;
+}
+
+void build_put(struct build *x)
+{
+        (void)x;
+}
+
+int store_build_get(struct store *s, const char *account, const char *id, struct store_build *ret)
+{
+        uint8_t b = fz_u8(&ctl);
+        static const char *const states[] = {"pending", "running", "succeeded", "failed"};
+
+        (void)s;
+        if (b >= 0xe0)
+                return -ENOENT;
+        memset(ret, 0, sizeof(*ret));
+        ret->id = strdup(id);
+        ret->account_id = strdup(account ? account : "acct");
+        ret->state = strdup(states[b & 3]);
+        ret->planned_phases = strdup(b & 4 ? "[\"boot\",\"snapshot\"]" : "not json");
+        ret->failure_reason = (b & 3) == 3 ? api_text("step: boom") : NULL;
+        ret->snapshot_id = (b & 3) == 2 ? strdup("sc-00000000000000000009") : NULL;
+        ret->started_at = 1000;
+        ret->updated_at = 2000;
+        ret->finished_at = (b & 2) ? 3000 : 0;
+        FUZZ_CHECK(ret->id && ret->account_id && ret->state && ret->planned_phases);
+        return 0;
+}
+
+int store_build_phase_foreach(struct store *s, const char *build_id,
+                              int (*fn)(const struct store_build_phase *p, void *ud), void *ud)
+{
+        size_t n = ctl.n ? fz_u8(&ctl) % 4 : 2;
+        int r = 0;
+
+        (void)s, (void)build_id;
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                char *name = api_text("boot");
+                struct store_build_phase p = {.seq = (int)i + 1, .name = name, .started_at = 1000 + (int64_t)i,
+                                              .snapshot_id = i & 1 ? "sc-00000000000000000009" : NULL};
+
+                r = fn(&p, ud);
+                free(name);
+        }
+        return r;
+}
+
+void store_build_clear(struct store_build *b)
+{
+        free(b->id);
+        free(b->account_id);
+        free(b->request_id);
+        free(b->state);
+        free(b->template_hash);
+        free(b->failure_reason);
+        free(b->planned_phases);
+        free(b->snapshot_id);
+        free(b->vm_id);
+        memset(b, 0, sizeof(*b));
 }

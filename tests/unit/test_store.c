@@ -312,3 +312,92 @@ TEST(store_schema_v2_types_persistence_and_errors)
         CHECK(store_open(path, &s) == -EPROTONOSUPPORT && s == NULL);
         rm_rf(dir);
 }
+
+static int phase_names(const struct store_build_phase *p, void *ud)
+{
+        char *out = ud;
+
+        snprintf(out + strlen(out), 256 - strlen(out), "%d:%s%s%s;", p->seq, p->name, p->snapshot_id ? "@" : "",
+                 p->snapshot_id ? p->snapshot_id : "");
+        return 0;
+}
+
+static int count_unfinished(const struct store_build *b, void *ud)
+{
+        (void)b;
+        (*(int *)ud)++;
+        return 0;
+}
+
+TEST(store_builds_phases_and_the_layer_cache)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX", names[256] = "";
+        struct store *s = open_tmp(dir);
+        char *aid = NULL, *key = NULL, *aname = NULL, *other = NULL;
+        struct store_build b = {0};
+        struct store_snapshot snap = {0};
+        int64_t count = -1;
+        int unfinished = 0;
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname, NULL) == 0);
+        free(key);
+        free(aname);
+        CHECK(store_create_key(s, NULL, 0, &key, &other, &aname, NULL) == 0);
+        struct store_build rec = {.id = "bd-1", .account_id = aid, .state = "pending", .template_hash = "h1",
+                                  .planned_phases = "[\"boot\",\"snapshot\"]", .started_at = 10};
+        CHECK(store_build_insert(s, &rec) == 0);
+        CHECK(store_build_insert(s, &rec) == -EEXIST);
+        CHECK(store_build_get(s, other, "bd-1", &b) == -ENOENT);
+        CHECK(store_build_get(s, aid, "bd-1", &b) == 0 && !strcmp(b.state, "pending") && b.finished_at == 0 &&
+              !strcmp(b.planned_phases, "[\"boot\",\"snapshot\"]"));
+        store_build_clear(&b);
+        CHECK(store_build_set_state(s, "bd-1", "running", NULL, NULL, 11) == 0);
+        CHECK(store_build_set_vm(s, "bd-1", "vvvv") == 0);
+        CHECK(store_build_unfinished(s, count_unfinished, &unfinished) == 0 && unfinished == 1);
+        /* A snapshot being built is not used, listed as ready or counted. */
+        struct store_snapshot bs = {.id = "sc-1", .account_id = aid, .layer = "", .state = "building",
+                                    .build_id = "bd-1", .template_hash = "h1", .created_at = 12};
+        CHECK(store_snapshot_insert(s, &bs) == 0);
+        CHECK(store_snapshot_cached(s, aid, "h1", &snap) == -ENOENT);
+        CHECK(store_snapshot_count(s, aid, &count) == 0 && count == 0);
+        CHECK(store_build_phase_add(s, "bd-1", "boot", NULL, 13) == 0);
+        CHECK(store_build_phase_add(s, "bd-1", "snapshot", "sc-1", 14) == 0);
+        CHECK(store_build_phase_foreach(s, "bd-1", phase_names, names) == 0 &&
+              !strcmp(names, "1:boot;2:snapshot@sc-1;"));
+        CHECK(store_snapshot_ready(s, "sc-1", "vvvv", "l-1", 1024, 1, 15) == 0);
+        CHECK(store_snapshot_ready(s, "sc-1", "vvvv", "l-1", 1024, 1, 15) == -ENOENT); /* only once */
+        CHECK(store_build_set_state(s, "bd-1", "succeeded", NULL, "sc-1", 16) == 0);
+        CHECK(store_build_get(s, NULL, "bd-1", &b) == 0 && b.finished_at == 16 && !strcmp(b.snapshot_id, "sc-1") &&
+              !strcmp(b.vm_id, "vvvv"));
+        store_build_clear(&b);
+        unfinished = 0;
+        CHECK(store_build_unfinished(s, count_unfinished, &unfinished) == 0 && unfinished == 0);
+        /* The cache: per account, the newest ready and live one. */
+        CHECK(store_snapshot_cached(s, other, "h1", &snap) == -ENOENT);
+        CHECK(store_snapshot_cached(s, aid, "h1", &snap) == 0 && !strcmp(snap.id, "sc-1") &&
+              !strcmp(snap.state, "ready") && !strcmp(snap.layer, "l-1"));
+        store_snapshot_clear(&snap);
+        struct store_snapshot newer = {.id = "sc-2", .account_id = aid, .layer = "l-2", .template_hash = "h1",
+                                       .created_at = 20};
+        CHECK(store_snapshot_insert(s, &newer) == 0);
+        CHECK(store_snapshot_cached(s, aid, "h1", &snap) == 0 && !strcmp(snap.id, "sc-2"));
+        store_snapshot_clear(&snap);
+        CHECK(store_snapshot_delete(s, aid, "sc-2") == 0);
+        CHECK(store_snapshot_cached(s, aid, "h1", &snap) == 0 && !strcmp(snap.id, "sc-1"));
+        store_snapshot_clear(&snap);
+        /* A failed one keeps its reason and is never a cache hit. */
+        struct store_snapshot f = {.id = "sc-3", .account_id = aid, .state = "building", .template_hash = "h3",
+                                   .created_at = 30};
+        CHECK(store_snapshot_insert(s, &f) == 0 && store_snapshot_fail(s, "sc-3", "step x: boom") == 0);
+        CHECK(store_snapshot_get(s, aid, "sc-3", &snap) == 0 && !strcmp(snap.state, "failed") &&
+              !strcmp(snap.failure_reason, "step x: boom"));
+        store_snapshot_clear(&snap);
+        CHECK(store_snapshot_cached(s, aid, "h3", &snap) == -ENOENT);
+        store_close(s);
+        free(aid);
+        free(other);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}

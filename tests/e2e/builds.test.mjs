@@ -1,0 +1,273 @@
+// End-to-end tests of templates and builds over plain HTTP: POST
+// /v1/vms/snapshots with a spec or template (built in a temporary VM, then
+// found in the layer cache), chains whose inner layer is reused, POST
+// /v1/vms with a template, the build records and their phases, failures
+// and their records, bad input, identical builds at once, and the
+// background form (x-freestyle-background-after-secs).
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { CREATE_TIMEOUT, VmTracker, api, catFile, exec, expectError, newAccount, ok, rand, show } from "./lib.mjs";
+
+const vms = new VmTracker();
+const snapshots = new Set();
+after(async () => {
+  for (const id of snapshots) await api("DELETE", `/v1/vms/snapshots/${id}`).catch(() => {});
+  await vms.cleanup();
+});
+
+const TAG = rand(4);
+const T = { timeoutMs: CREATE_TIMEOUT };
+
+// runCommands as SDK 0.1.46 sends them: chained oneshot services whose
+// scripts are additional files.
+function runCommands(prefix, ...commands) {
+  const services = [];
+  const additionalFiles = {};
+  commands.forEach((cmd, i) => {
+    const name = `${prefix}-${i + 1}`;
+    const file = `/opt/freestyle/scripts/${name}.sh`;
+    additionalFiles[file] = { content: `#!/bin/bash\n${cmd}`, encoding: "utf-8" };
+    services.push({
+      name,
+      mode: "oneshot",
+      deleteAfterSuccess: true,
+      exec: [`/bin/bash ${file}`],
+      ...(i > 0 ? { after: [`${prefix}-${i}.service`], requires: [`${prefix}-${i}.service`] } : {}),
+    });
+  });
+  return { systemd: { services }, additionalFiles };
+}
+
+async function createSnapshot(body, opts = {}) {
+  const res = await api("POST", "/v1/vms/snapshots", { body, ...T, ...opts });
+  if (res.json?.snapshotId) snapshots.add(res.json.snapshotId);
+  return res;
+}
+
+async function phases(buildId) {
+  const p = await ok("GET", `/v1/vms/builds/${buildId}/phases`);
+  return p.phases.map((x) => x.name);
+}
+
+async function vmFrom(snapshotId) {
+  const c = await ok("POST", "/v1/vms", { body: { snapshotId }, ...T });
+  vms.track(c.id);
+  return c.id;
+}
+
+let first; // {snapshotId, buildId} of the one-layer spec
+
+const SPEC = {
+  discriminator: `one-${TAG}`,
+  ...runCommands("freestyle-run-command", `echo built-${TAG} > /root/built.txt`, "cat /root/built.txt > /root/second.txt"),
+};
+
+test("a one-layer spec with runCommands is built in a VM and answered once done", async () => {
+  const res = await createSnapshot({ spec: SPEC });
+  assert.equal(res.status, 200, show("POST", "/v1/vms/snapshots", res));
+  assert.match(res.json.snapshotId, /^sc-[a-z0-9]{20}$/);
+  first = res.json;
+  const build = await ok("GET", `/v1/vms/builds/${first.buildId}`);
+  assert.equal(build.state, "succeeded");
+  assert.equal(build.snapshotId, first.snapshotId);
+  assert.ok(build.finishedAt, "a finished build says when");
+  assert.deepEqual(build.plannedPhases, ["boot", "setup: additionalFiles", "setup: services", "snapshot"]);
+  assert.deepEqual(await phases(first.buildId), build.plannedPhases);
+  const snap = await ok("GET", `/v1/vms/snapshots/${first.snapshotId}`);
+  assert.equal(snap.state, "ready");
+  assert.equal(snap.buildId, first.buildId);
+  assert.equal(snap.templateHash, build.templateHash);
+  // The build's temporary VM is gone, and was never listed.
+  const list = await ok("GET", "/v1/vms");
+  assert.ok(!list.vms.some((v) => (v.name ?? "").startsWith("build ")), "no build VM is listed");
+  // A VM from it has what the commands made (they ran before the snapshot).
+  const id = await vmFrom(first.snapshotId);
+  assert.equal((await catFile(id, "/root/second.txt")).trim(), `built-${TAG}`);
+  const units = await exec(id, "ls /etc/systemd/system | grep -c freestyle-run-command || true");
+  assert.equal(units.stdout.trim(), "0", "deleteAfterSuccess oneshots are gone");
+});
+
+test("the same spec again comes from the cache, without a VM", async () => {
+  assert.ok(first, "needs the first build");
+  const t0 = Date.now();
+  const res = await createSnapshot({ spec: SPEC });
+  const ms = Date.now() - t0;
+  assert.equal(res.status, 200, show("POST", "/v1/vms/snapshots", res));
+  assert.equal(res.json.snapshotId, first.snapshotId);
+  assert.notEqual(res.json.buildId, first.buildId, "every request has its own build record");
+  const p = await ok("GET", `/v1/vms/builds/${res.json.buildId}/phases`);
+  assert.deepEqual(p.phases.map((x) => x.name), ["(cached)"]);
+  assert.equal(p.phases[0].snapshotId, first.snapshotId);
+  assert.ok(ms < 5000, `a cache hit is quick (${ms} ms)`);
+  // The same content in another field order, and with the empty fields
+  // the SDK sends, is the same layer.
+  const shuffled = { git: { config: {} }, users: [], ...Object.fromEntries(Object.entries(SPEC).reverse()) };
+  const again = await createSnapshot({ template: shuffled });
+  assert.equal(again.json?.snapshotId, first.snapshotId, show("POST", "/v1/vms/snapshots", again));
+});
+
+test("skipCache builds anew; the new snapshot becomes the cache entry", async () => {
+  assert.ok(first, "needs the first build");
+  const res = await createSnapshot({ spec: { ...SPEC, skipCache: true } });
+  assert.equal(res.status, 200, show("POST", "/v1/vms/snapshots", res));
+  assert.notEqual(res.json.snapshotId, first.snapshotId);
+  assert.ok((await phases(res.json.buildId)).includes("snapshot"));
+  const hit = await createSnapshot({ spec: SPEC });
+  assert.equal(hit.json.snapshotId, res.json.snapshotId);
+});
+
+test("a two-layer chain: changing the outer layer reuses the inner one", async () => {
+  const inner = { discriminator: `inner-${TAG}`, ...runCommands("freestyle-run-command", "echo inner > /root/inner.txt") };
+  const outer = (word) => ({
+    snapshot: inner,
+    additionalFiles: { "/root/outer.txt": { content: word } },
+  });
+  const a = await createSnapshot({ spec: outer("one") });
+  assert.equal(a.status, 200, show("POST", "/v1/vms/snapshots", a));
+  const pa = await ok("GET", `/v1/vms/builds/${a.json.buildId}/phases`);
+  const names = pa.phases.map((x) => x.name);
+  assert.ok(names.includes("layer 1/2: boot") && names.includes("layer 2/2: snapshot"), names.join(", "));
+  const b = await createSnapshot({ spec: outer("two") });
+  assert.equal(b.status, 200, show("POST", "/v1/vms/snapshots", b));
+  assert.notEqual(b.json.snapshotId, a.json.snapshotId);
+  const pb = await ok("GET", `/v1/vms/builds/${b.json.buildId}/phases`);
+  assert.equal(pb.phases[0].name, "layer 1/2: (cached)");
+  const innerSnap = pa.phases.find((x) => x.name === "layer 1/2: snapshot");
+  assert.ok(innerSnap);
+  const id = await vmFrom(b.json.snapshotId);
+  assert.equal(await catFile(id, "/root/outer.txt"), "two");
+  assert.equal((await catFile(id, "/root/inner.txt")).trim(), "inner");
+  // The SDK's form of the same chain: the inner layer first, then a layer
+  // on its snapshotId; and a second, empty layer on a snapshotId is it.
+  const innerOnly = await createSnapshot({ template: inner });
+  const ensured = await createSnapshot({ template: { snapshotId: innerOnly.json.snapshotId } });
+  assert.equal(ensured.json?.snapshotId, innerOnly.json.snapshotId, show("POST", "/v1/vms/snapshots", ensured));
+});
+
+test("POST /v1/vms with a template builds it, and the VM names its build", async () => {
+  const template = {
+    discriminator: `vm-${TAG}`,
+    workdir: "/srv",
+    ...runCommands("freestyle-run-command", "mkdir -p /srv && echo from-template > /srv/t.txt"),
+  };
+  const c = await api("POST", "/v1/vms", { body: { template, additionalFiles: { "/root/own.txt": { content: "own" } } }, ...T });
+  assert.equal(c.status, 200, show("POST", "/v1/vms", c));
+  vms.track(c.json.id);
+  assert.ok(Array.isArray(c.json.domains));
+  assert.match(c.json.snapshotId, /^sc-/);
+  snapshots.add(c.json.snapshotId);
+  const info = await ok("GET", `/v1/vms/${c.json.id}`);
+  assert.equal(info.snapshotId, c.json.snapshotId);
+  assert.match(info.buildId, /^bd-/);
+  assert.equal(info.workdir, "/srv", "the template's workdir");
+  const build = await ok("GET", `/v1/vms/${c.json.id}/build`);
+  assert.equal(build.buildId, info.buildId);
+  assert.equal(build.state, "succeeded");
+  const r = await exec(c.json.id, "cat t.txt /root/own.txt");
+  assert.equal(r.stdout, "from-template\nown");
+  // The second VM from the same template: the cached snapshot.
+  const d = await ok("POST", "/v1/vms", { body: { template }, ...T });
+  vms.track(d.id);
+  assert.equal(d.snapshotId, c.json.snapshotId);
+  // A VM made without a template has no build.
+  const plain = await ok("POST", "/v1/vms", { body: {}, ...T });
+  vms.track(plain.id);
+  expectError(await api("GET", `/v1/vms/${plain.id}/build`), 404, "BUILD_NOT_FOUND_FOR_VM");
+});
+
+test("a failing command fails the build: its record, its snapshot and the answer name it", async () => {
+  const spec = {
+    discriminator: `fail-${TAG}`,
+    ...runCommands("freestyle-run-command", "echo fine", "echo about-to-fail-$((6*7)); exit 3"),
+  };
+  const res = await createSnapshot({ spec });
+  assert.equal(res.status, 500, show("POST", "/v1/vms/snapshots", res));
+  assert.equal(res.json.code, "SNAPSHOT_SETUP_FAILED");
+  assert.equal(res.json.error, "SNAPSHOT_SETUP_FAILED");
+  assert.match(res.json.message, /freestyle-run-command-2/);
+  assert.match(res.json.message, /about-to-fail-42/);
+  const build = await ok("GET", `/v1/vms/builds/${res.json.buildId}`);
+  assert.equal(build.state, "failed");
+  assert.match(build.failureReason, /freestyle-run-command-2[\s\S]*about-to-fail-42/);
+  assert.ok(build.finishedAt);
+  const plain = await ok("GET", "/v1/vms/snapshots");
+  const all = await ok("GET", "/v1/vms/snapshots?includeFailed=true");
+  const failed = all.snapshots.filter((s) => s.buildId === res.json.buildId);
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0].state, "failed");
+  assert.equal(failed[0].failed, true);
+  assert.ok(!plain.snapshots.some((s) => s.buildId === res.json.buildId), "failed ones only when asked for");
+  assert.ok(all.failedCount >= 1);
+  expectError(await api("POST", "/v1/vms", { body: { snapshotId: failed[0].snapshotId } }), 404, "SNAPSHOT_NOT_FOUND");
+  // The same through POST /v1/vms: BUILD_FAILED, and no VM is left.
+  const before = (await ok("GET", "/v1/vms")).vms.length;
+  const c = await api("POST", "/v1/vms", { body: { template: spec }, ...T });
+  assert.equal(c.status, 500, show("POST", "/v1/vms", c));
+  assert.equal(c.json.code, "BUILD_FAILED");
+  assert.match(c.json.message, /about-to-fail-42/);
+  assert.equal((await ok("GET", "/v1/vms")).vms.length, before);
+});
+
+test("bad input is refused before anything is built", async () => {
+  const bad = async (body, status, code) => expectError(await api("POST", "/v1/vms/snapshots", { body }), status, code);
+  await bad({ spec: { snapshotId: "sc-aaaaaaaaaaaaaaaaaaaa", baseImage: { dockerfileContent: "FROM debian" } } }, 400,
+    "CREATE_SNAPSHOT_BAD_REQUEST");
+  await bad({ spec: {}, template: {} }, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
+  await bad({}, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
+  await bad({ spec: "x" }, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
+  await bad({ spec: { snapshot: { snapshotId: "sc-zzzzzzzzzzzzzzzzzzzz" } } }, 404, "SNAPSHOT_NOT_FOUND");
+  await bad({ spec: { aptDeps: ["bad package;rm"] } }, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
+  await bad({ spec: { snapshotId: "sc-aaaaaaaaaaaaaaaaaaaa", snapshot: {} } }, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
+  const vm = async (body, status, code) => expectError(await api("POST", "/v1/vms", { body }), status, code);
+  await vm({ spec: { snapshot: {} }, template: {} }, 400, "CREATE_VM_BAD_REQUEST");
+  await vm({ template: { memSizeGb: "big" } }, 400, "CREATE_VM_BAD_REQUEST");
+  await vm({ template: { snapshotId: "sc-zzzzzzzzzzzzzzzzzzzz" } }, 404, "SNAPSHOT_NOT_FOUND");
+  expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz"), 404, "BUILD_NOT_FOUND");
+  expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz/phases"), 404, "BUILD_NOT_FOUND");
+});
+
+test("another account sees neither the builds nor the snapshots, nor builds on them", async () => {
+  assert.ok(first, "needs the first build");
+  const other = (await newAccount(`builds-${TAG}`)).key;
+  expectError(await api("GET", `/v1/vms/builds/${first.buildId}`, { key: other }), 404, "BUILD_NOT_FOUND");
+  expectError(await api("GET", `/v1/vms/builds/${first.buildId}/phases`, { key: other }), 404, "BUILD_NOT_FOUND");
+  expectError(
+    await api("POST", "/v1/vms/snapshots", { body: { template: { snapshotId: first.snapshotId, aptDeps: [] } }, key: other }),
+    404, "SNAPSHOT_NOT_FOUND");
+  // Its own identical spec is its own build, not the first account's cache.
+  const mine = await api("POST", "/v1/vms/snapshots", { body: { spec: SPEC }, key: other, ...T });
+  assert.equal(mine.status, 200, show("POST", "/v1/vms/snapshots", mine));
+  assert.notEqual(mine.json.snapshotId, first.snapshotId);
+  await api("DELETE", `/v1/vms/snapshots/${mine.json.snapshotId}`, { key: other });
+});
+
+test("identical builds asked for at once are built once", async () => {
+  const spec = { discriminator: `twice-${TAG}`, ...runCommands("freestyle-run-command", "sleep 2; echo x > /root/x") };
+  const [a, b] = await Promise.all([createSnapshot({ spec }), createSnapshot({ spec })]);
+  assert.equal(a.status, 200, show("POST", "/v1/vms/snapshots", a));
+  assert.equal(b.status, 200, show("POST", "/v1/vms/snapshots", b));
+  assert.equal(a.json.snapshotId, b.json.snapshotId);
+  const built = [await phases(a.json.buildId), await phases(b.json.buildId)].filter((p) => p.includes("boot"));
+  assert.equal(built.length, 1, "one of the two waited for the other");
+});
+
+test("the background form answers 202, then the outcome and the phases as logs", async () => {
+  const spec = { discriminator: `bg-${TAG}`, ...runCommands("freestyle-run-command", "sleep 3") };
+  const res = await createSnapshot({ spec }, { headers: { "x-freestyle-background-after-secs": "0" } });
+  assert.equal(res.status, 202, show("POST", "/v1/vms/snapshots", res));
+  const rid = res.json.requestId;
+  assert.match(rid, /^bd-/);
+  let done;
+  for (let i = 0; i < 300 && !done; i++) {
+    const r = await api("GET", `/auth/v1/background-requests/${rid}`);
+    if (r.status === 200) done = r.json;
+    else {
+      assert.equal(r.status, 202, show("GET", "background request", r));
+      await new Promise((ok) => setTimeout(ok, 1000));
+    }
+  }
+  assert.ok(done?.snapshotId, "the build ended");
+  snapshots.add(done.snapshotId);
+  const logs = await ok("GET", `/observability/v1/logs?requestId=${rid}`);
+  assert.ok(logs.logs.some((l) => l.message === "snapshot"), JSON.stringify(logs.logs));
+});
