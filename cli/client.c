@@ -119,6 +119,12 @@ int client_request(struct client *c, const char *method, const char *path, json_
                         goto out;
                 headers = h;
         }
+        if (c->extra_header) {
+                h = curl_slist_append(headers, c->extra_header);
+                if (!h)
+                        goto out;
+                headers = h;
+        }
         /* An empty Expect header stops libcurl waiting for "100 Continue". */
         h = curl_slist_append(headers, "Expect:");
         if (!h)

@@ -18,6 +18,7 @@ struct client {
         char *key;        /* bearer token, owned; may be NULL */
         void *curl;       /* CURL handle, reused across requests */
         char errbuf[256]; /* libcurl's message for the last transport failure */
+        const char *extra_header; /* "Name: value" sent with every request; may be NULL */
 };
 
 struct client_response {

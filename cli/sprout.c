@@ -9,6 +9,7 @@
  * timed out; `vm exec` otherwise exits with the command's own status.
  */
 #include "lib/util.h"
+#include "cli.h"
 #include "client.h"
 
 #include <errno.h>
@@ -25,25 +26,12 @@
 /* The most `file put` reads from a file or stdin; the server caps bodies too. */
 #define MAX_UPLOAD (256u * 1024 * 1024)
 
-enum {
-        EXIT_API = 1,      /* the server or the transport failed */
-        EXIT_USAGE = 2,    /* bad command line */
-        EXIT_TIMEOUT = 124 /* exec ran past its timeout */
-};
-
-/* State shared by every subcommand of one invocation. */
-struct cli {
-        struct client api; /* connection to the server */
-        const char *what;  /* "vm exec" etc., prefixes error messages */
-        int json;          /* --json: print the server's JSON as is */
-};
-
 /* ------------------------------------------------------------------------ */
 /* Output helpers                                                           */
 /* ------------------------------------------------------------------------ */
 
 /* Prints "sprout: <what>: <message>" to stderr and returns EXIT_API. */
-static int fail(struct cli *c, const char *fmt, ...)
+int fail(struct cli *c, const char *fmt, ...)
 {
         va_list ap;
 
@@ -56,7 +44,7 @@ static int fail(struct cli *c, const char *fmt, ...)
 }
 
 /* Reports a non-2xx answer with the server's code and message. */
-static int fail_response(struct cli *c, const struct client_response *r)
+int fail_response(struct cli *c, const struct client_response *r)
 {
         const char *code, *message;
 
@@ -70,7 +58,7 @@ static int fail_response(struct cli *c, const struct client_response *r)
 }
 
 /* Reports a failed client_request (r < 0) and returns the exit status. */
-static int fail_transport(struct cli *c, int r)
+int fail_transport(struct cli *c, int r)
 {
         if (r == -EIO)
                 return fail(c, "cannot reach %s: %s", c->api.base_url, c->api.errbuf);
@@ -84,7 +72,7 @@ static int fail_transport(struct cli *c, int r)
  * server answered 2xx (the response is in *ret_resp, to be released by the
  * caller) or the exit status to return otherwise (the response is released).
  */
-static int call(struct cli *c, const char *method, const char *path, json_t *body,
+int call(struct cli *c, const char *method, const char *path, json_t *body,
                 struct client_response *ret_resp)
 {
         int r = client_request(&c->api, method, path, body, ret_resp);
@@ -101,7 +89,7 @@ static int call(struct cli *c, const char *method, const char *path, json_t *bod
 }
 
 /* Prints a body as the server sent it, newline-terminated. */
-static void print_raw(const struct client_response *r)
+void print_raw(const struct client_response *r)
 {
         fwrite(r->body, 1, r->len, stdout);
         if (r->len == 0 || r->body[r->len - 1] != '\n')
@@ -109,7 +97,7 @@ static void print_raw(const struct client_response *r)
 }
 
 /* A JSON value's text for a table cell; "-" for null or absent. */
-static const char *cell(json_t *v, char *buf, size_t size)
+const char *cell(json_t *v, char *buf, size_t size)
 {
         if (json_is_string(v))
                 return json_string_value(v);
@@ -129,7 +117,7 @@ static const char *cell(json_t *v, char *buf, size_t size)
 }
 
 /* Flushes stdout and turns a write error (a full disk, a closed pipe) into a failure. */
-static int finish(struct cli *c, int rc)
+int finish(struct cli *c, int rc)
 {
         if (fflush(stdout) != 0 || ferror(stdout)) {
                 fail(c, "writing output: %s", strerror(errno));
@@ -159,14 +147,6 @@ static int call_and_say(struct cli *c, const char *method, const char *path, con
 /* Argument parsing                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* One option a subcommand accepts; exactly one of value or flag is set. */
-struct opt {
-        const char *name;   /* "--name" */
-        const char *alias;  /* "-o" or NULL */
-        const char **value; /* takes an argument, stored here */
-        int *flag;          /* takes none, set to 1 */
-};
-
 /*
  * Splits argv into options (per opts; --json is always accepted) and
  * positionals, stored in pos[] (at most max_pos). After "--", or once
@@ -174,7 +154,7 @@ struct opt {
  * positional. Returns the number of positionals, or -1 after printing a
  * usage error.
  */
-static int parse_args(struct cli *c, int argc, char **argv, const struct opt *opts, int stop_after,
+int parse_args(struct cli *c, int argc, char **argv, const struct opt *opts, int stop_after,
                       char **pos, int max_pos)
 {
         int npos = 0, rest = 0;
@@ -231,7 +211,7 @@ static int parse_args(struct cli *c, int argc, char **argv, const struct opt *op
 }
 
 /* Parses a non-negative decimal number; returns -1 when s is not one. */
-static long long parse_count(const char *s)
+long long parse_count(const char *s)
 {
         char *end;
         long long v;
@@ -894,6 +874,11 @@ static const struct command commands[] = {
      "create an API key (admin key needed), setting its account's limits; prints the key on its last line"},
     {"keys", "list", cmd_keys_list, "[--json]", "list API keys (an admin key sees every account's)"},
     {"keys", "revoke", cmd_keys_revoke, "ID [--json]", "revoke an API key"},
+    {"snapshot", "create", cmd_snapshot_create, "--spec FILE.json [--name NAME] [--json]",
+     "build a snapshot from a spec (a SnapshotSpec; '-' reads stdin), showing each phase as it happens;"
+     " prints the snapshot id on its last line"},
+    {"build", "get", cmd_build_get, "ID [--json]", "show a build: its state, planned phases and failure"},
+    {"build", "phases", cmd_build_phases, "ID [--json]", "list the phases a build passed through"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

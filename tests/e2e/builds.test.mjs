@@ -6,7 +6,7 @@
 // background form (x-freestyle-background-after-secs).
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { CREATE_TIMEOUT, VmTracker, api, catFile, exec, expectError, newAccount, ok, rand, show } from "./lib.mjs";
+import { ADMIN_KEY, BASE, CREATE_TIMEOUT, VmTracker, api, catFile, exec, expectError, newAccount, ok, rand, runCli, show } from "./lib.mjs";
 
 const vms = new VmTracker();
 const snapshots = new Set();
@@ -270,4 +270,31 @@ test("the background form answers 202, then the outcome and the phases as logs",
   snapshots.add(done.snapshotId);
   const logs = await ok("GET", `/observability/v1/logs?requestId=${rid}`);
   assert.ok(logs.logs.some((l) => l.message === "snapshot"), JSON.stringify(logs.logs));
+});
+
+test("sprout snapshot create shows each phase, then the snapshot; build get and phases read the record", async () => {
+  const env = { SPROUT_URL: BASE, SPROUT_API_KEY: ADMIN_KEY };
+  const spec = JSON.stringify({ discriminator: `cli-${TAG}`, ...runCommands("freestyle-run-command", "echo cli > /root/cli.txt") });
+  const r = await runCli(["snapshot", "create", "--spec", "-"], { env, input: spec });
+  assert.equal(r.code, 0, r.stderr);
+  const sid = r.out.trim().split("\n").pop();
+  assert.match(sid, /^sc-[a-z0-9]{20}$/);
+  snapshots.add(sid);
+  assert.match(r.stderr, /^build bd-/m);
+  for (const phase of ["boot", "setup: services", "snapshot"]) assert.match(r.stderr, new RegExp(`\\] ${phase}`), r.stderr);
+  const build = r.stderr.match(/^build (bd-[a-z0-9]+)/m)[1];
+  const g = await runCli(["build", "get", build], { env });
+  assert.equal(g.code, 0, g.stderr);
+  assert.match(g.out, /state\s+succeeded/);
+  assert.match(g.out, new RegExp(`snapshotId\\s+${sid}`));
+  const p = await runCli(["build", "phases", build, "--json"], { env });
+  assert.deepEqual(JSON.parse(p.out).phases.map((x) => x.name), ["boot", "setup: additionalFiles", "setup: services", "snapshot"]);
+  // A failing step: exit 1, the step and its output on stderr.
+  const bad = JSON.stringify({ discriminator: `clibad-${TAG}`, ...runCommands("freestyle-run-command", "echo cli-step-broke; exit 9") });
+  const f = await runCli(["snapshot", "create", "--spec", "-"], { env, input: bad });
+  assert.equal(f.code, 1);
+  assert.match(f.stderr, /SNAPSHOT_SETUP_FAILED[\s\S]*cli-step-broke/);
+  const nf = await runCli(["build", "get", "bd-zzzzzzzzzzzzzzzzzzzz"], { env });
+  assert.equal(nf.code, 1);
+  assert.match(nf.stderr, /BUILD_NOT_FOUND/);
 });

@@ -1,0 +1,204 @@
+/*
+ * builds: `sprout snapshot create --spec FILE` and `sprout build get|phases`.
+ * A snapshot is asked for in the background form (the server answers 202
+ * with the build's id at once); the CLI then prints each phase of the build
+ * as it is recorded, with the time since the start, until the build ends.
+ */
+#include "cli.h"
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double since(const struct timespec *t0)
+{
+        struct timespec t;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static char *segment_path(const char *prefix, const char *id, const char *suffix)
+{
+        char *e = client_escape_segment(id), *p = NULL;
+
+        if (e && asprintf(&p, "%s%s%s", prefix, e, suffix) < 0)
+                p = NULL;
+        free(e);
+        return p;
+}
+
+/* Prints the phases after the first *shown ones; -1 when they cannot be read. */
+static int show_phases(struct cli *c, const char *build, size_t *shown, const struct timespec *t0)
+{
+        struct client_response r;
+        char *path = segment_path("/v1/vms/builds/", build, "/phases");
+        json_t *phases, *p;
+        size_t i;
+        int k;
+
+        if (!path)
+                return -1;
+        k = client_request(&c->api, "GET", path, NULL, &r);
+        free(path);
+        if (k < 0 || r.status != 200) {
+                client_response_done(&r);
+                return -1;
+        }
+        phases = json_object_get(r.json, "phases");
+        json_array_foreach(phases, i, p) {
+                const char *sid = json_string_value(json_object_get(p, "snapshotId"));
+
+                if (i < *shown)
+                        continue;
+                fprintf(stderr, "[%6.1fs] %s%s%s\n", since(t0), json_string_value(json_object_get(p, "name")),
+                        sid ? " " : "", sid ? sid : "");
+                *shown = i + 1;
+        }
+        client_response_done(&r);
+        return 0;
+}
+
+int cmd_snapshot_create(struct cli *c, int argc, char **argv)
+{
+        const char *file = NULL, *name = NULL;
+        const struct opt opts[] = {{"--spec", NULL, &file, NULL}, {"--name", NULL, &name, NULL}, {NULL}};
+        struct client_response r = {0};
+        struct timespec t0;
+        json_error_t err;
+        json_t *spec, *body;
+        char *pos[1], *poll_path = NULL, *build = NULL;
+        size_t shown = 0;
+        int rc;
+
+        if (parse_args(c, argc, argv, opts, 0, pos, 0) < 0)
+                return EXIT_USAGE;
+        if (!file) {
+                fprintf(stderr, "sprout: %s: --spec FILE.json is required\n", c->what);
+                return EXIT_USAGE;
+        }
+        spec = strcmp(file, "-") ? json_load_file(file, 0, &err) : json_loadf(stdin, 0, &err);
+        if (!json_is_object(spec)) {
+                json_decref(spec);
+                return fail(c, "%s: not a JSON object: %s (line %d)", file, spec ? "" : err.text, err.line);
+        }
+        body = json_pack("{s:o}", "spec", spec);
+        if (body && name)
+                json_object_set_new(body, "name", json_string(name));
+        if (!body)
+                return fail(c, "out of memory");
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        c->api.extra_header = "x-freestyle-background-after-secs: 0";
+        rc = call(c, "POST", "/v1/vms/snapshots", body, &r);
+        c->api.extra_header = NULL;
+        json_decref(body);
+        if (rc)
+                return rc;
+        if (json_is_string(json_object_get(r.json, "buildId")))
+                build = strdup(json_string_value(json_object_get(r.json, "buildId")));
+        if (r.status == 202 && build) {
+                fprintf(stderr, "build %s\n", build);
+                poll_path = segment_path("/auth/v1/background-requests/", build, "");
+                for (;;) {
+                        show_phases(c, build, &shown, &t0);
+                        client_response_done(&r);
+                        rc = poll_path ? client_request(&c->api, "GET", poll_path, NULL, &r) : -ENOMEM;
+                        if (rc < 0) {
+                                free(poll_path);
+                                free(build);
+                                return fail_transport(c, rc);
+                        }
+                        if (r.status != 202)
+                                break;
+                        sleep(1);
+                }
+                show_phases(c, build, &shown, &t0);
+                free(poll_path);
+        } else if (build) {
+                show_phases(c, build, &shown, &t0);
+        }
+        free(build);
+        if (r.status < 200 || r.status > 299) {
+                /* The failure: the failing step and the tail of its output. */
+                rc = fail_response(c, &r);
+                client_response_done(&r);
+                return rc;
+        }
+        if (c->json)
+                print_raw(&r);
+        else
+                printf("%s\n", json_string_value(json_object_get(r.json, "snapshotId")));
+        fprintf(stderr, "done in %.1fs\n", since(&t0));
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
+/* GET a build (suffix "") or its phases ("/phases"); NULL path on a usage error. */
+static int get_build(struct cli *c, int argc, char **argv, const char *suffix, struct client_response *r)
+{
+        char *pos[1], *path;
+        int rc;
+
+        if (parse_args(c, argc, argv, NULL, 0, pos, 1) != 1) {
+                fprintf(stderr, "sprout: %s: a build id is required\n", c->what);
+                return EXIT_USAGE;
+        }
+        path = segment_path("/v1/vms/builds/", pos[0], suffix);
+        if (!path)
+                return fail(c, "out of memory");
+        rc = call(c, "GET", path, NULL, r);
+        free(path);
+        return rc;
+}
+
+int cmd_build_get(struct cli *c, int argc, char **argv)
+{
+        static const char *const fields[] = {"buildId",    "state",      "snapshotId",   "templateHash",
+                                             "startedAt",  "finishedAt", "failureReason"};
+        struct client_response r;
+        char buf[64];
+        json_t *v;
+        size_t i;
+        int rc = get_build(c, argc, argv, "", &r);
+
+        if (rc)
+                return rc;
+        if (c->json) {
+                print_raw(&r);
+        } else {
+                for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+                        printf("%-14s %s\n", fields[i], cell(json_object_get(r.json, fields[i]), buf, sizeof(buf)));
+                printf("plannedPhases\n");
+                json_array_foreach(json_object_get(r.json, "plannedPhases"), i, v)
+                        printf("  %s\n", json_string_value(v));
+        }
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
+int cmd_build_phases(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        char b1[64], b2[64], b3[64];
+        json_t *p;
+        size_t i;
+        int rc = get_build(c, argc, argv, "/phases", &r);
+
+        if (rc)
+                return rc;
+        if (c->json) {
+                print_raw(&r);
+        } else {
+                printf("%-24s  %-40s  %s\n", "STARTED", "PHASE", "SNAPSHOT");
+                json_array_foreach(json_object_get(r.json, "phases"), i, p)
+                        printf("%-24s  %-40s  %s\n", cell(json_object_get(p, "startedAt"), b1, sizeof(b1)),
+                               cell(json_object_get(p, "name"), b2, sizeof(b2)),
+                               cell(json_object_get(p, "snapshotId"), b3, sizeof(b3)));
+        }
+        client_response_done(&r);
+        return finish(c, 0);
+}
