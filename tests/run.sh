@@ -425,6 +425,43 @@ create_crash_check() {
         check "create crash: vm delete" $?
 }
 
+# sproutd stopped (SIGTERM) while a build runs a long step: after the
+# restart the build is failed with that reason, its snapshot is failed,
+# its temporary VM is gone (not listed, no directory, no QEMU), and the
+# same spec builds again.
+build_restart_check() {
+        local spec out bid state vmid i ok
+        kill -0 "$SPROUTD_PID" 2>/dev/null || return
+        log "build restart check: sproutd stopped during a build"
+        spec='{"discriminator":"restart-'$RANDOM'","systemd":{"services":[{"name":"long-step","mode":"oneshot","exec":["sleep 600"]}]}}'
+        out=$(curl -s -m 60 -X POST -H "Authorization: Bearer $SPROUT_API_KEY" \
+                -H 'x-freestyle-background-after-secs: 0' -d "{\"spec\":$spec}" "$SPROUT_URL/v1/vms/snapshots")
+        bid=$(printf '%s' "$out" | grep -o '"buildId":"bd-[a-z0-9]*"' | cut -d'"' -f4)
+        [ -n "$bid" ] || { log "create_snapshot: $out"; check "build restart: a build starts in the background" 1; return; }
+        for i in $(seq 1 120); do
+                case $(api GET "/v1/vms/builds/$bid/phases") in *'setup: services'*) break ;; esac
+                sleep 1
+        done
+        vmid=$(sqlite3 "$DATA_DIR/sprout.db" "SELECT vm_id FROM builds WHERE id = '$bid'" 2>/dev/null)
+        [ -n "$vmid" ]
+        check "build restart: the build runs in a VM of its own ($vmid)" $?
+        stop_sproutd
+        launch_sproutd || { check "build restart: sproutd starts again" 1; return; }
+        for i in $(seq 1 60); do
+                out=$(api GET "/v1/vms/builds/$bid")
+                case $out in *'"state":"failed"'*) break ;; esac
+                sleep 1
+        done
+        case $out in *'"state":"failed"'*'sproutd stopped during the build'*) ok=0 ;; *) ok=1; log "build after restart: $out" ;; esac
+        check "build restart: the build is failed, and says why" "$ok"
+        case $(api GET '/v1/vms/snapshots?includeFailed=true') in *"\"buildId\":\"$bid\""*'"state":"failed"'* | *'"state":"failed"'*"\"buildId\":\"$bid\""*) ok=0 ;; *) ok=1 ;; esac
+        check "build restart: its snapshot is failed" "$ok"
+        for i in $(seq 1 30); do [ -z "$vmid" ] || [ ! -e "$DATA_DIR/vms/$vmid" ] && break; sleep 1; done
+        [ -n "$vmid" ] && [ ! -e "$DATA_DIR/vms/$vmid" ] && ! pgrep -f -- "$DATA_DIR/vms/$vmid" >/dev/null &&
+                ! api GET /v1/vms | grep -q "$vmid"
+        check "build restart: its VM is gone (no directory, no QEMU, not listed)" $?
+}
+
 # Calls the API with the admin key: METHOD PATH [JSON]; prints the body.
 api() {
         local data=()
@@ -604,6 +641,7 @@ if start_sproutd; then
         orphan_check
         crash_matrix
         create_crash_check
+        build_restart_check
         reserve_check
         egress_check
         quota_check
