@@ -275,6 +275,44 @@ try {
     out({ bench: "watch_files_write_to_event", runs: lat.length, median_ms: lat.length ? r1(median(lat)) : null,
           max_ms: lat.length ? r1(Math.max(...lat)) : null, note: "guest write time (guest clock, set from the host at restore) to client receipt" });
   }
+
+  // Templates: the first build of a one-layer runCommands spec (a VM from
+  // the default snapshot, the oneshot run, a snapshot with memory), then VMs
+  // from the cached spec against VMs from its snapshot, alternating.
+  {
+    const spec = {
+      discriminator: `bench-${Date.now()}`,
+      systemd: { services: [{ name: "freestyle-run-command-1", mode: "oneshot", deleteAfterSuccess: true,
+                              exec: ["/bin/sh -c 'echo built > /root/built'"] }] },
+    };
+    let t0 = performance.now();
+    const { snapshotId, buildId } = await call("POST", "/v1/vms/snapshots", { spec });
+    const first = performance.now() - t0;
+    const phases = (await call("GET", `/v1/vms/builds/${buildId}/phases`)).phases;
+    out({ bench: "build_one_layer_run_commands", first_build_ms: r1(first),
+          phases: phases.map((p) => p.name).join(", ") });
+    const fromSpec = [], fromSnap = [];
+    for (let i = 0; i < 5; i++) {
+      t0 = performance.now();
+      const a = await call("POST", "/v1/vms", { template: spec });
+      mine.add(a.id);
+      await exec(a.id);
+      fromSpec.push(performance.now() - t0);
+      if (a.snapshotId !== snapshotId) throw new Error(`create from the spec used ${a.snapshotId}, not ${snapshotId}`);
+      await del(a.id);
+      t0 = performance.now();
+      const b = await call("POST", "/v1/vms", { snapshotId });
+      mine.add(b.id);
+      await exec(b.id);
+      fromSnap.push(performance.now() - t0);
+      await del(b.id);
+    }
+    const ms = median(fromSpec), ss = median(fromSnap);
+    out({ bench: "create_from_cached_spec_to_first_exec", runs: 5, median_ms: r1(ms),
+          create_from_snapshot_median_ms: r1(ss), ratio_vs_snapshot: r2(ms / ss), target_ratio: 1.2 });
+    out({ bench: "dockerfile_base_image_build", note: "not measured: baseImage (Dockerfile) builds are not served yet" });
+    await call("DELETE", `/v1/vms/snapshots/${snapshotId}`);
+  }
 } finally {
   for (const id of [...mine]) await del(id).catch((e) => console.error(`cleanup: ${e.message}`));
 }
