@@ -137,6 +137,8 @@ static struct build *start(struct api_call *c, json_t *chain, const struct build
 
         if (r == -EINVAL)
                 api_error(c, 400, code, "%s", msg);
+        else if (r == -EFBIG)
+                api_error(c, 413, code, "%s", msg);
         else if (r == -ENOMEDIUM)
                 api_error(c, 404, "SNAPSHOT_NOT_FOUND", "%s", msg);
         else if (r == -EAGAIN)

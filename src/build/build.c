@@ -3,6 +3,7 @@
  * the VM manager, the setup engine, the store, jansson and util.
  */
 #include "build/build.h"
+#include "build/dockerfile.h"
 #include "guest/setup.h"
 #include "lib/util.h"
 
@@ -35,6 +36,7 @@ struct layer {
         char label[32];       /* "layer 2/3: " or "" */
         int64_t timeout_s;
         char sid[24];         /* what it made or reused, once done */
+        struct dockerfile df; /* its baseImage's steps; df.from NULL: none */
 };
 
 /* A layer being built, which another build wanting the same one waits for
@@ -161,9 +163,19 @@ static int plan_layers(struct build *x, json_t *chain, const char **ret_code, ch
                 if (json_is_string(sid) && inner_of(spec))
                         return bad(msg, size, "%s",
                                    "'snapshotId' and an inner 'snapshot' or 'template' are mutually exclusive");
-                if (img && !json_is_null(img))
+                if (img && !json_is_null(img) && inner_of(spec))
                         return bad(msg, size, "%s",
-                                   "'baseImage' (Dockerfile base images) is not supported by this server yet");
+                                   "'baseImage' and an inner 'snapshot' or 'template' are mutually exclusive");
+                if (img && !json_is_null(img)) {
+                        json_t *text = json_object_get(img, "dockerfileContent");
+                        int k;
+
+                        if (!json_is_string(text))
+                                return bad(msg, size, "%s", "'baseImage.dockerfileContent' must be a string");
+                        k = dockerfile_parse(json_string_value(text), &x->layers[i].df, msg, size);
+                        if (k < 0)
+                                return k;
+                }
                 if (t && !json_is_null(t) && (!json_is_integer(t) || json_integer_value(t) < 0))
                         return bad(msg, size, "%s", "'readySignalTimeoutSeconds' must be a non-negative integer");
                 if (setup_check(spec, &code, msg, size) < 0) {
@@ -300,6 +312,12 @@ static json_t *plan_phases(struct build *x)
                         continue;
                 }
                 add_step(&p, "boot");
+                for (size_t k = 0; k < y->df.n; k++) {
+                        char name[128];
+
+                        snprintf(name, sizeof(name), "base image: %s", y->df.steps[k].what);
+                        add_step(&p, name);
+                }
                 setup_steps(y->content, add_step, &p);
                 add_step(&p, "snapshot");
         }
@@ -361,6 +379,73 @@ static char *reason_of(const char *label, const char *report)
                 reason = NULL;
         json_decref(j);
         return reason;
+}
+
+/* The baseImage's steps, each a phase, in the build VM. */
+static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char **ret_report)
+{
+        int64_t deadline = now_ms() + y->timeout_s * 1000;
+        struct vmm_guest *g = NULL;
+        int r = y->df.n ? vmm_guest_open(x->b->m, x->account, vm, &g) : 0;
+
+        if (r < 0) {
+                *ret_report = report_of("could not reach the %s: %s", "build VM", r);
+                return r;
+        }
+        for (size_t i = 0; r == 0 && i < y->df.n; i++) {
+                struct vmm_exec e = {.command = y->df.steps[i].script, .timeout_ms = deadline - now_ms()};
+                struct agentc_result res = {0};
+                char name[128], *msg = NULL, *out = NULL;
+                size_t n = 0;
+
+                snprintf(name, sizeof(name), "base image: %s", y->df.steps[i].what);
+                phase_at(x, name, NULL);
+                r = e.timeout_ms > 0 ? vmm_guest_exec(g, &e, &res) : -ETIMEDOUT;
+                if (r == 0 && !res.err && !res.timed_out && res.exit_code == 0) {
+                        agentc_result_free(&res);
+                        continue;
+                }
+                /* The step's output, its last part: what a user needs to
+                 * see why it failed. */
+                if (r == 0 && res.errout.len + res.out.len > 0) {
+                        struct strbuf both = {0};
+
+                        strbuf_add(&both, res.out.data, res.out.len);
+                        strbuf_add(&both, res.errout.data, res.errout.len);
+                        out = both.oom ? NULL : utf8_sanitize(both.s, both.len > REASON_TAIL ? REASON_TAIL : both.len,
+                                                             &n);
+                        if (both.len > REASON_TAIL && !both.oom) {
+                                free(out);
+                                out = utf8_sanitize(both.s + both.len - REASON_TAIL, REASON_TAIL, &n);
+                        }
+                        free(both.s);
+                }
+                if (asprintf(&msg, "Dockerfile step %zu (%s) failed: %s", i + 1, y->df.steps[i].what,
+                             r < 0 ? strerror(-r) : res.timed_out ? "timed out" : res.err ? strerror(res.err) : "") < 0)
+                        msg = NULL;
+                if (r == 0 && !res.timed_out && !res.err && msg) {
+                        char *m2 = NULL;
+
+                        if (asprintf(&m2, "Dockerfile step %zu (%s) failed with exit code %d", i + 1,
+                                     y->df.steps[i].what, res.exit_code) >= 0) {
+                                free(msg);
+                                msg = m2;
+                        }
+                }
+                {
+                        json_t *j = json_pack("{s:s,s:{s:s?}}", "message", msg ? msg : "a Dockerfile step failed",
+                                              "diagnostics", "stderr", out);
+
+                        *ret_report = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                        json_decref(j);
+                }
+                free(msg);
+                free(out);
+                agentc_result_free(&res);
+                r = r < 0 ? r : -EIO;
+        }
+        vmm_guest_close(g);
+        return r;
 }
 
 /* Boots a VM from the layer's base, applies its setup, snapshots it with
@@ -437,6 +522,9 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
                 *ret_report = report_of("could not boot the %s: %s", "build VM", r);
                 goto out;
         }
+        r = run_dockerfile(x, y, vm, ret_report);
+        if (r < 0)
+                goto out;
         setup = setup_new(y->content, y->timeout_s);
         r = setup ? vmm_guest_open(b->m, x->account, vm, &g) : -ENOMEM;
         if (r == 0) {
@@ -565,6 +653,7 @@ static void put_locked(struct build *x)
         for (int i = 0; i < x->n; i++) {
                 json_decref(x->layers[i].spec);
                 json_decref(x->layers[i].content);
+                dockerfile_clear(&x->layers[i].df);
         }
         free(x->account);
         free(x->name);

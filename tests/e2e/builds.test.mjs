@@ -298,3 +298,38 @@ test("sprout snapshot create shows each phase, then the snapshot; build get and 
   assert.equal(nf.code, 1);
   assert.match(nf.stderr, /BUILD_NOT_FOUND/);
 });
+
+test("a baseImage Dockerfile on debian:bookworm-slim: RUN steps (heredocs too), ENV and WORKDIR", async () => {
+  const dockerfile = [
+    "FROM debian:bookworm-slim",
+    "ENV GREETING=\"hello there\"",
+    "WORKDIR /opt/app",
+    "RUN echo \"$GREETING\" > greeting.txt && pwd > where.txt",
+    "RUN <<'FREESTYLE_EOF'\necho heredoc-ran > /opt/app/heredoc.txt\nFREESTYLE_EOF",
+    `RUN ["sh", "-c", "echo exec-${TAG} > /opt/app/exec.txt"]`,
+  ].join("\n");
+  const res = await createSnapshot({ spec: { baseImage: { dockerfileContent: dockerfile } } });
+  assert.equal(res.status, 200, show("POST", "/v1/vms/snapshots", res));
+  const names = await phases(res.json.buildId);
+  assert.ok(names.includes("boot") && names.some((n) => n.startsWith("base image: RUN echo")), names.join(", "));
+  const id = await vmFrom(res.json.snapshotId);
+  const r = await exec(id, "cat /opt/app/greeting.txt /opt/app/where.txt /opt/app/heredoc.txt /opt/app/exec.txt; grep GREETING /etc/environment");
+  assert.equal(r.stdout, `hello there\n/opt/app\nheredoc-ran\nexec-${TAG}\nGREETING='hello there'\n`);
+  const again = await createSnapshot({ spec: { baseImage: { dockerfileContent: dockerfile } } });
+  assert.equal(again.json.snapshotId, res.json.snapshotId, "the same Dockerfile is a cache hit");
+  // A failing RUN fails the build, naming the step and its output.
+  const bad = await createSnapshot({ spec: { baseImage: { dockerfileContent: "FROM debian:bookworm\nRUN echo df-broke-here; exit 5" } } });
+  assert.equal(bad.status, 500, show("POST", "/v1/vms/snapshots", bad));
+  assert.match(bad.json.message, /Dockerfile step 1 \(RUN echo df-broke-here; exit 5\) failed with exit code 5/);
+  assert.match(bad.json.message, /df-broke-here/);
+  // What cannot be built is refused up front, naming why.
+  const refuse = async (content, status, re) => {
+    const r2 = await api("POST", "/v1/vms/snapshots", { body: { spec: { baseImage: { dockerfileContent: content } } } });
+    expectError(r2, status, "CREATE_SNAPSHOT_BAD_REQUEST");
+    assert.match(r2.json.message, re);
+  };
+  await refuse("FROM alpine:3.19\nRUN true", 400, /alpine:3\.19/);
+  await refuse("FROM debian:bookworm AS a\nFROM debian:bookworm\nCOPY --from=a /x /y", 400, /multi-stage/);
+  await refuse("FROM debian:bookworm\nCOPY . /app", 400, /COPY/);
+  await refuse("FROM debian:bookworm\n" + "#".repeat(70 * 1024), 413, /over/);
+});

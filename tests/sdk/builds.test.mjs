@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, test } from "node:test";
-import { Freestyle, VmSpec, VmTemplate } from "freestyle-sandboxes";
+import { Freestyle, VmBaseImage, VmSpec, VmTemplate } from "freestyle-sandboxes";
 
 const baseUrl = process.env.SPROUT_URL ?? process.env.FREESTYLE_API_URL ?? "http://127.0.0.1:8080";
 const apiKey = process.env.SPROUT_API_KEY ?? process.env.FREESTYLE_API_KEY;
@@ -108,4 +108,14 @@ test("a failing command fails the create with the SDK's BUILD_FAILED error namin
     assert.match(String(e.message), /doomed-step/);
     return true;
   });
+});
+
+test("a VmBaseImage from debian:bookworm-slim with runCommands (heredoc RUN lines)", LONG, async () => {
+  const spec = new VmSpec()
+    .baseImage(new VmBaseImage("FROM debian:bookworm-slim").runCommands(`echo base-${TAG} > /root/base.txt`, "echo second >> /root/base.txt"))
+    .runCommands("cat /root/base.txt > /root/copy.txt")
+    .snapshot();
+  const a = await create({ spec });
+  assert.equal((await a.vm.exec("cat /root/copy.txt")).stdout, `base-${TAG}\nsecond\n`);
+  await snapshotOf(a.vmId);
 });
