@@ -128,12 +128,17 @@ static json_t *failure_json(const char *code, const char *build, const char *rea
 }
 
 /* Starts a build of chain, answering any refusal; NULL then. */
-static struct build *start(struct api_call *c, json_t *chain, const struct build_opts *o, const char *bad_code)
+static struct build *start(struct api_call *c, json_t *chain, struct build_opts *o, const char *bad_code)
 {
         struct build *x = NULL;
         const char *code = bad_code;
         char msg[1024];
-        int r = build_start(c->a->builder, c->account, chain, o, bad_code, &x, &code, msg, sizeof(msg));
+        int r;
+
+        o->max_mem_gb = c->a->max_vm_mem_mb / 1024;
+        o->max_vcpus = c->a->max_vm_vcpus;
+        o->max_disk_gb = c->a->max_vm_disk_gb;
+        r = build_start(c->a->builder, c->account, chain, o, bad_code, &x, &code, msg, sizeof(msg));
 
         if (r == -EINVAL)
                 api_error(c, 400, code, "%s", msg);

@@ -132,7 +132,8 @@ static int bad(char *msg, size_t size, const char *fmt, const char *arg)
 }
 
 /* Splits the chain into layers, innermost first, and checks each. */
-static int plan_layers(struct build *x, json_t *chain, const char **ret_code, char *msg, size_t size)
+static int plan_layers(struct build *x, json_t *chain, const struct build_opts *o, const char **ret_code, char *msg,
+                       size_t size)
 {
         json_t *stack[MAX_LAYERS], *l = chain;
         int n = 0;
@@ -191,12 +192,20 @@ static int plan_layers(struct build *x, json_t *chain, const char **ret_code, ch
                         if (c)
                                 json_object_set_new(y->content, content_fields[k], c);
                 }
-                for (const char *k2 = "memSizeGb"; k2; k2 = strcmp(k2, "memSizeGb") ? NULL : "vcpuCount") {
-                        json_t *v = json_object_get(spec, k2);
+                {
+                        static const char *const sized[] = {"memSizeGb", "vcpuCount", "rootfsSizeGb"};
+                        const int64_t caps[] = {o->max_mem_gb, o->max_vcpus, o->max_disk_gb};
 
-                        if (v && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                                                     json_integer_value(v) > 1024))
-                                return bad(msg, size, "'%s' must be an integer from 0 to 1024", k2);
+                        for (int k = 0; k < 3; k++) {
+                                json_t *v = json_object_get(spec, sized[k]);
+
+                                if (v && !json_is_null(v) &&
+                                    (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > caps[k])) {
+                                        snprintf(msg, size, "'%s' must be an integer from 0 to %lld", sized[k],
+                                                 (long long)caps[k]);
+                                        return -EINVAL;
+                                }
+                        }
                 }
                 if (json_is_string(sid)) {
                         if (strlen(json_string_value(sid)) >= sizeof(y->base_sid))
@@ -732,7 +741,7 @@ int build_start(struct builder *b, const char *account, json_t *chain, const str
         memcpy(x->id, "bd-", 3);
         r = x->account && (!o->name || x->name) ? random_id(x->id + 3, 20) : -ENOMEM;
         if (r == 0)
-                r = plan_layers(x, chain, ret_code, msg, size);
+                r = plan_layers(x, chain, o, ret_code, msg, size);
         if (r == 0)
                 r = plan_keys(x, msg, size);
         if (r == 0 && !(planned = plan_phases(x)))

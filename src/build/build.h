@@ -42,6 +42,8 @@ struct build_opts {
         const char *name;                  /* the outermost snapshot's name; may be NULL */
         struct vm_persistence persistence; /* the outermost snapshot's */
         const char *request_id;            /* may be NULL */
+        /* Caps on a layer's memSizeGb, vcpuCount and rootfsSizeGb. */
+        int64_t max_mem_gb, max_vcpus, max_disk_gb;
 };
 
 /* Checks and plans a chain (the outermost layer; a reference is taken)

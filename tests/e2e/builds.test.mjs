@@ -221,6 +221,8 @@ test("bad input is refused before anything is built", async () => {
   const vm = async (body, status, code) => expectError(await api("POST", "/v1/vms", { body }), status, code);
   await vm({ spec: { snapshot: {} }, template: {} }, 400, "CREATE_VM_BAD_REQUEST");
   await vm({ template: { memSizeGb: "big" } }, 400, "CREATE_VM_BAD_REQUEST");
+  await vm({ template: { memSizeGb: 100000 } }, 400, "CREATE_VM_BAD_REQUEST");
+  await bad({ spec: { vcpuCount: 100000 } }, 400, "CREATE_SNAPSHOT_BAD_REQUEST");
   await vm({ template: { snapshotId: "sc-zzzzzzzzzzzzzzzzzzzz" } }, 404, "SNAPSHOT_NOT_FOUND");
   expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz"), 404, "BUILD_NOT_FOUND");
   expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz/phases"), 404, "BUILD_NOT_FOUND");
