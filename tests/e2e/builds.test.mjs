@@ -335,3 +335,14 @@ test("a baseImage Dockerfile on debian:bookworm-slim: RUN steps (heredocs too), 
   await refuse("FROM debian:bookworm\nCOPY . /app", 400, /COPY/);
   await refuse("FROM debian:bookworm\n" + "#".repeat(70 * 1024), 413, /over/);
 });
+
+test("a layer's memSizeGb, vcpuCount and rootfsSizeGb are what VMs from it get", async () => {
+  const res = await createSnapshot({ spec: { discriminator: `size-${TAG}`, memSizeGb: 2, vcpuCount: 2, rootfsSizeGb: 12 } });
+  assert.equal(res.status, 200, show("POST", "/v1/vms/snapshots", res));
+  const id = await vmFrom(res.json.snapshotId);
+  const r = await exec(id, "nproc; awk '/MemTotal/ {print int($2 / 1024 / 1024 + 0.5)}' /proc/meminfo; df -BG --output=size / | tail -1");
+  assert.deepEqual(r.stdout.split(/\s+/).filter(Boolean), ["2", "2", "12G"]);
+  const info = await ok("GET", `/v1/vms/${id}`);
+  assert.equal(info.memSizeMb, 2048);
+  assert.equal(info.vcpuCount, 2);
+});
