@@ -295,7 +295,6 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
                 create_release(opts);
                 return -ENOMEM;
         }
-        vm->internal = opts->internal;
         vm->state = VM_STARTING;
         vm->refs = 2; /* the list's and the job's */
         /* Admitted and counted at once, hidden until create_run lists it,
