@@ -329,6 +329,9 @@ int api_vm_chain(struct api_call *c, json_t *body, json_t **ret)
                 if (v && !json_is_null(v) && (!own || json_is_null(own)))
                         json_object_set(body, inherited[i], v);
         }
+        /* Nothing to build ({workdir: ...} alone): a plain create. */
+        if (build_chain_trivial(*ret))
+                *ret = NULL;
         return 0;
 }
 

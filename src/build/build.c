@@ -226,6 +226,23 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
         return 0;
 }
 
+int build_chain_trivial(json_t *chain)
+{
+        json_t *sid = json_object_get(chain, "snapshotId"), *d = json_object_get(chain, "discriminator");
+
+        if (inner_of(chain) || (sid && !json_is_null(sid)) || (d && !json_is_null(d)))
+                return 0;
+        for (size_t k = 0; k < sizeof(content_fields) / sizeof(content_fields[0]); k++) {
+                json_t *c = normalised(json_object_get(chain, content_fields[k]));
+                int has = c != NULL;
+
+                json_decref(c);
+                if (has)
+                        return 0;
+        }
+        return 1;
+}
+
 /* Keys every layer: its content and its base's key, so the chain's keys
  * are known before any of it is built, and checks the snapshots it names. */
 static int plan_keys(struct build *x, char *msg, size_t size)

@@ -53,6 +53,10 @@ struct build_opts {
  * (msg names it); -EAGAIN: the VM manager is not ready; other -errno. */
 int build_start(struct builder *b, const char *account, json_t *chain, const struct build_opts *o,
                 const char *bad_code, struct build **ret, const char **ret_code, char *msg, size_t size);
+/* 1 when a chain asks for nothing to be built: one layer, on the guest
+ * image, without content or discriminator (what a VM gets from it is
+ * what a create without it gets). */
+int build_chain_trivial(json_t *chain);
 /* Waits up to timeout_ms (< 0: no bound) for x to end: 0, or -ETIMEDOUT. */
 int build_wait(struct build *x, int64_t timeout_ms);
 const char *build_id(const struct build *x);

@@ -169,10 +169,15 @@ test("POST /v1/vms with a template builds it, and the VM names its build", async
   const d = await ok("POST", "/v1/vms", { body: { template }, ...T });
   vms.track(d.id);
   assert.equal(d.snapshotId, c.json.snapshotId);
-  // A VM made without a template has no build.
+  // A VM made without a template has no build, nor does one whose
+  // template only says what the VM gets (nothing to build).
   const plain = await ok("POST", "/v1/vms", { body: {}, ...T });
   vms.track(plain.id);
   expectError(await api("GET", `/v1/vms/${plain.id}/build`), 404, "BUILD_NOT_FOUND_FOR_VM");
+  const bare = await ok("POST", "/v1/vms", { body: { template: { workdir: "/tmp", git: { config: {} } } }, ...T });
+  vms.track(bare.id);
+  expectError(await api("GET", `/v1/vms/${bare.id}/build`), 404, "BUILD_NOT_FOUND_FOR_VM");
+  assert.equal((await ok("GET", `/v1/vms/${bare.id}`)).workdir, "/tmp");
 });
 
 test("a failing command fails the build: its record, its snapshot and the answer name it", async () => {

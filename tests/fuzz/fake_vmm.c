@@ -726,3 +726,8 @@ void store_build_clear(struct store_build *b)
         free(b->vm_id);
         memset(b, 0, sizeof(*b));
 }
+
+int build_chain_trivial(json_t *chain)
+{
+        return json_object_size(chain) == 0;
+}
