@@ -29,6 +29,7 @@ struct layer {
         json_t *spec;         /* the layer as asked (a reference) */
         json_t *content;      /* its content fields, normalised; the setup's body */
         char hash[65];        /* its cache key */
+        char key[320];        /* what a layer on it names as its base */
         char base_sid[24];    /* on a snapshotId: that snapshot; else "" */
         int empty;            /* nothing to build: it is its base */
         int skip_cache;
@@ -247,7 +248,7 @@ int build_chain_trivial(json_t *chain)
  * are known before any of it is built, and checks the snapshots it names. */
 static int plan_keys(struct build *x, char *msg, size_t size)
 {
-        char image[256], base[512];
+        char image[256], base[320];
         int r = vmm_image_id(x->b->m, image, sizeof(image));
 
         if (r < 0)
@@ -271,12 +272,14 @@ static int plan_keys(struct build *x, char *msg, size_t size)
                                 return r;
                         snprintf(base, sizeof(base), "snapshot %s", y->base_sid);
                 } else if (i > 0) {
-                        snprintf(base, sizeof(base), "layer %s", x->layers[i - 1].hash);
+                        snprintf(base, sizeof(base), "%s", x->layers[i - 1].key);
                 } else {
                         snprintf(base, sizeof(base), "image %s", image);
                 }
                 if (y->empty) {
-                        /* It is its base: the same key. */
+                        /* It is its base: a layer on it has the same key
+                         * as one on its base. */
+                        snprintf(y->key, sizeof(y->key), "%s", base);
                         snprintf(y->hash, sizeof(y->hash), "%s", i > 0 ? x->layers[i - 1].hash : "");
                         continue;
                 }
@@ -295,6 +298,7 @@ static int plan_keys(struct build *x, char *msg, size_t size)
                         sha256_hex(all, strlen(all), y->hash);
                         free(all);
                 }
+                snprintf(y->key, sizeof(y->key), "layer %s", y->hash);
                 free(text);
         }
         return 0;
