@@ -142,6 +142,15 @@ test("a two-layer chain: changing the outer layer reuses the inner one", async (
   const innerOnly = await createSnapshot({ template: inner });
   const ensured = await createSnapshot({ template: { snapshotId: innerOnly.json.snapshotId } });
   assert.equal(ensured.json?.snapshotId, innerOnly.json.snapshotId, show("POST", "/v1/vms/snapshots", ensured));
+  // The same layer on two snapshots is two layers; written with its base
+  // inside ({snapshot: {snapshotId}}) or beside it, it is one.
+  const files = { "/root/on-top.txt": { content: "top" } };
+  const onA = await createSnapshot({ spec: { snapshot: { snapshotId: a.json.snapshotId }, additionalFiles: files } });
+  const onB = await createSnapshot({ spec: { snapshot: { snapshotId: b.json.snapshotId }, additionalFiles: files } });
+  assert.equal(onA.status, 200, show("POST", "/v1/vms/snapshots", onA));
+  assert.notEqual(onA.json.snapshotId, onB.json.snapshotId);
+  const beside = await createSnapshot({ template: { snapshotId: a.json.snapshotId, additionalFiles: files } });
+  assert.equal(beside.json?.snapshotId, onA.json.snapshotId, show("POST", "/v1/vms/snapshots", beside));
 });
 
 test("POST /v1/vms with a template builds it, and the VM names its build", async () => {
