@@ -50,7 +50,8 @@ static int show_phases(struct cli *c, const char *build, size_t *shown, const st
                 return -1;
         }
         phases = json_object_get(r.json, "phases");
-        json_array_foreach(phases, i, p) {
+        json_array_foreach(phases, i, p)
+        {
                 const char *sid = json_string_value(json_object_get(p, "snapshotId"));
 
                 if (i < *shown)
@@ -157,8 +158,8 @@ static int get_build(struct cli *c, int argc, char **argv, const char *suffix, s
 
 int cmd_build_get(struct cli *c, int argc, char **argv)
 {
-        static const char *const fields[] = {"buildId",    "state",      "snapshotId",   "templateHash",
-                                             "startedAt",  "finishedAt", "failureReason"};
+        static const char *const fields[] = {"buildId",   "state",      "snapshotId",   "templateHash",
+                                             "startedAt", "finishedAt", "failureReason"};
         struct client_response r;
         char buf[64];
         json_t *v;
@@ -171,10 +172,11 @@ int cmd_build_get(struct cli *c, int argc, char **argv)
                 print_raw(&r);
         } else {
                 for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-                        printf("%-14s %s\n", fields[i], cell(json_object_get(r.json, fields[i]), buf, sizeof(buf)));
+                        printf("%-14s %s\n", fields[i],
+                               cell(json_object_get(r.json, fields[i]), buf, sizeof(buf)));
                 printf("plannedPhases\n");
                 json_array_foreach(json_object_get(r.json, "plannedPhases"), i, v)
-                        printf("  %s\n", json_string_value(v));
+                    printf("  %s\n", json_string_value(v));
         }
         client_response_done(&r);
         return finish(c, 0);
@@ -195,9 +197,9 @@ int cmd_build_phases(struct cli *c, int argc, char **argv)
         } else {
                 printf("%-24s  %-40s  %s\n", "STARTED", "PHASE", "SNAPSHOT");
                 json_array_foreach(json_object_get(r.json, "phases"), i, p)
-                        printf("%-24s  %-40s  %s\n", cell(json_object_get(p, "startedAt"), b1, sizeof(b1)),
-                               cell(json_object_get(p, "name"), b2, sizeof(b2)),
-                               cell(json_object_get(p, "snapshotId"), b3, sizeof(b3)));
+                    printf("%-24s  %-40s  %s\n", cell(json_object_get(p, "startedAt"), b1, sizeof(b1)),
+                           cell(json_object_get(p, "name"), b2, sizeof(b2)),
+                           cell(json_object_get(p, "snapshotId"), b3, sizeof(b3)));
         }
         client_response_done(&r);
         return finish(c, 0);

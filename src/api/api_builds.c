@@ -30,9 +30,10 @@ static json_t *build_json(const struct store_build *b)
         return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:o,s:s,s:o,s:s,s:o}", "buildId", b->id, "accountId",
                          b->account_id, "requestId", json_str_or_null(b->request_id), "state", b->state,
                          "templateHash", json_str_or_null(b->template_hash), "failureReason",
-                         json_str_or_null(b->failure_reason), "plannedPhases", planned ? planned : json_array(),
-                         "startedAt", started, "finishedAt", b->finished_at ? json_string(finished) : json_null(),
-                         "updatedAt", updated, "snapshotId", json_str_or_null(b->snapshot_id));
+                         json_str_or_null(b->failure_reason), "plannedPhases",
+                         planned ? planned : json_array(), "startedAt", started, "finishedAt",
+                         b->finished_at ? json_string(finished) : json_null(), "updatedAt", updated,
+                         "snapshotId", json_str_or_null(b->snapshot_id));
 }
 
 /* The route's build of the caller's account; answers 404 when none. */
@@ -67,9 +68,9 @@ static int phase_one(const struct store_build_phase *p, void *ud)
 
         format_time(p->started_at, at);
         snprintf(pid, sizeof(pid), "%s-%d", json_string_value(build), p->seq);
-        return json_array_append_new(arr, json_pack("{s:s,s:O,s:s,s:o,s:s}", "phaseId", pid, "buildId", build, "name",
-                                                    p->name, "snapshotId", json_str_or_null(p->snapshot_id),
-                                                    "startedAt", at));
+        return json_array_append_new(arr, json_pack("{s:s,s:O,s:s,s:o,s:s}", "phaseId", pid, "buildId", build,
+                                                    "name", p->name, "snapshotId",
+                                                    json_str_or_null(p->snapshot_id), "startedAt", at));
 }
 
 void api_list_build_phases(struct api_call *c)
@@ -106,7 +107,8 @@ void api_get_vm_build(struct api_call *c)
                 return;
         }
         if (!info.build_id) {
-                api_error(c, 404, "BUILD_NOT_FOUND_FOR_VM", "VM %s was not made from a template or spec", c->vm_id);
+                api_error(c, 404, "BUILD_NOT_FOUND_FOR_VM", "VM %s was not made from a template or spec",
+                          c->vm_id);
         } else if (find_build(c, info.build_id, &b) == 0) {
                 c->resp->status = 200;
                 c->resp->body = build_json(&b);
@@ -165,7 +167,8 @@ static int chain_of(struct api_call *c, json_t *body, const char *code, json_t *
         if (tpl && json_is_null(tpl))
                 tpl = NULL;
         if ((spec && !json_is_object(spec)) || (tpl && !json_is_object(tpl))) {
-                api_error(c, 400, code, "'%s' must be an object", spec && !json_is_object(spec) ? "spec" : "template");
+                api_error(c, 400, code, "'%s' must be an object",
+                          spec && !json_is_object(spec) ? "spec" : "template");
                 return -EINVAL;
         }
         if (spec && tpl) {
@@ -207,7 +210,8 @@ void api_create_snapshot(struct api_call *c)
         if (!body)
                 goto out;
         if (api_opt_string(c, body, "name", &o.name, code) < 0 ||
-            api_persistence(c, body, 1u << VM_PERSIST_STICKY | 1u << VM_PERSIST_PERSISTENT, code, &o.persistence) < 0 ||
+            api_persistence(c, body, 1u << VM_PERSIST_STICKY | 1u << VM_PERSIST_PERSISTENT, code,
+                            &o.persistence) < 0 ||
             chain_of(c, body, code, &chain) < 0)
                 goto out;
         if (o.name && strlen(o.name) > 256) {
@@ -274,7 +278,8 @@ static int log_one(const struct store_build_phase *p, void *ud)
 
         format_time(p->started_at, at);
         return json_array_append_new(ud, json_pack("{s:s,s:s++}", "timestamp", at, "message", p->name,
-                                                   p->snapshot_id ? " " : "", p->snapshot_id ? p->snapshot_id : ""));
+                                                   p->snapshot_id ? " " : "",
+                                                   p->snapshot_id ? p->snapshot_id : ""));
 }
 
 /* GET /observability/v1/logs?requestId=: a background build's progress. */
@@ -290,7 +295,8 @@ void api_request_logs(struct api_call *c)
                 int r = logs ? store_build_phase_foreach(c->a->store, b.id, log_one, logs) : -ENOMEM;
 
                 if (r == 0 && b.failure_reason)
-                        json_array_append_new(logs, json_pack("{s:s,s:s}", "timestamp", "", "message", b.failure_reason));
+                        json_array_append_new(
+                            logs, json_pack("{s:s,s:s}", "timestamp", "", "message", b.failure_reason));
                 if (r < 0) {
                         api_error(c, 500, "INTERNAL_ERROR", "could not read the logs: %s", strerror(-r));
                 } else {
@@ -319,7 +325,8 @@ int api_vm_chain(struct api_call *c, json_t *body, json_t **ret)
                 return 0;
         if (sid && !json_is_null(sid)) {
                 api_error(c, 400, "CREATE_VM_BAD_REQUEST",
-                          "'snapshotId' and a 'template' or 'spec' are mutually exclusive: put the snapshotId inside it");
+                          "'snapshotId' and a 'template' or 'spec' are mutually exclusive: put the "
+                          "snapshotId inside it");
                 return -EINVAL;
         }
         /* What the template says about the VM, unless the request does. */

@@ -26,15 +26,15 @@ static const char *const content_fields[] = {"additionalFiles", "users",     "gr
                                              "memSizeGb",       "vcpuCount", "baseImage"};
 
 struct layer {
-        json_t *spec;         /* the layer as asked (a reference) */
-        json_t *content;      /* its content fields, normalised; the setup's body */
-        char hash[65];        /* its cache key */
-        char key[320];        /* what a layer on it names as its base */
-        char base_sid[24];    /* on a snapshotId: that snapshot; else "" */
-        int empty;            /* nothing to build: it is its base */
+        json_t *spec;      /* the layer as asked (a reference) */
+        json_t *content;   /* its content fields, normalised; the setup's body */
+        char hash[65];     /* its cache key */
+        char key[320];     /* what a layer on it names as its base */
+        char base_sid[24]; /* on a snapshotId: that snapshot; else "" */
+        int empty;         /* nothing to build: it is its base */
         int skip_cache;
-        int cached;           /* planned as a cache hit */
-        char label[32];       /* "layer 2/3: " or "" */
+        int cached;     /* planned as a cache hit */
+        char label[32]; /* "layer 2/3: " or "" */
         int64_t timeout_s;
         char sid[24];         /* what it made or reused, once done */
         struct dockerfile df; /* its baseImage's steps; df.from NULL: none */
@@ -60,12 +60,12 @@ struct build {
         struct vm_persistence persistence;
         struct layer layers[MAX_LAYERS]; /* innermost first */
         int n;
-        int refs;             /* under b->lock */
-        int done;             /* under b->lock */
+        int refs; /* under b->lock */
+        int done; /* under b->lock */
         int r;
         char sid[24];
         char *report;
-        char prefix[32];      /* the label of the layer in progress */
+        char prefix[32]; /* the label of the layer in progress */
         struct build *next;
 };
 
@@ -95,7 +95,8 @@ static json_t *normalised(json_t *v)
                 return NULL;
         if (json_is_object(v)) {
                 r = json_object();
-                json_object_foreach(v, k, x) {
+                json_object_foreach(v, k, x)
+                {
                         json_t *c = normalised(x);
 
                         if (c)
@@ -103,7 +104,8 @@ static json_t *normalised(json_t *v)
                 }
         } else if (json_is_array(v)) {
                 r = json_array();
-                json_array_foreach(v, i, x) {
+                json_array_foreach(v, i, x)
+                {
                         json_t *c = normalised(x);
 
                         /* An array keeps its length: positions matter. */
@@ -133,8 +135,8 @@ static int bad(char *msg, size_t size, const char *fmt, const char *arg)
 }
 
 /* Splits the chain into layers, innermost first, and checks each. */
-static int plan_layers(struct build *x, json_t *chain, const struct build_opts *o, const char **ret_code, char *msg,
-                       size_t size)
+static int plan_layers(struct build *x, json_t *chain, const struct build_opts *o, const char **ret_code,
+                       char *msg, size_t size)
 {
         json_t *stack[MAX_LAYERS], *l = chain;
         int n = 0;
@@ -147,14 +149,17 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                 if (n == MAX_LAYERS)
                         return bad(msg, size, "a chain has at most %s layers", "16");
                 if (t && !json_is_null(t) && s && !json_is_null(s))
-                        return bad(msg, size, "%s", "a layer has either 'template' or 'snapshot' inside it, not both");
-                if ((t && !json_is_null(t) && !json_is_object(t)) || (s && !json_is_null(s) && !json_is_object(s)))
+                        return bad(msg, size, "%s",
+                                   "a layer has either 'template' or 'snapshot' inside it, not both");
+                if ((t && !json_is_null(t) && !json_is_object(t)) ||
+                    (s && !json_is_null(s) && !json_is_object(s)))
                         return bad(msg, size, "%s", "'template' and 'snapshot' must be objects");
                 stack[n++] = l;
         }
         for (int i = 0; i < n; i++) {
                 json_t *spec = stack[n - 1 - i], *sid = json_object_get(spec, "snapshotId");
-                json_t *img = json_object_get(spec, "baseImage"), *t = json_object_get(spec, "readySignalTimeoutSeconds");
+                json_t *img = json_object_get(spec, "baseImage"),
+                       *t = json_object_get(spec, "readySignalTimeoutSeconds");
                 struct layer *y = &x->layers[i];
                 const char *code = NULL;
 
@@ -163,11 +168,13 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                 if (json_is_string(sid) && img && !json_is_null(img))
                         return bad(msg, size, "%s", "'snapshotId' and 'baseImage' are mutually exclusive");
                 if (json_is_string(sid) && inner_of(spec))
-                        return bad(msg, size, "%s",
-                                   "'snapshotId' and an inner 'snapshot' or 'template' are mutually exclusive");
+                        return bad(
+                            msg, size, "%s",
+                            "'snapshotId' and an inner 'snapshot' or 'template' are mutually exclusive");
                 if (img && !json_is_null(img) && inner_of(spec))
-                        return bad(msg, size, "%s",
-                                   "'baseImage' and an inner 'snapshot' or 'template' are mutually exclusive");
+                        return bad(
+                            msg, size, "%s",
+                            "'baseImage' and an inner 'snapshot' or 'template' are mutually exclusive");
                 if (img && !json_is_null(img)) {
                         json_t *text = json_object_get(img, "dockerfileContent");
                         int k;
@@ -179,7 +186,8 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                                 return k;
                 }
                 if (t && !json_is_null(t) && (!json_is_integer(t) || json_integer_value(t) < 0))
-                        return bad(msg, size, "%s", "'readySignalTimeoutSeconds' must be a non-negative integer");
+                        return bad(msg, size, "%s",
+                                   "'readySignalTimeoutSeconds' must be a non-negative integer");
                 if (setup_check(spec, &code, msg, size) < 0) {
                         if (code && strcmp(code, "CREATE_VM_BAD_REQUEST"))
                                 *ret_code = code;
@@ -201,22 +209,24 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                                 json_t *v = json_object_get(spec, sized[k]);
 
                                 if (v && !json_is_null(v) &&
-                                    (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > caps[k])) {
-                                        snprintf(msg, size, "'%s' must be an integer from 0 to %lld", sized[k],
-                                                 (long long)caps[k]);
+                                    (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                                     json_integer_value(v) > caps[k])) {
+                                        snprintf(msg, size, "'%s' must be an integer from 0 to %lld",
+                                                 sized[k], (long long)caps[k]);
                                         return -EINVAL;
                                 }
                         }
                 }
                 if (json_is_string(sid)) {
                         if (strlen(json_string_value(sid)) >= sizeof(y->base_sid))
-                                return snprintf(msg, size, "snapshot %.40s not found", json_string_value(sid)),
+                                return snprintf(msg, size, "snapshot %.40s not found",
+                                                json_string_value(sid)),
                                        -ENOMEDIUM;
                         snprintf(y->base_sid, sizeof(y->base_sid), "%s", json_string_value(sid));
                 }
                 y->skip_cache = json_is_true(json_object_get(spec, "skipCache"));
-                y->timeout_s = json_is_integer(t) && json_integer_value(t) > 0 ? json_integer_value(t)
-                                                                               : LAYER_TIMEOUT_S;
+                y->timeout_s =
+                    json_is_integer(t) && json_integer_value(t) > 0 ? json_integer_value(t) : LAYER_TIMEOUT_S;
                 /* The discriminator tells apart layers that are otherwise
                  * the same; it makes nothing on its own. */
                 y->empty = json_object_size(y->content) == 0 && (i > 0 || y->base_sid[0]);
@@ -402,10 +412,13 @@ static char *reason_of(const char *label, const char *report)
         size_t n;
 
         if (!out)
-                out = json_string_value(json_object_get(json_array_get(json_object_get(d, "failedUnits"), 0), "logs"));
+                out = json_string_value(
+                    json_object_get(json_array_get(json_object_get(d, "failedUnits"), 0), "logs"));
         n = out ? strlen(out) : 0;
-        if (asprintf(&reason, "%s%s%s%s", label, m ? m : "the build failed", out && !strstr(m ? m : "", out) ? "\n" : "",
-                     out && !strstr(m ? m : "", out) ? out + (n > REASON_TAIL ? n - REASON_TAIL : 0) : "") < 0)
+        if (asprintf(&reason, "%s%s%s%s", label, m ? m : "the build failed",
+                     out && !strstr(m ? m : "", out) ? "\n" : "",
+                     out && !strstr(m ? m : "", out) ? out + (n > REASON_TAIL ? n - REASON_TAIL : 0) : "") <
+            0)
                 reason = NULL;
         json_decref(j);
         return reason;
@@ -442,8 +455,9 @@ static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char
 
                         strbuf_add(&both, res.out.data, res.out.len);
                         strbuf_add(&both, res.errout.data, res.errout.len);
-                        out = both.oom ? NULL : utf8_sanitize(both.s, both.len > REASON_TAIL ? REASON_TAIL : both.len,
-                                                             &n);
+                        out = both.oom ? NULL
+                                       : utf8_sanitize(both.s,
+                                                       both.len > REASON_TAIL ? REASON_TAIL : both.len, &n);
                         if (both.len > REASON_TAIL && !both.oom) {
                                 free(out);
                                 out = utf8_sanitize(both.s + both.len - REASON_TAIL, REASON_TAIL, &n);
@@ -451,7 +465,10 @@ static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char
                         free(both.s);
                 }
                 if (asprintf(&msg, "Dockerfile step %zu (%s) failed: %s", i + 1, y->df.steps[i].what,
-                             r < 0 ? strerror(-r) : res.timed_out ? "timed out" : res.err ? strerror(res.err) : "") < 0)
+                             r < 0           ? strerror(-r)
+                             : res.timed_out ? "timed out"
+                             : res.err       ? strerror(res.err)
+                                             : "") < 0)
                         msg = NULL;
                 if (r == 0 && !res.timed_out && !res.err && msg) {
                         char *m2 = NULL;
@@ -463,8 +480,9 @@ static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char
                         }
                 }
                 {
-                        json_t *j = json_pack("{s:s,s:{s:s?}}", "message", msg ? msg : "a Dockerfile step failed",
-                                              "diagnostics", "stderr", out);
+                        json_t *j =
+                            json_pack("{s:s,s:{s:s?}}", "message", msg ? msg : "a Dockerfile step failed",
+                                      "diagnostics", "stderr", out);
 
                         *ret_report = j ? json_dumps(j, JSON_COMPACT) : NULL;
                         json_decref(j);
@@ -528,10 +546,12 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
         if (r == 0)
                 r = vmm_get(b->m, x->account, vm, &info);
         if (r == 0) {
-                json_t *mem = json_object_get(y->content, "memSizeGb"), *cpu = json_object_get(y->content, "vcpuCount");
+                json_t *mem = json_object_get(y->content, "memSizeGb"),
+                       *cpu = json_object_get(y->content, "vcpuCount");
                 json_t *disk = json_object_get(y->content, "rootfsSizeGb");
                 int64_t want_mem = json_integer_value(mem) * 1024, want_cpu = json_integer_value(cpu);
-                int cold = (want_mem > 0 && want_mem != info.mem_mb) || (want_cpu > 0 && want_cpu != info.vcpus);
+                int cold =
+                    (want_mem > 0 && want_mem != info.mem_mb) || (want_cpu > 0 && want_cpu != info.vcpus);
 
                 if (json_integer_value(disk) > 0) {
                         r = vmm_resize(b->m, x->account, vm, json_integer_value(disk), 0, 0);
@@ -592,7 +612,8 @@ out:
                 int k = store_snapshot_fail(b->s, y->sid, reason ? reason : "the build failed");
 
                 if (k < 0)
-                        log_warn("build %s: could not mark snapshot %s failed: %s", x->id, y->sid, strerror(-k));
+                        log_warn("build %s: could not mark snapshot %s failed: %s", x->id, y->sid,
+                                 strerror(-k));
                 free(reason);
         }
         return r;
@@ -721,8 +742,8 @@ static void *build_main(void *arg)
                         report = report_of("the %s failed: %s", "build", r);
                 if (!reason)
                         reason = reason_of("", report);
-                int k = store_build_set_state(b->s, x->id, "failed", reason ? reason : "the build failed", NULL,
-                                              wall_ms());
+                int k = store_build_set_state(b->s, x->id, "failed", reason ? reason : "the build failed",
+                                              NULL, wall_ms());
 
                 if (k < 0)
                         log_warn("build %s: could not record its failure: %s", x->id, strerror(-k));
@@ -853,7 +874,6 @@ void build_put(struct build *x)
 /* The builder                                                         */
 /* ------------------------------------------------------------------ */
 
-
 static int cut_short(const struct store_build *rec, void *ud)
 {
         struct builder *b = ud;
@@ -862,9 +882,11 @@ static int cut_short(const struct store_build *rec, void *ud)
         if (rec->vm_id) {
                 r = vmm_delete(b->m, rec->account_id, rec->vm_id);
                 if (r < 0 && r != -ENOENT)
-                        log_warn("build %s: could not delete its VM %s: %s", rec->id, rec->vm_id, strerror(-r));
+                        log_warn("build %s: could not delete its VM %s: %s", rec->id, rec->vm_id,
+                                 strerror(-r));
         }
-        r = store_build_set_state(b->s, rec->id, "failed", "sproutd stopped during the build", NULL, wall_ms());
+        r = store_build_set_state(b->s, rec->id, "failed", "sproutd stopped during the build", NULL,
+                                  wall_ms());
         if (r < 0)
                 log_warn("build %s: could not mark it failed: %s", rec->id, strerror(-r));
         else

@@ -25,10 +25,10 @@ struct parser {
         struct dockerfile *d;
         struct var vars[MAX_VARS]; /* ENV and ARG in effect, in order */
         int nvars;
-        struct strbuf env;  /* ENV lines for /etc/environment */
-        char *workdir;      /* NULL: / */
-        char *user;         /* NULL: root */
-        int line;           /* of the instruction being read */
+        struct strbuf env; /* ENV lines for /etc/environment */
+        char *workdir;     /* NULL: / */
+        char *user;        /* NULL: root */
+        int line;          /* of the instruction being read */
         char *msg;
         size_t size;
 };
@@ -284,7 +284,8 @@ static int do_run(struct parser *p, char *args, const char *heredoc)
                         json_decref(a);
                         return bad(p, "RUN [...] must be a JSON array of strings");
                 }
-                json_array_foreach(a, i, v) {
+                json_array_foreach(a, i, v)
+                {
                         if (!json_is_string(v)) {
                                 json_decref(a);
                                 free(b.s);
@@ -313,7 +314,8 @@ static int do_run(struct parser *p, char *args, const char *heredoc)
  * configured mirror. These names are it. */
 static int known_base(const char *image)
 {
-        static const char *const names[] = {"debian:bookworm", "debian:bookworm-slim", "debian:12", "debian:12-slim"};
+        static const char *const names[] = {"debian:bookworm", "debian:bookworm-slim", "debian:12",
+                                            "debian:12-slim"};
         const char *s = image;
 
         if (!strncmp(s, "docker.io/", 10))
@@ -341,11 +343,12 @@ static int do_from(struct parser *p, char *args)
         if (!*p->d->from)
                 return bad(p, "FROM needs an image");
         if (!known_base(p->d->from))
-                return bad(p,
-                           "base image '%s' is not available on this server: it builds on its own Debian bookworm"
-                           " guest image (FROM debian:bookworm or debian:bookworm-slim); other images and"
-                           " registries are not supported yet",
-                           p->d->from);
+                return bad(
+                    p,
+                    "base image '%s' is not available on this server: it builds on its own Debian bookworm"
+                    " guest image (FROM debian:bookworm or debian:bookworm-slim); other images and"
+                    " registries are not supported yet",
+                    p->d->from);
         return 0;
 }
 
@@ -393,7 +396,8 @@ static int instruction(struct parser *p, char *line, const char *heredoc)
                 return 0;
         }
         if (!strcasecmp(s, "COPY") || !strcasecmp(s, "ADD"))
-                return bad(p, "%s needs a build context or another stage, which a baseImage does not have", s);
+                return bad(p, "%s needs a build context or another stage, which a baseImage does not have",
+                           s);
         if (!strcasecmp(s, "SHELL") || !strcasecmp(s, "ONBUILD"))
                 return bad(p, "%s is not supported by this server", s);
         /* LABEL, EXPOSE, CMD, ENTRYPOINT, VOLUME, STOPSIGNAL, HEALTHCHECK,

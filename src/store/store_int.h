@@ -33,11 +33,11 @@ char *sq_col_dup(sqlite3_stmt *st, int i);
 
 /* The writes that change one record: prepare, bind, run; -ENOENT when the
  * record is not there. */
-#define WRITE_ONE(s, sql, types, ...)                                                                                 \
-        ({                                                                                                            \
-                sqlite3_stmt *st_;                                                                                    \
-                int r_ = sq_prepare((s), &st_, (sql), (types), __VA_ARGS__);                                          \
-                r_ < 0 ? r_ : sq_finish((s), st_, 1);                                                                 \
+#define WRITE_ONE(s, sql, types, ...)                                                                        \
+        ({                                                                                                   \
+                sqlite3_stmt *st_;                                                                           \
+                int r_ = sq_prepare((s), &st_, (sql), (types), __VA_ARGS__);                                 \
+                r_ < 0 ? r_ : sq_finish((s), st_, 1);                                                        \
         })
 
 #endif

@@ -14,19 +14,20 @@ int store_snapshot_insert(struct store *s, const struct store_snapshot *snap)
 {
         sqlite3_stmt *st;
         int r = sq_prepare(s, &st,
-                        "INSERT INTO snapshots (id, account_id, name, source_vm_id, layer, persist_kind,"
-                        " persist_priority, created_at, mem_mb, vcpus, state, build_id, template_hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        "ssssssiIiisss", snap->id, snap->account_id, snap->name, snap->source_vm_id,
-                        snap->layer ? snap->layer : "", snap->persist_kind ? snap->persist_kind : "sticky",
-                        snap->persist_priority, snap->created_at, snap->mem_mb, snap->vcpus,
-                        snap->state ? snap->state : "ready", snap->build_id, snap->template_hash);
+                           "INSERT INTO snapshots (id, account_id, name, source_vm_id, layer, persist_kind,"
+                           " persist_priority, created_at, mem_mb, vcpus, state, build_id, template_hash)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           "ssssssiIiisss", snap->id, snap->account_id, snap->name, snap->source_vm_id,
+                           snap->layer ? snap->layer : "", snap->persist_kind ? snap->persist_kind : "sticky",
+                           snap->persist_priority, snap->created_at, snap->mem_mb, snap->vcpus,
+                           snap->state ? snap->state : "ready", snap->build_id, snap->template_hash);
 
         return r < 0 ? r : sq_finish(s, st, 1);
 }
 
-#define SNAPSHOT_COLS                                                                                                 \
-        "id, account_id, name, source_vm_id, layer, persist_kind, persist_priority, created_at, deleted, mem_mb,"     \
+#define SNAPSHOT_COLS                                                                                        \
+        "id, account_id, name, source_vm_id, layer, persist_kind, persist_priority, created_at, deleted, "   \
+        "mem_mb,"                                                                                            \
         " vcpus, state, build_id, template_hash, failure_reason"
 
 static int snapshot_row(sqlite3_stmt *st, struct store_snapshot *ret)
@@ -54,7 +55,8 @@ static int snapshot_row(sqlite3_stmt *st, struct store_snapshot *ret)
 
 /* Reads the one row of a prepared query with row_fn (-ENOENT when there
  * is none) and finalizes it. */
-static int one_row(struct store *s, sqlite3_stmt *st, int r, int (*row_fn)(sqlite3_stmt *st, void *ret), void *ret)
+static int one_row(struct store *s, sqlite3_stmt *st, int r, int (*row_fn)(sqlite3_stmt *st, void *ret),
+                   void *ret)
 {
         int rc;
 
@@ -78,8 +80,8 @@ static int snapshot_row_fn(sqlite3_stmt *st, void *ret)
 int store_snapshot_get(struct store *s, const char *account, const char *id, struct store_snapshot *ret)
 {
         sqlite3_stmt *st = NULL;
-        int r = sq_prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND account_id = ?", "ss", id,
-                           account);
+        int r = sq_prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = ? AND account_id = ?",
+                           "ss", id, account);
 
         return one_row(s, st, r, snapshot_row_fn, ret);
 }
@@ -88,8 +90,10 @@ int store_snapshot_foreach(struct store *s, const char *account,
                            int (*fn)(const struct store_snapshot *snap, void *ud), void *ud)
 {
         sqlite3_stmt *st;
-        int r = sq_prepare(s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
-                        "s", account),
+        int r = sq_prepare(s, &st,
+                           "SELECT " SNAPSHOT_COLS
+                           " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
+                           "s", account),
             rc = SQLITE_DONE;
 
         if (r < 0)
@@ -111,16 +115,17 @@ int store_snapshot_foreach(struct store *s, const char *account,
 int store_snapshot_count(struct store *s, const char *account_id, int64_t *ret)
 {
         sqlite3_stmt *st;
-        int r = sq_prepare(s, &st, "SELECT count(*) FROM snapshots WHERE account_id = ? AND deleted = 0 AND state = 'ready'", "s",
-                        account_id);
+        int r = sq_prepare(
+            s, &st, "SELECT count(*) FROM snapshots WHERE account_id = ? AND deleted = 0 AND state = 'ready'",
+            "s", account_id);
 
         return r < 0 ? r : sq_scalar(st, ret);
 }
 
 int store_snapshot_set_name(struct store *s, const char *account, const char *id, const char *name)
 {
-        return WRITE_ONE(s, "UPDATE snapshots SET name = ? WHERE id = ? AND account_id = ? AND deleted = 0", "sss",
-                         name, id, account);
+        return WRITE_ONE(s, "UPDATE snapshots SET name = ? WHERE id = ? AND account_id = ? AND deleted = 0",
+                         "sss", name, id, account);
 }
 
 int store_snapshot_delete(struct store *s, const char *account, const char *id)
@@ -153,28 +158,33 @@ void store_snapshot_clear(struct store_snapshot *snap)
         memset(snap, 0, sizeof(*snap));
 }
 
-int store_snapshot_ready(struct store *s, const char *id, const char *source_vm_id, const char *layer, int mem_mb,
-                         int vcpus, int64_t at)
+int store_snapshot_ready(struct store *s, const char *id, const char *source_vm_id, const char *layer,
+                         int mem_mb, int vcpus, int64_t at)
 {
-        return WRITE_ONE(s,
-                         "UPDATE snapshots SET state = 'ready', source_vm_id = ?, layer = ?, mem_mb = ?, vcpus = ?,"
-                         " created_at = ? WHERE id = ? AND state = 'building'",
-                         "ssiiIs", source_vm_id, layer, mem_mb, vcpus, at, id);
+        return WRITE_ONE(
+            s,
+            "UPDATE snapshots SET state = 'ready', source_vm_id = ?, layer = ?, mem_mb = ?, vcpus = ?,"
+            " created_at = ? WHERE id = ? AND state = 'building'",
+            "ssiiIs", source_vm_id, layer, mem_mb, vcpus, at, id);
 }
 
 int store_snapshot_fail(struct store *s, const char *id, const char *reason)
 {
-        return WRITE_ONE(s, "UPDATE snapshots SET state = 'failed', failure_reason = ? WHERE id = ? AND state = 'building'",
-                         "ss", reason, id);
+        return WRITE_ONE(
+            s,
+            "UPDATE snapshots SET state = 'failed', failure_reason = ? WHERE id = ? AND state = 'building'",
+            "ss", reason, id);
 }
 
-int store_snapshot_cached(struct store *s, const char *account, const char *template_hash, struct store_snapshot *ret)
+int store_snapshot_cached(struct store *s, const char *account, const char *template_hash,
+                          struct store_snapshot *ret)
 {
         sqlite3_stmt *st = NULL;
-        int r = sq_prepare(s, &st,
-                           "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? AND template_hash = ?"
-                           " AND state = 'ready' AND deleted = 0 ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                           "ss", account, template_hash);
+        int r =
+            sq_prepare(s, &st,
+                       "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? AND template_hash = ?"
+                       " AND state = 'ready' AND deleted = 0 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                       "ss", account, template_hash);
 
         return one_row(s, st, r, snapshot_row_fn, ret);
 }
@@ -184,17 +194,18 @@ int store_snapshot_cached(struct store *s, const char *account, const char *temp
 int store_build_insert(struct store *s, const struct store_build *b)
 {
         sqlite3_stmt *st;
-        int r = sq_prepare(s, &st,
-                           "INSERT INTO builds (id, account_id, request_id, state, template_hash, planned_phases,"
-                           " started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           "ssssssII", b->id, b->account_id, b->request_id, b->state, b->template_hash,
-                           b->planned_phases, b->started_at, b->started_at);
+        int r =
+            sq_prepare(s, &st,
+                       "INSERT INTO builds (id, account_id, request_id, state, template_hash, planned_phases,"
+                       " started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       "ssssssII", b->id, b->account_id, b->request_id, b->state, b->template_hash,
+                       b->planned_phases, b->started_at, b->started_at);
 
         return r < 0 ? r : sq_finish(s, st, 1);
 }
 
-#define BUILD_COLS                                                                                                    \
-        "id, account_id, request_id, state, template_hash, failure_reason, planned_phases, started_at,"             \
+#define BUILD_COLS                                                                                           \
+        "id, account_id, request_id, state, template_hash, failure_reason, planned_phases, started_at,"      \
         " finished_at, updated_at, snapshot_id, vm_id"
 
 static int build_row(sqlite3_stmt *st, struct store_build *ret)
@@ -225,8 +236,9 @@ static int build_row_fn(sqlite3_stmt *st, void *ret)
 int store_build_get(struct store *s, const char *account, const char *id, struct store_build *ret)
 {
         sqlite3_stmt *st = NULL;
-        int r = sq_prepare(s, &st, "SELECT " BUILD_COLS " FROM builds WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)",
-                           "ss", id, account);
+        int r = sq_prepare(
+            s, &st, "SELECT " BUILD_COLS " FROM builds WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)",
+            "ss", id, account);
 
         return one_row(s, st, r, build_row_fn, ret);
 }
@@ -235,7 +247,8 @@ int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *
 {
         sqlite3_stmt *st;
         int r = sq_prepare(s, &st,
-                           "SELECT " BUILD_COLS " FROM builds WHERE state IN ('pending', 'running') ORDER BY started_at",
+                           "SELECT " BUILD_COLS
+                           " FROM builds WHERE state IN ('pending', 'running') ORDER BY started_at",
                            NULL),
             rc = SQLITE_DONE;
 
@@ -276,10 +289,11 @@ int store_build_phase_add(struct store *s, const char *build_id, const char *nam
                           int64_t at)
 {
         sqlite3_stmt *st;
-        int r = sq_prepare(s, &st,
-                           "INSERT INTO build_phases (build_id, seq, name, snapshot_id, started_at)"
-                           " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4 FROM build_phases WHERE build_id = ?1",
-                           "sssI", build_id, name, snapshot_id, at);
+        int r = sq_prepare(
+            s, &st,
+            "INSERT INTO build_phases (build_id, seq, name, snapshot_id, started_at)"
+            " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4 FROM build_phases WHERE build_id = ?1",
+            "sssI", build_id, name, snapshot_id, at);
 
         if (r == 0)
                 r = sq_finish(s, st, 1);
@@ -302,10 +316,10 @@ int store_build_phase_foreach(struct store *s, const char *build_id,
                 return r;
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct store_build_phase p = {
-                        .seq = sqlite3_column_int(st, 0),
-                        .name = (const char *)sqlite3_column_text(st, 1),
-                        .snapshot_id = (const char *)sqlite3_column_text(st, 2),
-                        .started_at = sqlite3_column_int64(st, 3),
+                    .seq = sqlite3_column_int(st, 0),
+                    .name = (const char *)sqlite3_column_text(st, 1),
+                    .snapshot_id = (const char *)sqlite3_column_text(st, 2),
+                    .started_at = sqlite3_column_int64(st, 3),
                 };
 
                 r = p.name ? fn(&p, ud) : -ENOMEM;
