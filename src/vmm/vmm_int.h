@@ -332,9 +332,9 @@ int below_reserve(struct vmm *m);
 int64_t data_free(struct vmm *m);
 /* Keeps the data dir's reserve file: space held back (up to
  * RESERVE_HELD_MAX of --disk-reserve-bytes) while there is room, given
- * up when the disk is full (nearly no free space, or disk_full: a VM was
- * paused on a write) so that running VMs, the store and deletes have
- * room to go on, and held again once there is room. Idle thread only. */
+ * up when disk_full (a running VM was paused on a write the full disk
+ * refused) so that running VMs, the store and deletes have room to go on,
+ * and held again once there is room. Idle thread only. */
 void reserve_check(struct vmm *m, int disk_full);
 /* Whether one more VM of mem_mb, running, fits the server's and the
  * account's limits (new: it also adds to the VMs that exist). m->lock

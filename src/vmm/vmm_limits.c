@@ -76,10 +76,10 @@ int below_reserve(struct vmm *m)
         return m->cfg.disk_reserve > 0 && free >= 0 && free < m->cfg.disk_reserve;
 }
 
-/* The most of the reserve held as a file, and the free space below which
- * the disk counts as full (whoever filled it has met ENOSPC). */
+/* The most of the reserve held as a file, and what must be left free
+ * beside the file to hold it again. */
 #define RESERVE_HELD_MAX (256LL << 20)
-#define RESERVE_FULL (1LL << 20)
+#define RESERVE_MARGIN (16LL << 20)
 
 void reserve_check(struct vmm *m, int disk_full)
 {
@@ -92,7 +92,10 @@ void reserve_check(struct vmm *m, int disk_full)
                 return;
         if (!m->reserve_held && stat(path, &st) == 0 && (int64_t)st.st_blocks * 512 >= held)
                 m->reserve_held = 1; /* kept from an earlier run */
-        if (m->reserve_held && (disk_full || free < RESERVE_FULL)) {
+        /* Only a running VM's write releases it: a create or fork that
+         * runs out of space half way fails and cleans up, and must not
+         * spend what the running VMs are to have. */
+        if (m->reserve_held && disk_full) {
                 if (unlink(path) < 0 && errno != ENOENT) {
                         log_err("could not release the disk reserve %s: %s", path, strerror(errno));
                         return;
@@ -101,7 +104,7 @@ void reserve_check(struct vmm *m, int disk_full)
                 m->reserve_held = 0;
                 log_warn("the data dir is full: released its %lld MiB reserve so running VMs go on writing",
                          (long long)(held >> 20));
-        } else if (!m->reserve_held && free >= held + m->cfg.disk_reserve) {
+        } else if (!m->reserve_held && !disk_full && free >= held + RESERVE_MARGIN) {
                 int r = file_allocate(path, held);
 
                 if (r < 0) {

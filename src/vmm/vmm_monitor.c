@@ -610,7 +610,10 @@ static void disk_full_check(struct vmm *m)
                         /* Requests in flight would wait on a paused guest
                          * until their deadlines: they end now, with 507. */
                         if (full && !vm->disk_full) {
+                                /* The flag first: the requests cut short
+                                 * read it to answer 507. */
                                 log_warn("vm %s: paused: its disk write met a full data dir", vm->id);
+                                __atomic_store_n(&vm->disk_full, 1, __ATOMIC_SEQ_CST);
                                 agentc_shutdown(vm->agent);
                         }
                         __atomic_store_n(&vm->disk_full, full, __ATOMIC_RELAXED);
@@ -627,6 +630,10 @@ static void disk_full_check(struct vmm *m)
                 if (vm->qemu && !vm->removed && vm->disk_full && qemu_cont(vm->qemu, 5000) == 0) {
                         log_info("vm %s: the data dir has room again; resumed", vm->id);
                         __atomic_store_n(&vm->disk_full, 0, __ATOMIC_RELAXED);
+                        /* Its link was cut at the pause, and tries made
+                         * while it was paused failed: the next request
+                         * reconnects at once rather than after a backoff. */
+                        vm->agent_retry_at = vm->agent_tried_at = vm->agent_backoff_ms = 0;
                 }
                 pthread_mutex_unlock(&vm->lock);
         }
