@@ -146,6 +146,8 @@ static struct build *start(struct api_call *c, json_t *chain, struct build_opts 
                 api_error(c, 400, code, "%s", msg);
         else if (r == -EFBIG)
                 api_error(c, 413, code, "%s", msg);
+        else if (r == -EBUSY)
+                api_error(c, 429, "TOO_MANY_REQUESTS", "%s", msg);
         else if (r == -ENOMEDIUM)
                 api_error(c, 404, "SNAPSHOT_NOT_FOUND", "%s", msg);
         else if (r == -EAGAIN)
@@ -177,6 +179,22 @@ static int chain_of(struct api_call *c, json_t *body, const char *code, json_t *
         }
         *ret = spec ? spec : tpl;
         return 0;
+}
+
+/* A build that failed because the account or the server had no room for
+ * its VM or snapshot answers as that limit does (429, 507), with its id;
+ * 1 then, else 0. */
+static int answer_limit(struct api_call *c, const struct build *x)
+{
+        int r = build_outcome(x);
+
+        if (r != -EUSERS && r != -EMLINK && r != -EOVERFLOW && r != -ETOOMANYREFS && r != -EDQUOT &&
+            r != -ENOSPC)
+                return 0;
+        api_fail(c, r, API_VM, "", NULL);
+        if (json_is_object(c->resp->body))
+                json_object_set_new(c->resp->body, "buildId", json_string(build_id(x)));
+        return 1;
 }
 
 static json_t *snapshot_answer(const char *sid, const char *build)
@@ -244,7 +262,7 @@ void api_create_snapshot(struct api_call *c)
         r = store_build_get(c->a->store, c->account, build_id(x), &rec);
         if (r < 0)
                 api_error(c, 500, "INTERNAL_ERROR", "could not read the build: %s", strerror(-r));
-        else
+        else if (!answer_limit(c, x))
                 ended_answer(c, &rec);
 out:
         store_build_clear(&rec);
@@ -357,8 +375,10 @@ int api_vm_build(struct api_call *c, json_t *chain, char ret_snapshot[24], char 
         if (r == 0 && !strcmp(rec.state, "succeeded") && rec.snapshot_id) {
                 snprintf(ret_snapshot, 24, "%s", rec.snapshot_id);
         } else if (r == 0) {
-                c->resp->status = 500;
-                c->resp->body = failure_json("BUILD_FAILED", rec.id, rec.failure_reason);
+                if (!answer_limit(c, x)) {
+                        c->resp->status = 500;
+                        c->resp->body = failure_json("BUILD_FAILED", rec.id, rec.failure_reason);
+                }
                 r = -EINVAL;
         } else {
                 api_error(c, 500, "INTERNAL_ERROR", "could not read the build: %s", strerror(-r));

@@ -9,11 +9,15 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_LAYERS 16
+/* Builds one account may have in progress (each holds a thread, and those
+ * that are not waiting for another's layer a VM). */
+#define BUILDS_PER_ACCOUNT 4
 /* A layer's setup, unless its readySignalTimeoutSeconds says otherwise. */
 #define LAYER_TIMEOUT_S 1800
 /* How much of a failing step's output a failure reason keeps. */
@@ -33,7 +37,6 @@ struct layer {
         char base_sid[24]; /* on a snapshotId: that snapshot; else "" */
         int empty;         /* nothing to build: it is its base */
         int skip_cache;
-        int cached;     /* planned as a cache hit */
         char label[32]; /* "layer 2/3: " or "" */
         int64_t timeout_s;
         char sid[24];         /* what it made or reused, once done */
@@ -64,9 +67,8 @@ struct build {
         int done; /* under b->lock */
         int r;
         char sid[24];
-        char *report;
-        char prefix[32]; /* the label of the layer in progress */
-        struct build *next;
+        char prefix[32];    /* the label of the layer in progress */
+        struct build *next; /* in b->builds, while it runs */
 };
 
 struct builder {
@@ -75,8 +77,9 @@ struct builder {
         pthread_mutex_t lock;
         pthread_cond_t cond; /* a build or layer job ended */
         struct layer_job *jobs;
-        int running;  /* build threads, and the recovery */
-        int stopping; /* builder_free was called */
+        struct build *builds; /* in progress */
+        int running;          /* build threads, and the recovery */
+        int stopping;         /* builder_free was called */
 };
 
 /* ------------------------------------------------------------------ */
@@ -128,9 +131,14 @@ static json_t *inner_of(json_t *layer)
         return json_is_object(t) ? t : json_is_object(s) ? s : NULL;
 }
 
-static int bad(char *msg, size_t size, const char *fmt, const char *arg)
+static int bad(char *msg, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad(char *msg, size_t size, const char *fmt, ...)
 {
-        snprintf(msg, size, fmt, arg);
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, size, fmt, ap);
+        va_end(ap);
         return -EINVAL;
 }
 
@@ -145,15 +153,15 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                 json_t *t = json_object_get(l, "template"), *s = json_object_get(l, "snapshot");
 
                 if (!json_is_object(l))
-                        return bad(msg, size, "%s", "a layer must be an object");
+                        return bad(msg, size, "a layer must be an object");
                 if (n == MAX_LAYERS)
-                        return bad(msg, size, "a chain has at most %s layers", "16");
+                        return bad(msg, size, "a chain has at most %d layers", MAX_LAYERS);
                 if (t && !json_is_null(t) && s && !json_is_null(s))
-                        return bad(msg, size, "%s",
+                        return bad(msg, size,
                                    "a layer has either 'template' or 'snapshot' inside it, not both");
                 if ((t && !json_is_null(t) && !json_is_object(t)) ||
                     (s && !json_is_null(s) && !json_is_object(s)))
-                        return bad(msg, size, "%s", "'template' and 'snapshot' must be objects");
+                        return bad(msg, size, "'template' and 'snapshot' must be objects");
                 stack[n++] = l;
         }
         for (int i = 0; i < n; i++) {
@@ -164,9 +172,9 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                 const char *code = NULL;
 
                 if (sid && !json_is_null(sid) && !json_is_string(sid))
-                        return bad(msg, size, "%s", "'snapshotId' must be a string");
+                        return bad(msg, size, "'snapshotId' must be a string");
                 if (json_is_string(sid) && img && !json_is_null(img))
-                        return bad(msg, size, "%s", "'snapshotId' and 'baseImage' are mutually exclusive");
+                        return bad(msg, size, "'snapshotId' and 'baseImage' are mutually exclusive");
                 if (json_is_string(sid) && inner_of(spec))
                         return bad(
                             msg, size, "%s",
@@ -180,14 +188,13 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                         int k;
 
                         if (!json_is_string(text))
-                                return bad(msg, size, "%s", "'baseImage.dockerfileContent' must be a string");
+                                return bad(msg, size, "'baseImage.dockerfileContent' must be a string");
                         k = dockerfile_parse(json_string_value(text), &x->layers[i].df, msg, size);
                         if (k < 0)
                                 return k;
                 }
                 if (t && !json_is_null(t) && (!json_is_integer(t) || json_integer_value(t) < 0))
-                        return bad(msg, size, "%s",
-                                   "'readySignalTimeoutSeconds' must be a non-negative integer");
+                        return bad(msg, size, "'readySignalTimeoutSeconds' must be a non-negative integer");
                 if (setup_check(spec, &code, msg, size) < 0) {
                         if (code && strcmp(code, "CREATE_VM_BAD_REQUEST"))
                                 *ret_code = code;
@@ -346,7 +353,6 @@ static json_t *plan_phases(struct build *x)
                 if (total > 1)
                         snprintf(y->label, sizeof(y->label), "layer %d/%d: ", ++k, total);
                 if (!y->skip_cache && store_snapshot_cached(x->b->s, x->account, y->hash, &snap) == 0) {
-                        y->cached = 1;
                         add_step(&p, "(cached)");
                         store_snapshot_clear(&snap);
                         continue;
@@ -386,14 +392,15 @@ static void setup_phase(void *ud, const char *name)
         phase_at(ud, name, NULL);
 }
 
-/* A report for a failure of the build itself (not of a guest step). */
-static char *report_of(const char *fmt, const char *what, int r)
+/* A report for a failure of the build itself (not of a guest step):
+ * "what: why". */
+static char *report_of(const char *what, int r)
 {
         char text[512];
         json_t *j;
         char *s;
 
-        snprintf(text, sizeof(text), fmt, what, strerror(-r));
+        snprintf(text, sizeof(text), "%s: %s", what, strerror(-r));
         j = json_pack("{s:s}", "message", text);
         s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
@@ -432,13 +439,13 @@ static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char
         int r = y->df.n ? vmm_guest_open(x->b->m, x->account, vm, &g) : 0;
 
         if (r < 0) {
-                *ret_report = report_of("could not reach the %s: %s", "build VM", r);
+                *ret_report = report_of("could not reach the build VM", r);
                 return r;
         }
         for (size_t i = 0; r == 0 && i < y->df.n; i++) {
                 struct vmm_exec e = {.command = y->df.steps[i].script, .timeout_ms = deadline - now_ms()};
                 struct agentc_result res = {0};
-                char name[128], *msg = NULL, *out = NULL;
+                char name[128], why[128], *msg = NULL, *out = NULL;
                 size_t n = 0;
 
                 snprintf(name, sizeof(name), "base image: %s", y->df.steps[i].what);
@@ -452,33 +459,23 @@ static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char
                  * see why it failed. */
                 if (r == 0 && res.errout.len + res.out.len > 0) {
                         struct strbuf both = {0};
+                        size_t off;
 
                         strbuf_add(&both, res.out.data, res.out.len);
                         strbuf_add(&both, res.errout.data, res.errout.len);
-                        out = both.oom ? NULL
-                                       : utf8_sanitize(both.s,
-                                                       both.len > REASON_TAIL ? REASON_TAIL : both.len, &n);
-                        if (both.len > REASON_TAIL && !both.oom) {
-                                free(out);
-                                out = utf8_sanitize(both.s + both.len - REASON_TAIL, REASON_TAIL, &n);
-                        }
+                        off = both.len > REASON_TAIL ? both.len - REASON_TAIL : 0;
+                        out = both.oom ? NULL : utf8_sanitize(both.s + off, both.len - off, &n);
                         free(both.s);
                 }
-                if (asprintf(&msg, "Dockerfile step %zu (%s) failed: %s", i + 1, y->df.steps[i].what,
-                             r < 0           ? strerror(-r)
-                             : res.timed_out ? "timed out"
-                             : res.err       ? strerror(res.err)
-                                             : "") < 0)
+                if (r == 0 && !res.timed_out && !res.err)
+                        snprintf(why, sizeof(why), "failed with exit code %d", res.exit_code);
+                else
+                        snprintf(why, sizeof(why), "failed: %s",
+                                 r < 0           ? strerror(-r)
+                                 : res.timed_out ? "timed out"
+                                                 : strerror(res.err));
+                if (asprintf(&msg, "Dockerfile step %zu (%s) %s", i + 1, y->df.steps[i].what, why) < 0)
                         msg = NULL;
-                if (r == 0 && !res.timed_out && !res.err && msg) {
-                        char *m2 = NULL;
-
-                        if (asprintf(&m2, "Dockerfile step %zu (%s) failed with exit code %d", i + 1,
-                                     y->df.steps[i].what, res.exit_code) >= 0) {
-                                free(msg);
-                                msg = m2;
-                        }
-                }
                 {
                         json_t *j =
                             json_pack("{s:s,s:{s:s?}}", "message", msg ? msg : "a Dockerfile step failed",
@@ -534,7 +531,7 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
         if (r == 0)
                 r = store_snapshot_insert(b->s, &rec);
         if (r < 0) {
-                *ret_report = report_of("could not record the %s: %s", "snapshot", r);
+                *ret_report = report_of("could not record the snapshot", r);
                 return r;
         }
         phase_at(x, "boot", NULL);
@@ -569,7 +566,7 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
         }
         vmm_info_clear(&info);
         if (r < 0) {
-                *ret_report = report_of("could not boot the %s: %s", "build VM", r);
+                *ret_report = report_of("could not boot the build VM", r);
                 goto out;
         }
         r = run_dockerfile(x, y, vm, ret_report);
@@ -585,9 +582,9 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
                 r = vs.run(vs.ud, g, ret_report);
                 vmm_guest_close(g);
                 if (r < 0 && !*ret_report)
-                        *ret_report = report_of("the %s failed: %s", "setup", r);
+                        *ret_report = report_of("the setup failed", r);
         } else {
-                *ret_report = report_of("could not reach the %s: %s", "build VM", r);
+                *ret_report = report_of("could not reach the build VM", r);
         }
         setup_free(setup);
         if (r < 0)
@@ -596,7 +593,7 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
         phase_at(x, "snapshot", NULL);
         r = vmm_snapshot(b->m, x->account, vm, &so, y->sid);
         if (r < 0)
-                *ret_report = report_of("could not take the %s: %s", "snapshot", r);
+                *ret_report = report_of("could not take the snapshot", r);
         else
                 crash_point("build.snapshot");
 out:
@@ -708,8 +705,17 @@ static void put_locked(struct build *x)
         }
         free(x->account);
         free(x->name);
-        free(x->report);
         free(x);
+}
+
+static void unlink_locked(struct build *x)
+{
+        for (struct build **p = &x->b->builds; *p; p = &(*p)->next) {
+                if (*p == x) {
+                        *p = x->next;
+                        break;
+                }
+        }
 }
 
 static void *build_main(void *arg)
@@ -739,7 +745,7 @@ static void *build_main(void *arg)
                 log_info("build %s: succeeded: snapshot %s", x->id, x->sid);
         } else {
                 if (!report)
-                        report = report_of("the %s failed: %s", "build", r);
+                        report = report_of("the build failed", r);
                 if (!reason)
                         reason = reason_of("", report);
                 int k = store_build_set_state(b->s, x->id, "failed", reason ? reason : "the build failed",
@@ -750,11 +756,12 @@ static void *build_main(void *arg)
                 log_warn("build %s: failed: %s", x->id, reason ? reason : strerror(-r));
         }
         free(reason);
+        free(report);
         pthread_mutex_lock(&b->lock);
         x->r = r;
-        x->report = report;
         x->done = 1;
         b->running--;
+        unlink_locked(x);
         put_locked(x);
         pthread_cond_broadcast(&b->cond);
         pthread_mutex_unlock(&b->lock);
@@ -782,6 +789,24 @@ int build_start(struct builder *b, const char *account, json_t *chain, const str
         x->persistence = o->persistence;
         memcpy(x->id, "bd-", 3);
         r = x->account && (!o->name || x->name) ? random_id(x->id + 3, 20) : -ENOMEM;
+        /* A client that asks for builds faster than they end (the
+         * background form answers at once) is held to a few at a time. */
+        pthread_mutex_lock(&b->lock);
+        if (r == 0) {
+                int mine = 0;
+
+                for (struct build *y = b->builds; y; y = y->next)
+                        mine += !strcmp(y->account, account);
+                if (mine >= BUILDS_PER_ACCOUNT) {
+                        snprintf(msg, size, "this account has %d builds in progress; wait for one to end",
+                                 mine);
+                        r = -EBUSY;
+                } else {
+                        x->next = b->builds;
+                        b->builds = x;
+                }
+        }
+        pthread_mutex_unlock(&b->lock);
         if (r == 0)
                 r = plan_layers(x, chain, o, ret_code, msg, size);
         if (r == 0)
@@ -802,6 +827,7 @@ int build_start(struct builder *b, const char *account, json_t *chain, const str
         json_decref(planned);
         if (r < 0) {
                 pthread_mutex_lock(&b->lock);
+                unlink_locked(x);
                 put_locked(x);
                 pthread_mutex_unlock(&b->lock);
                 return r;
@@ -819,6 +845,7 @@ int build_start(struct builder *b, const char *account, json_t *chain, const str
                 pthread_mutex_lock(&b->lock);
                 b->running--;
                 x->refs = 1;
+                unlink_locked(x);
                 put_locked(x);
                 pthread_mutex_unlock(&b->lock);
                 return r;
@@ -850,11 +877,8 @@ const char *build_id(const struct build *x)
         return x->id;
 }
 
-int build_outcome(struct build *x, char ret_snapshot[24], const char **ret_report)
+int build_outcome(const struct build *x)
 {
-        if (x->r == 0)
-                memcpy(ret_snapshot, x->sid, 24);
-        *ret_report = x->report;
         return x->r;
 }
 

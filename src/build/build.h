@@ -50,7 +50,9 @@ struct build_opts {
  * and starts its build. -EINVAL: a bad chain, *ret_code the API error
  * code to answer with (bad_code, or a systemd spec's own) and msg says
  * why; -ENOMEDIUM: a snapshotId that is not a ready snapshot of account
- * (msg names it); -EAGAIN: the VM manager is not ready; other -errno. */
+ * (msg names it); -EFBIG: a Dockerfile over DOCKERFILE_MAX; -EBUSY: the
+ * account has BUILDS_PER_ACCOUNT builds in progress (msg says so);
+ * -EAGAIN: the VM manager is not ready; other -errno. */
 int build_start(struct builder *b, const char *account, json_t *chain, const struct build_opts *o,
                 const char *bad_code, struct build **ret, const char **ret_code, char *msg, size_t size);
 /* 1 when a chain asks for nothing to be built: one layer, on the guest
@@ -60,10 +62,11 @@ int build_chain_trivial(json_t *chain);
 /* Waits up to timeout_ms (< 0: no bound) for x to end: 0, or -ETIMEDOUT. */
 int build_wait(struct build *x, int64_t timeout_ms);
 const char *build_id(const struct build *x);
-/* Once x ended: 0 and the snapshot it made (or reused), or -errno and
- * *ret_report (owned by x), a JSON object text {"message", "diagnostics"}
- * whose message names the failing step and the tail of its output. */
-int build_outcome(struct build *x, char ret_snapshot[24], const char **ret_report);
+/* Once x ended: 0, or the -errno it failed with: a VM manager limit
+ * (-EUSERS, -EMLINK, -EOVERFLOW, -ETOOMANYREFS, -EDQUOT, -ENOSPC) when
+ * the account or the server had no room for its VM or snapshot, -EIO
+ * for a failing step. What it made, or why it failed, is in its record. */
+int build_outcome(const struct build *x);
 /* Drops a reference from build_start; the build goes on without it. */
 void build_put(struct build *x);
 

@@ -360,3 +360,46 @@ test("a layer's memSizeGb, vcpuCount and rootfsSizeGb are what VMs from it get",
   assert.equal(info.memSizeMb, 2048);
   assert.equal(info.vcpuCount, 2);
 });
+
+test("a client that asks for builds faster than they end is held to 4 at a time (429), and they all end", async () => {
+  const spec = { discriminator: `flood-${TAG}`, ...runCommands("freestyle-run-command", "sleep 8") };
+  const headers = { "x-freestyle-background-after-secs": "0" };
+  const answers = [];
+  for (let i = 0; i < 6; i++) answers.push(await api("POST", "/v1/vms/snapshots", { body: { spec }, headers }));
+  const started = answers.filter((r) => r.status === 202);
+  const refused = answers.filter((r) => r.status === 429);
+  assert.equal(started.length, 4, answers.map((r) => r.status).join(" "));
+  assert.equal(refused.length, 2);
+  for (const r of refused) assert.equal(r.json.code, "TOO_MANY_REQUESTS");
+  const ids = new Set();
+  for (const s of started) {
+    let done;
+    for (let i = 0; i < 300 && !done; i++) {
+      const r = await api("GET", `/auth/v1/background-requests/${s.json.requestId}`);
+      if (r.status === 202) await new Promise((ok) => setTimeout(ok, 1000));
+      else done = r;
+    }
+    assert.equal(done?.status, 200, show("GET", "background request", done ?? {}));
+    ids.add(done.json.snapshotId);
+  }
+  assert.equal(ids.size, 1, "the four identical builds made one snapshot");
+  for (const id of ids) snapshots.add(id);
+  // Room again once they ended.
+  const after = await createSnapshot({ spec });
+  assert.equal(after.status, 200, show("POST", "/v1/vms/snapshots", after));
+});
+
+test("a build the account has no room for answers as that limit does", async () => {
+  const limited = await ok("POST", "/admin/v1/keys", { body: { account: `nobuild-${TAG}`, limits: { maxVms: 1 } } });
+  const key = limited.key;
+  const c = await api("POST", "/v1/vms", { body: {}, key, ...T });
+  assert.equal(c.status, 200, show("POST", "/v1/vms", c));
+  vms.track(c.json.id, key);
+  const r = await api("POST", "/v1/vms/snapshots", { body: { spec: { discriminator: `lim-${TAG}` } }, key, ...T });
+  expectError(r, 429, "VM_LIMIT_REACHED");
+  assert.match(r.json.buildId, /^bd-/);
+  const build = await api("GET", `/v1/vms/builds/${r.json.buildId}`, { key });
+  assert.equal(build.json.state, "failed");
+  const v = await api("POST", "/v1/vms", { body: { template: { discriminator: `lim-${TAG}` } }, key, ...T });
+  expectError(v, 429, "VM_LIMIT_REACHED");
+});
