@@ -24,26 +24,6 @@ static void add(struct strbuf *t, const char *s)
         addn(t, s, strlen(s));
 }
 
-static void addf(struct strbuf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends a formatted directive whole: a value cut short would lose its
- * newline and swallow the next directive (User= takes 1024 bytes). */
-static void addf(struct strbuf *t, const char *fmt, ...)
-{
-        va_list ap;
-        char *s;
-        int n;
-
-        va_start(ap, fmt);
-        n = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-                t->oom = 1;
-                return;
-        }
-        addn(t, s, (size_t)n);
-        free(s);
-}
-
 /* Appends s inside a double-quoted systemd value: backslash, quote and
  * control characters escaped, '%' doubled (specifiers), and '$' doubled
  * when dollar is set (variable expansion in Exec lines). */
@@ -54,7 +34,7 @@ static void add_quoted(struct strbuf *t, const char *s, int dollar)
                 unsigned char c = (unsigned char)*s;
 
                 if (c == '\\' || c == '"')
-                        addf(t, "\\%c", c);
+                        strbuf_printf(t, "\\%c", c);
                 else if (c == '%')
                         add(t, "%%");
                 else if (c == '$' && dollar)
@@ -62,7 +42,7 @@ static void add_quoted(struct strbuf *t, const char *s, int dollar)
                 else if (c == '\n')
                         add(t, "\\n");
                 else if (c < 0x20 || c == 0x7f)
-                        addf(t, "\\x%02x", c);
+                        strbuf_printf(t, "\\x%02x", c);
                 else
                         addn(t, (const char *)&c, 1);
         }
@@ -91,8 +71,10 @@ const char *sysd_check_name(const char *name, char *msg, size_t size)
                         return "SERVICE_NAME_INVALID_CHARS";
                 }
         }
-        if (name[0] == '-' || name[0] == '.' || !strncmp(name, "systemd-", 8) || !strncmp(name, "sprout-agent", 12)) {
-                snprintf(msg, size, "service names may not start with '-', '.', 'systemd-' or 'sprout-agent'");
+        if (name[0] == '-' || name[0] == '.' || !strncmp(name, "systemd-", 8) ||
+            !strncmp(name, "sprout-agent", 12)) {
+                snprintf(msg, size,
+                         "service names may not start with '-', '.', 'systemd-' or 'sprout-agent'");
                 return "SERVICE_NAME_INVALID_PREFIX";
         }
         return NULL;
@@ -146,7 +128,8 @@ static int add_units(struct strbuf *t, const char *key, json_t *arr, char *msg, 
                 snprintf(msg, size, "'%s' must be a list of unit names", key);
                 return -1;
         }
-        json_array_foreach(arr, i, v) {
+        json_array_foreach(arr, i, v)
+        {
                 const char *u = json_string_value(v);
 
                 if (!u || !*u || strlen(u) > 256) {
@@ -159,7 +142,7 @@ static int add_units(struct strbuf *t, const char *key, json_t *arr, char *msg, 
                                 return -1;
                         }
                 }
-                addf(t, "%s=%s%s\n", key, u, strchr(u, '.') ? "" : ".service");
+                strbuf_printf(t, "%s=%s%s\n", key, u, strchr(u, '.') ? "" : ".service");
         }
         return 0;
 }
@@ -195,7 +178,8 @@ static int opt_uint(json_t *spec, const char *key, long long *ret, char *msg, si
         return 0;
 }
 
-char *sysd_render(json_t *spec, const char *default_user, int patch, const char **ret_code, char *msg, size_t size)
+char *sysd_render(json_t *spec, const char *default_user, int patch, const char **ret_code, char *msg,
+                  size_t size)
 {
         struct strbuf t = {0};
         const char *mode = json_string_value(json_object_get(spec, "mode"));
@@ -224,8 +208,10 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                         snprintf(msg, size, "'exec' must list at least one command");
                         return NULL;
                 }
-                json_array_foreach(exec, i, v) {
-                        if (!json_string_value(v) || !*json_string_value(v) || json_string_length(v) > 65536) {
+                json_array_foreach(exec, i, v)
+                {
+                        if (!json_string_value(v) || !*json_string_value(v) ||
+                            json_string_length(v) > 65536) {
                                 *ret_code = "EXEC_EMPTY";
                                 snprintf(msg, size, "every 'exec' entry must be a non-empty command");
                                 return NULL;
@@ -237,14 +223,17 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                 return NULL;
         }
         if (plain(spec, "user", &user, msg, size) < 0 || plain(spec, "group", &group, msg, size) < 0 ||
-            plain(spec, "workdir", &workdir, msg, size) < 0 || opt_uint(spec, "timeoutSec", &timeout, msg, size) < 0 ||
+            plain(spec, "workdir", &workdir, msg, size) < 0 ||
+            opt_uint(spec, "timeoutSec", &timeout, msg, size) < 0 ||
             opt_uint(spec, "watchdogSec", &watchdog, msg, size) < 0)
                 return NULL;
         if (rp && !json_is_null(rp)) {
                 const char *p = json_string_value(json_object_get(rp, "policy"));
 
-                if (!p || (strcmp(p, "no") && strcmp(p, "on-failure") && strcmp(p, "always") && strcmp(p, "on-abnormal"))) {
-                        snprintf(msg, size, "restartPolicy.policy must be no, on-failure, always or on-abnormal");
+                if (!p || (strcmp(p, "no") && strcmp(p, "on-failure") && strcmp(p, "always") &&
+                           strcmp(p, "on-abnormal"))) {
+                        snprintf(msg, size,
+                                 "restartPolicy.policy must be no, on-failure, always or on-abnormal");
                         return NULL;
                 }
                 if (opt_uint(rp, "restartSec", &rsec, msg, size) < 0 ||
@@ -276,27 +265,32 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
         add(&t, SYSD_MARKER "\n[Unit]\n");
         /* Checked by sysd_check_name: letters, digits, -_.@ only. */
         if (!patch)
-                addf(&t, "Description=%s\n", name && !sysd_check_name(name, msg, size) ? name : "service");
+                strbuf_printf(&t, "Description=%s\n",
+                              name && !sysd_check_name(name, msg, size) ? name : "service");
         if (add_units(&t, "After", json_object_get(spec, "after"), msg, size) < 0 ||
             add_units(&t, "Requires", json_object_get(spec, "requires"), msg, size) < 0 ||
             add_units(&t, "OnFailure", json_object_get(spec, "onFailure"), msg, size) < 0)
                 goto fail;
         if (burst >= 0)
-                addf(&t, "StartLimitBurst=%lld\n", burst);
+                strbuf_printf(&t, "StartLimitBurst=%lld\n", burst);
         if (interval >= 0)
-                addf(&t, "StartLimitIntervalSec=%lld\n", interval);
+                strbuf_printf(&t, "StartLimitIntervalSec=%lld\n", interval);
 
         add(&t, "\n[Service]\n");
         if (mode || !patch) {
                 json_t *ready = json_object_get(spec, "readySignal");
 
-                addf(&t, "Type=%s\n", oneshot ? "oneshot" : json_is_true(ready) ? "notify" : "simple");
+                strbuf_printf(&t, "Type=%s\n",
+                              oneshot               ? "oneshot"
+                              : json_is_true(ready) ? "notify"
+                                                    : "simple");
                 /* A unit that deletes itself cannot remain active; and
                  * only a unit that leaves the active state runs
                  * ExecStopPost= when its commands end. */
                 if (oneshot)
-                        addf(&t, "RemainAfterExit=%s\n",
-                             base || json_is_false(json_object_get(spec, "remainAfterExit")) ? "no" : "yes");
+                        strbuf_printf(
+                            &t, "RemainAfterExit=%s\n",
+                            base || json_is_false(json_object_get(spec, "remainAfterExit")) ? "no" : "yes");
         }
         if (base) {
                 /* After a run that ended in success (not a failure, and not
@@ -310,7 +304,8 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                  * that requires it does not find it. The reload runs inside
                  * the unit's own stop: --no-block spares that stop the wait
                  * where systemctl supports it (252 waits, which works). */
-                add(&t, "ExecStopPost=+/bin/sh -c \"test $$SERVICE_RESULT/$$EXIT_CODE/$$EXIT_STATUS = success/exited/0"
+                add(&t, "ExecStopPost=+/bin/sh -c \"test $$SERVICE_RESULT/$$EXIT_CODE/$$EXIT_STATUS = "
+                        "success/exited/0"
                         " || exit 0; systemctl disable --no-reload -q ");
                 add(&t, base);
                 add(&t, ".service; rm -rf " SYSD_UNIT_DIR "/");
@@ -326,7 +321,8 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                  * a shell command line. */
                 if (patch)
                         add(&t, "ExecStartPre=\nExecStart=\n");
-                json_array_foreach(exec, i, v) {
+                json_array_foreach(exec, i, v)
+                {
                         add(&t, oneshot || i == nexec - 1 ? "ExecStart=" : "ExecStartPre=");
                         add(&t, "/bin/sh -c ");
                         add_quoted(&t, json_string_value(v), 1);
@@ -334,7 +330,8 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                 }
         }
         if (env && json_is_object(env)) {
-                json_object_foreach(env, key, v) {
+                json_object_foreach(env, key, v)
+                {
                         char *kv;
 
                         if (!json_is_string(v) || !*key || strpbrk(key, "=\n\"\\% ")) {
@@ -350,19 +347,19 @@ char *sysd_render(json_t *spec, const char *default_user, int patch, const char 
                 }
         }
         if (user)
-                addf(&t, "User=%s\n", user);
+                strbuf_printf(&t, "User=%s\n", user);
         if (group)
-                addf(&t, "Group=%s\n", group);
+                strbuf_printf(&t, "Group=%s\n", group);
         if (workdir)
-                addf(&t, "WorkingDirectory=%s\n", workdir);
+                strbuf_printf(&t, "WorkingDirectory=%s\n", workdir);
         if (timeout >= 0)
-                addf(&t, "TimeoutSec=%lld\n", timeout);
+                strbuf_printf(&t, "TimeoutSec=%lld\n", timeout);
         if (watchdog > 0)
-                addf(&t, "WatchdogSec=%lld\n", watchdog);
+                strbuf_printf(&t, "WatchdogSec=%lld\n", watchdog);
         if (rp && !json_is_null(rp)) {
-                addf(&t, "Restart=%s\n", json_string_value(json_object_get(rp, "policy")));
+                strbuf_printf(&t, "Restart=%s\n", json_string_value(json_object_get(rp, "policy")));
                 if (rsec >= 0)
-                        addf(&t, "RestartSec=%lld\n", rsec);
+                        strbuf_printf(&t, "RestartSec=%lld\n", rsec);
         }
         if (!patch || json_object_get(spec, "wantedBy")) {
                 json_t *wb = json_object_get(spec, "wantedBy");

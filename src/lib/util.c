@@ -666,6 +666,24 @@ int run_wait(char *const argv[], const char *log_path)
         return 128 + WTERMSIG(status);
 }
 
+int strbuf_printf(struct strbuf *b, const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+        int n;
+
+        va_start(ap, fmt);
+        n = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+                b->oom = 1;
+                return -ENOMEM;
+        }
+        n = strbuf_add(b, s, (size_t)n);
+        free(s);
+        return n;
+}
+
 int path_fmt(char *out, size_t size, const char *fmt, ...)
 {
         va_list ap;

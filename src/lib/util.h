@@ -128,6 +128,8 @@ struct strbuf {
 
 /* Appends n bytes (which may hold NULs); 0 or -ENOMEM. */
 int strbuf_add(struct strbuf *b, const void *p, size_t n);
+/* Appends printf's output; 0 or -ENOMEM. */
+int strbuf_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* snprintf into a fixed buffer; returns 0, or -ENAMETOOLONG on truncation. */
 int path_fmt(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
