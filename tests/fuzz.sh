@@ -41,6 +41,7 @@ sources() {
         api) echo tests/fuzz/fake_vmm.c src/vmm/vmm_names.c src/api/*.c src/http/http.c src/guest/*.c src/lib/*.c \
                 src/agentc/agentc.c proto/proto.c ;;
         systemd) echo src/guest/systemd.c src/lib/util.c ;;
+        dockerfile) echo src/build/dockerfile.c src/guest/systemd.c src/lib/util.c ;;
         util) echo src/http/http.c src/lib/util.c src/lib/json.c src/guest/systemd.c ;;
         esac
 }

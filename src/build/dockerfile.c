@@ -21,6 +21,14 @@ struct var {
         char *name, *value;
 };
 
+/* What a stage's later instructions, or a stage on it, start from. */
+struct state {
+        struct var vars[MAX_VARS];
+        int nvars;
+        struct strbuf env;
+        char *workdir, *user;
+};
+
 struct parser {
         struct dockerfile *d;
         struct var vars[MAX_VARS]; /* ENV and ARG in effect, in order */
@@ -28,7 +36,11 @@ struct parser {
         struct strbuf env; /* ENV lines for /etc/environment */
         char *workdir;     /* NULL: / */
         char *user;        /* NULL: root */
-        int line;          /* of the instruction being read */
+        int stage;         /* the current stage; -1 before the first FROM */
+        /* Each stage's state at its end (a FROM on it starts there); the
+         * last is the ARGs before the first FROM. */
+        struct state saved[DOCKERFILE_MAX_STAGES + 1];
+        int line; /* of the instruction being read */
         char *msg;
         size_t size;
 };
@@ -203,12 +215,92 @@ static int do_env(struct parser *p, char *args, int is_arg)
         return r;
 }
 
+static void free_var_list(struct var *v, int n)
+{
+        for (int i = 0; i < n; i++) {
+                free(v[i].name);
+                free(v[i].value);
+        }
+}
+
 static void free_vars(struct parser *p)
 {
-        for (int i = 0; i < p->nvars; i++) {
-                free(p->vars[i].name);
-                free(p->vars[i].value);
+        free_var_list(p->vars, p->nvars);
+        p->nvars = 0;
+}
+
+static void state_clear(struct state *t)
+{
+        free_var_list(t->vars, t->nvars);
+        free(t->env.s);
+        free(t->workdir);
+        free(t->user);
+        memset(t, 0, sizeof(*t));
+}
+
+static char *dup_or_null(const char *s, int *oom)
+{
+        char *d = s ? strdup(s) : NULL;
+
+        *oom |= s && !d;
+        return d;
+}
+
+/* Copies the variables, ENV lines, WORKDIR and USER between p and t. */
+static int state_copy(struct var *dv, int *dn, struct strbuf *denv, char **dw, char **du,
+                      const struct var *sv, int sn, const struct strbuf *senv, const char *sw, const char *su)
+{
+        int oom = 0;
+
+        for (int i = 0; i < sn; i++) {
+                dv[i].name = dup_or_null(sv[i].name, &oom);
+                dv[i].value = dup_or_null(sv[i].value, &oom);
+                *dn = i + 1;
         }
+        if (senv->len)
+                strbuf_add(denv, senv->s, senv->len);
+        *dw = dup_or_null(sw, &oom);
+        *du = dup_or_null(su, &oom);
+        return oom || denv->oom ? -ENOMEM : 0;
+}
+
+static int state_save(struct parser *p, struct state *t)
+{
+        state_clear(t);
+        return state_copy(t->vars, &t->nvars, &t->env, &t->workdir, &t->user, p->vars, p->nvars, &p->env,
+                          p->workdir, p->user);
+}
+
+static int state_load(struct parser *p, const struct state *t)
+{
+        free_vars(p);
+        free(p->env.s);
+        memset(&p->env, 0, sizeof(p->env));
+        free(p->workdir);
+        free(p->user);
+        return state_copy(p->vars, &p->nvars, &p->env, &p->workdir, &p->user, t->vars, t->nvars, &t->env,
+                          t->workdir, t->user);
+}
+
+/* Appends a step with script b (taken, even on failure). */
+static int push_step(struct dockerfile *d, const char *what, struct strbuf *b, int stage, int outside)
+{
+        struct df_step *steps;
+        char *w;
+
+        strbuf_add(b, "", 1);
+        w = strndup(what, 72);
+        steps = realloc(d->steps, (d->n + 1) * sizeof(*steps));
+        if (steps)
+                d->steps = steps;
+        if (b->oom || !w || !steps) {
+                free(b->s);
+                free(w);
+                return -ENOMEM;
+        }
+        steps[d->n] = (struct df_step){.what = w, .script = b->s, .stage = stage, .outside = outside};
+        d->n++;
+        return 0;
 }
 
 /* The script of one RUN: the variables in effect, its working directory
@@ -216,8 +308,6 @@ static void free_vars(struct parser *p)
 static int add_step(struct parser *p, const char *what, const char *cmd)
 {
         struct strbuf b = {0};
-        struct df_step *steps;
-        char *w;
 
         add(&b, "set -e\n");
         for (int i = 0; i < p->nvars; i++) {
@@ -246,21 +336,7 @@ static int add_step(struct parser *p, const char *what, const char *cmd)
                 add(&b, "set +e\n\"$@\"; r=$?\n");
         }
         add(&b, "rm -f \"$f\"\nexit $r\n");
-        strbuf_add(&b, "", 1);
-        w = strndup(what, 72);
-        steps = realloc(p->d->steps, (p->d->n + 1) * sizeof(*steps));
-        if (b.oom || !w || !steps) {
-                free(b.s);
-                free(w);
-                if (steps)
-                        p->d->steps = steps;
-                return -ENOMEM;
-        }
-        p->d->steps = steps;
-        steps[p->d->n].what = w;
-        steps[p->d->n].script = b.s;
-        p->d->n++;
-        return 0;
+        return push_step(p->d, what, &b, p->stage, 0);
 }
 
 /* RUN's command: exec form (a JSON array), or a shell line. */
@@ -310,46 +386,250 @@ static int do_run(struct parser *p, char *args, const char *heredoc)
         return add_step(p, what, s);
 }
 
-/* The Sprout guest image: Debian bookworm, made with debootstrap from the
- * configured mirror. These names are it. */
-static int known_base(const char *image)
+/* An image reference as registries write them: no spaces, no option. */
+static int valid_image(const char *s)
 {
-        static const char *const names[] = {"debian:bookworm", "debian:bookworm-slim", "debian:12",
-                                            "debian:12-slim"};
-        const char *s = image;
+        size_t n = strlen(s);
 
-        if (!strncmp(s, "docker.io/", 10))
-                s += 10;
-        if (!strncmp(s, "library/", 8))
-                s += 8;
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-                if (!strcmp(s, names[i]))
-                        return 1;
-        return 0;
+        if (n == 0 || n > 255 || *s == '-')
+                return 0;
+        for (; *s; s++)
+                if (!isalnum((unsigned char)*s) && !strchr("._-/:@", *s))
+                        return 0;
+        return 1;
 }
 
+/* The stage a FROM or COPY --from names among the first n: by its AS
+ * name, or by its number; -1 when none. */
+static int stage_named(struct parser *p, const char *s, int n)
+{
+        char *end;
+        long k;
+
+        for (int i = 0; i < n; i++)
+                if (p->d->stages[i].name && !strcasecmp(p->d->stages[i].name, s))
+                        return i;
+        k = strtol(s, &end, 10);
+        if (*s && !*end && k >= 0 && k < n)
+                return (int)k;
+        return -1;
+}
+
+/* A new stage on image (taken) named name (taken); its index, or <0. */
+static int new_stage(struct parser *p, char *image, char *name)
+{
+        struct df_stage *st;
+
+        if (p->d->nstages == DOCKERFILE_MAX_STAGES) {
+                free(image);
+                free(name);
+                return bad(p, "more than %d stages", DOCKERFILE_MAX_STAGES);
+        }
+        st = realloc(p->d->stages, (p->d->nstages + 1) * sizeof(*st));
+        if (!st) {
+                free(image);
+                free(name);
+                return -ENOMEM;
+        }
+        p->d->stages = st;
+        st[p->d->nstages] = (struct df_stage){.from = image, .name = name};
+        return (int)p->d->nstages++;
+}
+
+/* FROM [--platform=...] IMAGE|STAGE [AS NAME] */
 static int do_from(struct parser *p, char *args)
 {
-        char *s = skip_space(args), *end;
+        char *s = skip_space(args), *image, *name = NULL;
+        int on, k, r;
 
-        if (p->d->from)
-                return bad(p, "a second FROM (a multi-stage build) is not supported by this server");
         while (!strncmp(s, "--", 2))
                 s = skip_space(s + strcspn(s, " \t"));
-        end = s + strcspn(s, " \t");
-        p->d->from = strndup(s, (size_t)(end - s));
-        if (!p->d->from)
+        image = strndup(s, strcspn(s, " \t"));
+        if (!image)
                 return -ENOMEM;
-        if (!*p->d->from)
-                return bad(p, "FROM needs an image");
-        if (!known_base(p->d->from))
-                return bad(
-                    p,
-                    "base image '%s' is not available on this server: it builds on its own Debian bookworm"
-                    " guest image (FROM debian:bookworm or debian:bookworm-slim); other images and"
-                    " registries are not supported yet",
-                    p->d->from);
-        return 0;
+        s = skip_space(s + strlen(image));
+        if (!strncasecmp(s, "AS", 2) && (s[2] == ' ' || s[2] == '\t')) {
+                s = skip_space(s + 2);
+                name = strndup(s, strcspn(s, " \t"));
+                if (!name || !*name || stage_named(p, name, (int)p->d->nstages) >= 0) {
+                        r = !name ? -ENOMEM : bad(p, "stage name '%.40s' is empty or taken", name);
+                        free(image);
+                        free(name);
+                        return r;
+                }
+                s = skip_space(s + strlen(name));
+        }
+        if (!*image || *s) {
+                free(image);
+                free(name);
+                return bad(p, "FROM wants an image and, optionally, AS and a name");
+        }
+        /* The state this stage leaves, for a stage on it. */
+        r = state_save(p, &p->saved[p->stage >= 0 ? p->stage : DOCKERFILE_MAX_STAGES]);
+        if (r < 0) {
+                free(image);
+                free(name);
+                return r;
+        }
+        on = stage_named(p, image, (int)p->d->nstages);
+        if (on < 0 && !valid_image(image)) {
+                r = bad(p, "'%.80s' is not an image name", image);
+                free(image);
+                free(name);
+                return r;
+        }
+        if (on >= 0) {
+                free(image);
+                image = strdup(p->d->stages[on].from);
+                if (!image) {
+                        free(name);
+                        return -ENOMEM;
+                }
+        }
+        k = new_stage(p, image, name);
+        if (k < 0)
+                return k;
+        p->stage = k;
+        p->d->final = k;
+        if (on < 0)
+                return state_load(p, &p->saved[DOCKERFILE_MAX_STAGES]);
+        /* On an earlier stage: its state, and its steps again in this one. */
+        r = state_load(p, &p->saved[on]);
+        for (size_t i = 0, n = p->d->n; r == 0 && i < n; i++) {
+                struct strbuf b = {0};
+
+                if (p->d->steps[i].stage != on)
+                        continue;
+                add(&b, p->d->steps[i].script);
+                r = push_step(p->d, p->d->steps[i].what, &b, k, p->d->steps[i].outside);
+        }
+        return r;
+}
+
+/* COPY --from=STAGE|IMAGE [--chown=U[:G]] [--chmod=MODE] SRC... DEST: from
+ * that stage's tree into this one's, as Docker does (a folder's contents
+ * into DEST; into DEST/ when it ends in '/' or there are several SRCs). */
+static int do_copy(struct parser *p, const char *ins, char *args)
+{
+        char *s = skip_space(args), *from = NULL, *chown = NULL, *chmod = NULL, *words[64], what[96];
+        struct strbuf b = {0};
+        int n = 0, j, r = 0;
+
+        snprintf(what, sizeof(what), "%s %s", ins, s);
+        while (r == 0 && !strncmp(s, "--", 2)) {
+                char *opt = s, **slot = NULL;
+
+                s += strcspn(s, " \t");
+                if (*s)
+                        *s++ = 0;
+                s = skip_space(s);
+                if (!strncmp(opt, "--from=", 7))
+                        slot = &from;
+                else if (!strncmp(opt, "--chown=", 8))
+                        slot = &chown;
+                else if (!strncmp(opt, "--chmod=", 8))
+                        slot = &chmod;
+                else if (strcmp(opt, "--link"))
+                        r = bad(p, "%s %.40s is not supported by this server", ins, opt);
+                if (slot)
+                        *slot = strchr(opt, '=') + 1;
+        }
+        if (r < 0)
+                return r;
+        if (!from || strcasecmp(ins, "COPY"))
+                return bad(p, "%s needs a build context or another stage, which a baseImage does not have",
+                           ins);
+        if (chmod && (!*chmod || strspn(chmod, "01234567") != strlen(chmod) || strlen(chmod) > 4))
+                return bad(p, "--chmod wants an octal mode");
+        if (chown &&
+            (!*chown || strspn(chown, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") !=
+                            strlen(chown)))
+                return bad(p, "--chown wants USER[:GROUP]");
+        j = stage_named(p, from, p->stage);
+        if (j < 0) {
+                /* An image: a stage of its own, made once. */
+                for (size_t i = 0; i < p->d->nstages && j < 0; i++)
+                        if (!p->d->stages[i].name && (int)i != p->stage &&
+                            !strcmp(p->d->stages[i].from, from))
+                                j = (int)i;
+                if (j < 0 && !valid_image(from))
+                        return bad(p, "--from=%.80s is neither an earlier stage nor an image", from);
+                if (j < 0) {
+                        char *image = strdup(from);
+
+                        j = image ? new_stage(p, image, NULL) : -ENOMEM;
+                        if (j < 0)
+                                return j;
+                }
+        }
+        p->d->stages[j].used = 1;
+        if (*s == '[') {
+                json_t *a = json_loads(s, 0, NULL), *v;
+                size_t i;
+
+                json_array_foreach(a, i, v) if (json_is_string(v) && n < 64) words[n++] =
+                    strdup(json_string_value(v));
+                json_decref(a);
+        } else {
+                while (*s && n < 64) {
+                        words[n++] = take_value(&s);
+                        s = skip_space(s);
+                }
+        }
+        for (int i = 0; i < n; i++)
+                if (!words[i])
+                        r = -ENOMEM;
+                else if (!*words[i] || strchr(words[i], '\n'))
+                        r = bad(p, "%s wants sources and a destination", ins);
+        if (r == 0 && n < 2)
+                r = bad(p, "%s wants sources and a destination", ins);
+        if (r == 0) {
+                const char *dst = words[n - 1];
+                char *full = NULL;
+
+                if (asprintf(&full, "%s%s%s%s",
+                             *dst == '/'  ? ""
+                             : p->workdir ? p->workdir
+                                          : "",
+                             *dst == '/' ? "" : "/", dst,
+                             n > 2 && dst[strlen(dst) - 1] != '/' ? "/" : "") < 0)
+                        return -ENOMEM;
+                add(&b,
+                    "set -e\nsprout_copy() {\n"
+                    "  if [ -d \"$1\" ] && [ ! -L \"$1\" ]; then mkdir -p \"$2\" && cp -a \"$1\"/. \"$2\"/\n"
+                    "  else case $2 in */) mkdir -p \"$2\" ;; *) mkdir -p \"$(dirname \"$2\")\" ;; esac\n"
+                    "    cp -a \"$1\" \"$2\"; fi\n}\n");
+                for (int i = 0; i < n - 1; i++) {
+                        char num[16];
+
+                        snprintf(num, sizeof(num), "%d/", j);
+                        add(&b, "sprout_copy \"$SPROUT_STAGES\"/");
+                        add(&b, num);
+                        add_quoted(&b, words[i]);
+                        add(&b, " \"$SPROUT_ROOT\"");
+                        add_quoted(&b, full);
+                        add(&b, "\n");
+                }
+                if (chown) {
+                        add(&b, "chroot \"${SPROUT_ROOT:-/}\" chown -R ");
+                        add_quoted(&b, chown);
+                        add(&b, " ");
+                        add_quoted(&b, full);
+                        add(&b, "\n");
+                }
+                if (chmod) {
+                        add(&b, "chmod -R ");
+                        add(&b, chmod);
+                        add(&b, " \"$SPROUT_ROOT\"");
+                        add_quoted(&b, full);
+                        add(&b, "\n");
+                }
+                free(full);
+                r = push_step(p->d, what, &b, p->stage, 1);
+        }
+        for (int i = 0; i < n; i++)
+                free(words[i]);
+        return r;
 }
 
 /* One instruction (continuations joined), with its heredoc body if any. */
@@ -365,7 +645,7 @@ static int instruction(struct parser *p, char *line, const char *heredoc)
                 return do_from(p, args);
         if (!strcasecmp(s, "ARG"))
                 return do_env(p, args, 1);
-        if (!p->d->from)
+        if (p->stage < 0)
                 return bad(p, "%s before FROM", s);
         if (!strcasecmp(s, "RUN"))
                 return do_run(p, args, heredoc);
@@ -396,8 +676,7 @@ static int instruction(struct parser *p, char *line, const char *heredoc)
                 return 0;
         }
         if (!strcasecmp(s, "COPY") || !strcasecmp(s, "ADD"))
-                return bad(p, "%s needs a build context or another stage, which a baseImage does not have",
-                           s);
+                return do_copy(p, s, args);
         if (!strcasecmp(s, "SHELL") || !strcasecmp(s, "ONBUILD"))
                 return bad(p, "%s is not supported by this server", s);
         /* LABEL, EXPOSE, CMD, ENTRYPOINT, VOLUME, STOPSIGNAL, HEALTHCHECK,
@@ -432,7 +711,7 @@ static int heredoc_word(const char *line, char *word, size_t size, int *dash)
 
 int dockerfile_parse(const char *text, struct dockerfile *ret, char *msg, size_t size)
 {
-        struct parser p = {.d = ret, .msg = msg, .size = size};
+        struct parser p = {.d = ret, .stage = -1, .msg = msg, .size = size};
         char *copy, *cur, *next;
         int r = 0, lineno = 0;
 
@@ -529,9 +808,13 @@ int dockerfile_parse(const char *text, struct dockerfile *ret, char *msg, size_t
                 free(ins.s);
                 free(body.s);
         }
-        if (r == 0 && !ret->from) {
+        if (r == 0 && p.stage < 0) {
                 p.line = lineno;
                 r = bad(&p, "no FROM");
+        }
+        if (r == 0) {
+                ret->stages[ret->final].used = 1;
+                ret->from = ret->stages[ret->final].from;
         }
         /* ENV stays in the image: for logins, services and later steps. */
         if (r == 0 && p.env.len > 0) {
@@ -551,6 +834,8 @@ int dockerfile_parse(const char *text, struct dockerfile *ret, char *msg, size_t
         free(p.env.s);
         free(p.workdir);
         free(p.user);
+        for (int i = 0; i <= DOCKERFILE_MAX_STAGES; i++)
+                state_clear(&p.saved[i]);
         free(copy);
         if (r < 0)
                 dockerfile_clear(ret);
@@ -564,6 +849,10 @@ void dockerfile_clear(struct dockerfile *d)
                 free(d->steps[i].script);
         }
         free(d->steps);
-        free(d->from);
+        for (size_t i = 0; i < d->nstages; i++) {
+                free(d->stages[i].from);
+                free(d->stages[i].name);
+        }
+        free(d->stages);
         memset(d, 0, sizeof(*d));
 }
