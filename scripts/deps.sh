@@ -4,11 +4,13 @@
 # before every build.
 set -euo pipefail
 
+# skopeo fetches a Dockerfile's FROM image (zstd packs a debootstrapped
+# one); docker-registry is the tests' local registry.
 # clang builds the fuzz harnesses (make fuzz); on bookworm its libFuzzer
 # runtime is in libclang-rt-14-dev, which clang only recommends.
 PKGS=(build-essential pkg-config musl-tools clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
-      qemu-system-x86 qemu-utils debootstrap e2fsprogs
+      qemu-system-x86 qemu-utils debootstrap e2fsprogs zstd skopeo docker-registry
       curl ca-certificates git nodejs npm nftables iproute2 sqlite3)
 
 missing=()

@@ -46,6 +46,8 @@ static void usage(FILE *f)
                    "  --egress-allow CIDR    guests always reach it, private ranges and host services bound\n"
                    "                         to an address in it too (repeatable)\n"
                    "  --egress-deny CIDR     guests never reach it (repeatable)\n"
+                   "  --registries-conf FILE  container registries for a Dockerfile's FROM (default\n"
+                   "                         $CONTAINERS_REGISTRIES_CONF, else the host's)\n"
                    "  --unconfined           run QEMU as this user, without namespaces and with user-mode\n"
                    "                         networking that reaches the host: only where sproutd cannot\n"
                    "                         be root, and never with untrusted guests\n"
@@ -97,6 +99,7 @@ int main(int argc, char **argv)
                 {"account-max-snapshots", required_argument, NULL, 3},
                 {"account-max-memory-mb", required_argument, NULL, 4},
                 {"account-max-storage-bytes", required_argument, NULL, 5},
+                {"registries-conf", required_argument, NULL, 6},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.api = {.max_vm_mem_mb = 16384,
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
                                 .uid_base = 2100000000u,
                                 .net = {.egress = 1}};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
+        const char *registries_conf = getenv("CONTAINERS_REGISTRIES_CONF");
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
         const char *egress_allow[64] = {0}, *egress_deny[64] = {0};
@@ -173,6 +177,7 @@ int main(int argc, char **argv)
                 case 3: vc.account_limits.snapshots = parse_num(optarg, "--account-max-snapshots", 0, 1 << 20); break;
                 case 4: vc.account_limits.mem_mb = parse_num(optarg, "--account-max-memory-mb", 0, 1LL << 40); break;
                 case 5: vc.account_limits.storage = parse_num(optarg, "--account-max-storage-bytes", 0, 1LL << 60); break;
+                case 6: registries_conf = optarg; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -261,7 +266,7 @@ int main(int argc, char **argv)
                 log_err("cannot start the VM manager: %s", strerror(-r));
                 return 1;
         }
-        r = builder_new(d.vmm, d.store, &d.builder);
+        r = builder_new(d.vmm, d.store, data_dir, registries_conf, &d.builder);
         if (r < 0) {
                 log_err("cannot start the builder: %s", strerror(-r));
                 return 1;

@@ -3,6 +3,7 @@
  * the VM manager, the setup engine, the store, jansson and util.
  */
 #include "build/build.h"
+#include "build/dfrun.h"
 #include "build/dockerfile.h"
 #include "guest/setup.h"
 #include "lib/util.h"
@@ -41,6 +42,7 @@ struct layer {
         int64_t timeout_s;
         char sid[24];         /* what it made or reused, once done */
         struct dockerfile df; /* its baseImage's steps; df.from NULL: none */
+        struct df_plan *plan; /* what making df takes; NULL: none */
 };
 
 /* A layer being built, which another build wanting the same one waits for
@@ -74,6 +76,8 @@ struct build {
 struct builder {
         struct vmm *m;
         struct store *s;
+        char cache_dir[PATH_MAX], log_path[PATH_MAX], *registries_conf;
+        struct baseimg_where where; /* base images: the fetched ones there */
         pthread_mutex_t lock;
         pthread_cond_t cond; /* a build or layer job ended */
         struct layer_job *jobs;
@@ -190,6 +194,9 @@ static int plan_layers(struct build *x, json_t *chain, const struct build_opts *
                         if (!json_is_string(text))
                                 return bad(msg, size, "'baseImage.dockerfileContent' must be a string");
                         k = dockerfile_parse(json_string_value(text), &x->layers[i].df, msg, size);
+                        if (k == 0)
+                                k = df_plan_new(&x->layers[i].df, &x->b->where, &x->layers[i].plan, msg,
+                                                size);
                         if (k < 0)
                                 return k;
                 }
@@ -304,14 +311,16 @@ static int plan_keys(struct build *x, char *msg, size_t size)
                 if (!text)
                         return -ENOMEM;
                 {
-                        size_t n = strlen(base) + strlen(text) + 32;
+                        size_t n = strlen(base) + strlen(text) + 32 +
+                                   (y->plan ? strlen(df_plan_images(y->plan)) : 0);
                         char *all = malloc(n);
 
                         if (!all) {
                                 free(text);
                                 return -ENOMEM;
                         }
-                        snprintf(all, n, "sprout-layer-1\n%s\n%s", base, text);
+                        snprintf(all, n, "sprout-layer-1\n%s\n%s%s", base, text,
+                                 y->plan ? df_plan_images(y->plan) : "");
                         sha256_hex(all, strlen(all), y->hash);
                         free(all);
                 }
@@ -358,12 +367,8 @@ static json_t *plan_phases(struct build *x)
                         continue;
                 }
                 add_step(&p, "boot");
-                for (size_t k = 0; k < y->df.n; k++) {
-                        char name[128];
-
-                        snprintf(name, sizeof(name), "base image: %s", y->df.steps[k].what);
-                        add_step(&p, name);
-                }
+                if (y->plan)
+                        df_plan_phases(y->plan, add_step, &p);
                 setup_steps(y->content, add_step, &p);
                 add_step(&p, "snapshot");
         }
@@ -429,68 +434,6 @@ static char *reason_of(const char *label, const char *report)
                 reason = NULL;
         json_decref(j);
         return reason;
-}
-
-/* The baseImage's steps, each a phase, in the build VM. */
-static int run_dockerfile(struct build *x, struct layer *y, const char *vm, char **ret_report)
-{
-        int64_t deadline = now_ms() + y->timeout_s * 1000;
-        struct vmm_guest *g = NULL;
-        int r = y->df.n ? vmm_guest_open(x->b->m, x->account, vm, &g) : 0;
-
-        if (r < 0) {
-                *ret_report = report_of("could not reach the build VM", r);
-                return r;
-        }
-        for (size_t i = 0; r == 0 && i < y->df.n; i++) {
-                struct vmm_exec e = {.command = y->df.steps[i].script, .timeout_ms = deadline - now_ms()};
-                struct agentc_result res = {0};
-                char name[128], why[128], *msg = NULL, *out = NULL;
-                size_t n = 0;
-
-                snprintf(name, sizeof(name), "base image: %s", y->df.steps[i].what);
-                phase_at(x, name, NULL);
-                r = e.timeout_ms > 0 ? vmm_guest_exec(g, &e, &res) : -ETIMEDOUT;
-                if (r == 0 && !res.err && !res.timed_out && res.exit_code == 0) {
-                        agentc_result_free(&res);
-                        continue;
-                }
-                /* The step's output, its last part: what a user needs to
-                 * see why it failed. */
-                if (r == 0 && res.errout.len + res.out.len > 0) {
-                        struct strbuf both = {0};
-                        size_t off;
-
-                        strbuf_add(&both, res.out.data, res.out.len);
-                        strbuf_add(&both, res.errout.data, res.errout.len);
-                        off = both.len > REASON_TAIL ? both.len - REASON_TAIL : 0;
-                        out = both.oom ? NULL : utf8_sanitize(both.s + off, both.len - off, &n);
-                        free(both.s);
-                }
-                if (r == 0 && !res.timed_out && !res.err)
-                        snprintf(why, sizeof(why), "failed with exit code %d", res.exit_code);
-                else
-                        snprintf(why, sizeof(why), "failed: %s",
-                                 r < 0           ? strerror(-r)
-                                 : res.timed_out ? "timed out"
-                                                 : strerror(res.err));
-                if (asprintf(&msg, "Dockerfile step %zu (%s) %s", i + 1, y->df.steps[i].what, why) < 0)
-                        msg = NULL;
-                {
-                        json_t *j =
-                            json_pack("{s:s,s:{s:s?}}", "message", msg ? msg : "a Dockerfile step failed",
-                                      "diagnostics", "stderr", out);
-
-                        *ret_report = j ? json_dumps(j, JSON_COMPACT) : NULL;
-                        json_decref(j);
-                }
-                free(msg);
-                free(out);
-                agentc_result_free(&res);
-                r = r < 0 ? r : -EIO;
-        }
-        vmm_guest_close(g);
-        return r;
 }
 
 /* Boots a VM from the layer's base, applies its setup, snapshots it with
@@ -569,9 +512,18 @@ static int build_layer(struct build *x, struct layer *y, const char *base, int o
                 *ret_report = report_of("could not boot the build VM", r);
                 goto out;
         }
-        r = run_dockerfile(x, y, vm, ret_report);
-        if (r < 0)
-                goto out;
+        if (y->plan) {
+                struct df_run run = {.m = b->m,
+                                     .account = x->account,
+                                     .vm = vm,
+                                     .deadline_ms = now_ms() + y->timeout_s * 1000,
+                                     .phase = setup_phase,
+                                     .ud = x};
+
+                r = df_plan_run(y->plan, &run, ret_report);
+                if (r < 0)
+                        goto out;
+        }
         setup = setup_new(y->content, y->timeout_s);
         r = setup ? vmm_guest_open(b->m, x->account, vm, &g) : -ENOMEM;
         if (r == 0) {
@@ -701,6 +653,7 @@ static void put_locked(struct build *x)
         for (int i = 0; i < x->n; i++) {
                 json_decref(x->layers[i].spec);
                 json_decref(x->layers[i].content);
+                df_plan_free(x->layers[i].plan);
                 dockerfile_clear(&x->layers[i].df);
         }
         free(x->account);
@@ -953,7 +906,8 @@ static void *recover_main(void *arg)
         return NULL;
 }
 
-int builder_new(struct vmm *m, struct store *s, struct builder **ret)
+int builder_new(struct vmm *m, struct store *s, const char *data_dir, const char *registries_conf,
+                struct builder **ret)
 {
         struct builder *b = calloc(1, sizeof(*b));
         pthread_attr_t attr;
@@ -962,6 +916,17 @@ int builder_new(struct vmm *m, struct store *s, struct builder **ret)
 
         if (!b)
                 return -ENOMEM;
+        if (path_fmt(b->cache_dir, sizeof(b->cache_dir), "%s/base-images", data_dir) < 0 ||
+            path_fmt(b->log_path, sizeof(b->log_path), "%s/base-images.log", data_dir) < 0) {
+                free(b);
+                return -ENAMETOOLONG;
+        }
+        b->registries_conf = registries_conf ? strdup(registries_conf) : NULL;
+        if (registries_conf && !b->registries_conf) {
+                free(b);
+                return -ENOMEM;
+        }
+        b->where = (struct baseimg_where){b->cache_dir, b->registries_conf, b->log_path};
         b->m = m;
         b->s = s;
         pthread_mutex_init(&b->lock, NULL);
@@ -1002,5 +967,6 @@ void builder_free(struct builder *b)
         pthread_mutex_unlock(&b->lock);
         pthread_mutex_destroy(&b->lock);
         pthread_cond_destroy(&b->cond);
+        free(b->registries_conf);
         free(b);
 }

@@ -27,10 +27,13 @@
 struct builder;
 struct build;
 
-/* A builder; once the VM manager is ready, it marks the builds a restart
+/* A builder, keeping the base images it fetches under data_dir and finding
+ * them through registries_conf (NULL: the host's); once the
+ * VM manager is ready, it marks the builds a restart
  * cut short failed and removes their temporary VMs and unfinished
  * snapshots. */
-int builder_new(struct vmm *m, struct store *s, struct builder **ret);
+int builder_new(struct vmm *m, struct store *s, const char *data_dir, const char *registries_conf,
+                struct builder **ret);
 /* How many builds (and the start-up recovery) run now. */
 int builder_busy(struct builder *b);
 /* Waits for the builds in progress to end and frees b; NULL is a no-op.
