@@ -41,6 +41,7 @@ SPROUTD_EXTRA_ARGS=() # more sproutd options for the next launch_sproutd
 SPROUTD_ENV=()        # more environment (VAR=value) for the next launch_sproutd
 BASE_ARGS=()          # sproutd options for every launch
 DATA_DIR=
+REGISTRY_DIR=
 MAX_BODY=$((8 * 1024 * 1024))
 HEALTH_TIMEOUT=${SPROUT_HEALTH_TIMEOUT:-900}
 SPROUTD=${SPROUTD:-build/sproutd}
@@ -160,6 +161,7 @@ cleanup() {
         SPROUTD_PID=
         kill_leftovers
         test_net_down
+        [ -z "$REGISTRY_DIR" ] || tests/registry.sh stop "$REGISTRY_DIR"
         if [ -n "$DATA_DIR" ] && [ -z "${SPROUT_TEST_KEEP:-}" ]; then
                 rm -rf "$DATA_DIR"
         elif [ -n "$DATA_DIR" ]; then
@@ -290,6 +292,26 @@ test_net_down() {
         ip link del sprout-test0 2>/dev/null || true
 }
 
+# A container registry on loopback for tests/e2e/images.test.mjs, seeded in
+# the background (debootstrap, cached) while the other tests run.
+registry_up() {
+        local port
+        port=$(free_port) || return 0
+        REGISTRY_DIR=${SPROUT_CACHE:-$HOME/.cache/sprout}/test-registry
+        rm -f "$REGISTRY_DIR/seeded" "$REGISTRY_DIR/seed-failed"
+        if ! tests/registry.sh start "$REGISTRY_DIR" "$port"; then
+                log "no test registry: tests/e2e/images.test.mjs will fail"
+                return 0
+        fi
+        BASE_ARGS+=(--registries-conf "$REGISTRY_DIR/registries.conf")
+        export SPROUT_TEST_REGISTRY=127.0.0.1:$port SPROUT_TEST_REGISTRY_DIR=$REGISTRY_DIR
+        (if tests/registry.sh seed "$REGISTRY_DIR" "$port" >"$REGISTRY_DIR/seed.log" 2>&1; then
+                touch "$REGISTRY_DIR/seeded"
+        else
+                touch "$REGISTRY_DIR/seed-failed"
+        fi) &
+}
+
 # First start: a fresh data dir and a random admin key.
 start_sproutd() {
         if [ ! -x "$SPROUTD" ]; then
@@ -299,6 +321,7 @@ start_sproutd() {
         # Short path: sockets under the data dir must fit sun_path.
         DATA_DIR=$(mktemp -d /tmp/sprout-t.XXXXXX) || return 1
         : >"$SPROUTD_LOG"
+        registry_up
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         export SPROUT_API_KEY
         export SPROUT_MAX_BODY_BYTES=$MAX_BODY SPROUT_BIN=$ROOT/build/sprout
@@ -359,6 +382,7 @@ restart_check() {
         stop_sproutd
         # The restart comes with a new bootstrap key, which replaces the old.
         old_key=$SPROUT_API_KEY
+        registry_up
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         if ! launch_sproutd; then
                 check "restart: sproutd becomes healthy again" 1
