@@ -512,9 +512,13 @@ int df_plan_run(struct df_plan *p, const struct df_run *run, char **ret_report)
                 case ACT_COPYROOT:
                         r = copy_root(&x, a->stage, what);
                         break;
-                case ACT_STEP:
-                        r = step(&x, a->stage, booted, what);
+                case ACT_STEP: {
+                        char label[200];
+
+                        snprintf(label, sizeof(label), "Dockerfile step %d (%s)", a->stage + 1, what);
+                        r = step(&x, a->stage, booted, label);
                         break;
+                }
                 case ACT_BOOTABLE:
                         r = exec_in(&x, what, bootable);
                         break;
