@@ -238,9 +238,26 @@ static int migrate_v5(struct store *s)
         return exec_script(s, schema_v5);
 }
 
+/* Version 6: ingress. A VM's ports (external port to its port inside the
+ * VM) and custom domains (a host name to a VM port), which go with the VM. */
+static const char schema_v6[] =
+        "CREATE TABLE vm_ports (vm_id TEXT NOT NULL, port INTEGER NOT NULL, target INTEGER NOT NULL,"
+        "  PRIMARY KEY (vm_id, port));"
+        "CREATE TABLE domains (domain TEXT PRIMARY KEY, account_id TEXT NOT NULL, vm_id TEXT NOT NULL,"
+        "  vm_port INTEGER NOT NULL);"
+        "CREATE INDEX domains_by_vm ON domains (vm_id);"
+        "CREATE TRIGGER vm_routes_go AFTER DELETE ON vms BEGIN"
+        "  DELETE FROM vm_ports WHERE vm_id = old.id; DELETE FROM domains WHERE vm_id = old.id; END;";
+
+static int migrate_v6(struct store *s)
+{
+        return exec_script(s, schema_v6);
+}
+
 /* Migrations in order: migrations[i] takes the schema from version i to
  * version i + 1. */
-static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3, migrate_v4, migrate_v5};
+static int (*const migrations[])(struct store *s) = {migrate_v1, migrate_v2, migrate_v3,
+                                                     migrate_v4, migrate_v5, migrate_v6};
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* Runs a prepared query of one number and finalizes it. */

@@ -223,4 +223,24 @@ int store_build_phase_foreach(struct store *s, const char *build_id,
                               int (*fn)(const struct store_build_phase *p, void *ud), void *ud);
 void store_build_clear(struct store_build *b);
 
+/* Ingress: a VM's ports (an external port to its port inside the VM) and
+ * custom domains (a host name to a VM port). Both go with the VM's record. */
+struct store_port {
+        int port, target;
+};
+
+/* Replaces the VM's ports with the n in p. */
+int store_ports_set(struct store *s, const char *vm_id, const struct store_port *p, size_t n);
+/* Up to max of the VM's ports, by external port. */
+int store_ports_get(struct store *s, const char *vm_id, struct store_port *ret, size_t max, size_t *ret_n);
+/* The VM port that external port reaches; -ENOENT: none. */
+int store_port_target(struct store *s, const char *vm_id, int port, int *ret_target);
+/* Maps domain (lower case) to the VM's vm_port; -EEXIST: another account
+ * has it. */
+int store_domain_add(struct store *s, const char *domain, const char *account, const char *vm_id, int vm_port);
+/* The VM and port domain maps to; -ENOENT: none. */
+int store_domain_route(struct store *s, const char *domain, char vm_id[32], int *ret_port);
+/* The VM's custom domains, NULL-terminated (free each and the array). */
+int store_domains_of(struct store *s, const char *vm_id, char ***ret);
+
 #endif

@@ -401,3 +401,48 @@ TEST(store_builds_phases_and_the_layer_cache)
         free(aname);
         rm_rf(dir);
 }
+
+TEST(store_ingress_ports_and_domains_go_with_their_vm)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *aid = NULL, *key = NULL, *aname = NULL, vm[32] = "", **doms = NULL;
+        struct store_port ports[] = {{443, 3000}, {8081, 4000}}, got[4];
+        size_t n = 0;
+        int port = 0;
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname, NULL) == 0);
+        struct store_vm a = {.id = "aaaaaaaaaaaaaaaaaaaa",
+                             .account_id = aid,
+                             .state = "running",
+                             .created_at = 1,
+                             .mem_mb = 1024,
+                             .vcpus = 1};
+        CHECK(store_vm_insert(s, &a) == 0);
+        CHECK(store_ports_set(s, a.id, ports, 2) == 0);
+        CHECK(store_ports_get(s, a.id, got, 4, &n) == 0 && n == 2 && got[1].port == 8081 &&
+              got[1].target == 4000);
+        CHECK(store_port_target(s, a.id, 443, &port) == 0 && port == 3000);
+        CHECK(store_port_target(s, a.id, 80, &port) == -ENOENT);
+        CHECK(store_ports_set(s, a.id, ports + 1, 1) == 0);
+        CHECK(store_port_target(s, a.id, 443, &port) == -ENOENT);
+        CHECK(store_domain_add(s, "app.example.com", aid, a.id, 3000) == 0);
+        CHECK(store_domain_add(s, "app.example.com", aid, a.id, 3001) == 0); /* the owner moves it */
+        CHECK(store_domain_add(s, "app.example.com", "another-account", "bbbbbbbbbbbbbbbbbbbb", 80) ==
+              -EEXIST);
+        CHECK(store_domain_route(s, "app.example.com", vm, &port) == 0 && !strcmp(vm, a.id) && port == 3001);
+        CHECK(store_domain_route(s, "nope.example.com", vm, &port) == -ENOENT);
+        CHECK(store_domains_of(s, a.id, &doms) == 0 && doms[0] && !strcmp(doms[0], "app.example.com") &&
+              !doms[1]);
+        free(doms[0]);
+        free(doms);
+        CHECK(store_vm_delete(s, a.id) == 0);
+        CHECK(store_port_target(s, a.id, 8081, &port) == -ENOENT);
+        CHECK(store_domain_route(s, "app.example.com", vm, &port) == -ENOENT);
+        store_close(s);
+        free(aid);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}
