@@ -320,7 +320,11 @@ int net_create(struct net *n, const char *id, unsigned k, char ret_path[PATH_MAX
                          "table ip sprout {\n"
                          "  chain pre { type nat hook prerouting priority -100;\n%s  }\n"
                          "  chain post { type nat hook postrouting priority 100; oifname \"eth0\" masquerade; }\n"
-                         "  chain input { type filter hook input priority 0; iifname \"tap0\" drop; }\n"
+                         /* The guest reaches nothing of the namespace but the
+                          * answers to connections made from it (the ingress
+                          * proxy's, see vmm_ingress.c). */
+                         "  chain input { type filter hook input priority 0;\n"
+                         "    iifname \"tap0\" ct state established,related accept; iifname \"tap0\" drop; }\n"
                          "}\n",
                          dns);
                 r = run(ret_path, nft, script, msg, sizeof(msg));

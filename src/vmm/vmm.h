@@ -301,4 +301,25 @@ long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms);
 /* Ends the watch in the guest and frees w; NULL is a no-op. */
 void vmm_watch_close(struct vmm_watch *w);
 
+/*
+ * Ingress: a TCP connection (non-blocking, *ret_fd) to port inside the VM
+ * id of any account (hosts are public), resuming it when suspended, within
+ * timeout_ms, and the VM's instance it was made in; it counts as a use of
+ * the VM. -ENOENT: no such VM;
+ * -ENOTCONN: stopped; -ECONNREFUSED: nothing listens there; -ETIMEDOUT;
+ * -EOPNOTSUPP: unconfined VMs (user-mode networking) cannot be reached;
+ * what resuming it failed with.
+ */
+int vmm_ingress_connect(struct vmm *m, const char *id, int port, int timeout_ms, int *ret_fd,
+                        char ret_instance[21]);
+/* The same for a connection made before in instance (what connect gave):
+ * the VM is resumed if it was suspended since, and used now. 0; 1 when the
+ * VM runs another instance now (resumed or started: a connection made
+ * before is dead, make another); or what vmm_ingress_connect fails with
+ * before connecting. */
+int vmm_ingress_wake(struct vmm *m, const char *id, const char instance[21]);
+/* The VM is in use now (traffic through the proxy): its idle timer starts
+ * again. */
+void vmm_ingress_touch(struct vmm *m, const char *id);
+
 #endif

@@ -12,6 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+int vm_use(struct vmm *m, struct vm *vm)
+{
+        vm_touch(m, vm);
+        if (vm->error_code && !vm->qemu)
+                return -ENOTRECOVERABLE;
+        if (vm_hung(vm))
+                return -EHOSTDOWN;
+        if (vm->qemu && __atomic_load_n(&vm->disk_full, __ATOMIC_RELAXED))
+                return -ENOSPC;
+        return ensure_running(m, vm);
+}
+
 int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vmm_guest **ret)
 {
         struct vmm_guest *g = calloc(1, sizeof(*g));
@@ -25,14 +37,7 @@ int vmm_guest_open(struct vmm *m, const char *account, const char *id, struct vm
                 free(g);
                 return -ENOENT;
         }
-        vm_touch(m, vm);
-        if (vm->error_code && !vm->qemu)
-                r = -ENOTRECOVERABLE;
-        else if (vm_hung(vm))
-                r = -EHOSTDOWN;
-        else if (vm->qemu && __atomic_load_n(&vm->disk_full, __ATOMIC_RELAXED))
-                r = -ENOSPC;
-        else if ((r = ensure_running(m, vm)) < 0)
+        if ((r = vm_use(m, vm)) < 0)
                 ;
         else if (vm->workdir && !(g->workdir = strdup(vm->workdir)))
                 r = -ENOMEM;

@@ -258,6 +258,11 @@ int vm_suspend(struct vmm *m, struct vm *vm);
 int vm_start(struct vmm *m, struct vm *vm);
 /* Resumes a suspended VM for an operation that needs it running. */
 int ensure_running(struct vmm *m, struct vm *vm);
+/* A use of vm (its idle timer starts again) that needs it running: 0 once
+ * it runs (resumed if it was suspended), else -ENOTRECOVERABLE (its create
+ * failed), -EHOSTDOWN (hung), -ENOSPC (paused on a full disk), -ENOTCONN
+ * (stopped) or what resuming failed with. vm->lock held. */
+int vm_use(struct vmm *m, struct vm *vm);
 /* The VM's agent link, made again when it went down (a guest that broke
  * its agent, a daemon restart it did not answer): for a request unless a
  * try failed in the last second, in the background as its backoff allows.
