@@ -43,10 +43,12 @@ fi
 chmod 0600 "$KEY_FILE"
 KEY=$(head -n 1 "$KEY_FILE")
 URL=http://127.0.0.1:$PORT
+PROXY_PORT=${SPROUT_PROXY_PORT:-8081}
 
 cat <<EOF
 Sprout API:  $URL
 Admin key:   $KEY  (kept in $KEY_FILE)
+VMs' ports:  http://<vmId>.vm.localhost:$PROXY_PORT/  (port 443 of a VM; 8081: http://8081-<vmId>.vm.localhost:$PROXY_PORT/)
 
 Use it from the SDK or the CLI:
   export FREESTYLE_API_URL=$URL FREESTYLE_API_KEY=$KEY
@@ -58,4 +60,4 @@ $URL/healthz answers 200 once VMs can be created.
 EOF
 
 export SPROUT_BOOTSTRAP_KEY=$KEY
-exec "$SPROUTD" --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR"
+exec "$SPROUTD" --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" --proxy-listen "127.0.0.1:$PROXY_PORT"

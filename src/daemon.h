@@ -6,6 +6,7 @@
 #define SPROUT_DAEMON_H
 
 #include "api/api.h"
+#include "ingress/proxy.h"
 
 struct sprout {
         struct store *store; /* durable state */
@@ -13,6 +14,7 @@ struct sprout {
         struct builder *builder; /* templates and specs into snapshots */
         struct api api;      /* the handlers' view of the two above */
         struct http *http;   /* HTTP server */
+        struct proxy *proxy; /* ingress to VMs' ports; NULL: none */
 };
 
 #endif

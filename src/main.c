@@ -48,6 +48,11 @@ static void usage(FILE *f)
                    "  --egress-deny CIDR     guests never reach it (repeatable)\n"
                    "  --registries-conf FILE  container registries for a Dockerfile's FROM (default\n"
                    "                         $CONTAINERS_REGISTRIES_CONF, else the host's)\n"
+                   "  --proxy-listen HOST:PORT  serve VMs' ports over HTTP there (default: not at all)\n"
+                   "  --domain SUFFIX        VMs' host names: <vmId>.SUFFIX (port 443), <port>-<vmId>.SUFFIX\n"
+                   "                         (default vm.localhost, which browsers resolve to loopback)\n"
+                   "  --proxy-timeout-seconds N  an idle proxied connection, or a VM that does not\n"
+                   "                         answer, ends after N s (default 60)\n"
                    "  --unconfined           run QEMU as this user, without namespaces and with user-mode\n"
                    "                         networking that reaches the host: only where sproutd cannot\n"
                    "                         be root, and never with untrusted guests\n"
@@ -100,6 +105,9 @@ int main(int argc, char **argv)
                 {"account-max-memory-mb", required_argument, NULL, 4},
                 {"account-max-storage-bytes", required_argument, NULL, 5},
                 {"registries-conf", required_argument, NULL, 6},
+                {"proxy-listen", required_argument, NULL, 7},
+                {"domain", required_argument, NULL, 8},
+                {"proxy-timeout-seconds", required_argument, NULL, 9},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.api = {.max_vm_mem_mb = 16384,
@@ -122,6 +130,7 @@ int main(int argc, char **argv)
                                 .net = {.egress = 1}};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
         const char *registries_conf = getenv("CONTAINERS_REGISTRIES_CONF");
+        struct proxy_config pc = {.domain = "vm.localhost", .timeout_s = 60, .max_conns = 4096};
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
         const char *egress_allow[64] = {0}, *egress_deny[64] = {0};
@@ -178,6 +187,9 @@ int main(int argc, char **argv)
                 case 4: vc.account_limits.mem_mb = parse_num(optarg, "--account-max-memory-mb", 0, 1LL << 40); break;
                 case 5: vc.account_limits.storage = parse_num(optarg, "--account-max-storage-bytes", 0, 1LL << 60); break;
                 case 6: registries_conf = optarg; break;
+                case 7: pc.listen = optarg; break;
+                case 8: pc.domain = optarg; break;
+                case 9: pc.timeout_s = (int)parse_num(optarg, "--proxy-timeout-seconds", 1, 86400); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -274,6 +286,7 @@ int main(int argc, char **argv)
         d.api.store = d.store;
         d.api.vmm = d.vmm;
         d.api.builder = d.builder;
+        d.api.domain = pc.domain;
         if (api_init(&d.api) < 0) {
                 log_err("out of memory");
                 return 1;
@@ -286,6 +299,17 @@ int main(int argc, char **argv)
                 return 1;
         }
         log_info("listening on http://%s:%d", host, port);
+        if (pc.listen) {
+                char msg[256];
+
+                r = proxy_start(&pc, d.vmm, d.store, &d.proxy, msg, sizeof(msg));
+                if (r < 0) {
+                        log_err("ingress proxy: %s", msg);
+                        return 1;
+                }
+                log_info("ingress proxy on http://%s/ (hosts <vmId>.%s, <port>-<vmId>.%s)", pc.listen, pc.domain,
+                         pc.domain);
+        }
 
         while (sigwait(&set, &sig) != 0)
                 ;
@@ -309,6 +333,7 @@ int main(int argc, char **argv)
                 fflush(NULL);
                 _exit(0);
         }
+        proxy_stop(d.proxy);
         http_stop(d.http);
         builder_free(d.builder);
         api_free(&d.api);

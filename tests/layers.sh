@@ -9,7 +9,7 @@
 #   6  main.c daemon.h     sproutd itself
 #   5  api/                HTTP handlers
 #   4  build/              templates and specs into snapshots
-#   3  guest/              create-time setup, services, stats in a VM
+#   3  guest/ ingress/     create-time setup, services, stats in a VM; the ingress proxy
 #   2  vmm/                the VM manager
 #   1  hv/ agentc/ store/ http/   hypervisor driver, agent client, store, HTTP glue
 #   0  lib/                helpers
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 rank() { # DIR
         case $1 in
-        lib) echo 0 ;; hv | agentc | store | http) echo 1 ;; vmm) echo 2 ;; guest) echo 3 ;; build) echo 4 ;;
+        lib) echo 0 ;; hv | agentc | store | http) echo 1 ;; vmm) echo 2 ;; guest | ingress) echo 3 ;; build) echo 4 ;;
         api) echo 5 ;; .) echo 6 ;; *) echo -1 ;;
         esac
 }

@@ -32,6 +32,7 @@ struct api {
         int max_long_requests;
         int64_t max_request_ms;
         struct api_slots *slots; /* long requests open, per account */
+        const char *domain;      /* VMs' host names end in it (the ingress proxy's --domain) */
 };
 
 /* Sets up the handlers' own state; 0 or -ENOMEM. */

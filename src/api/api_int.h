@@ -149,4 +149,27 @@ json_t *api_persistence_json(const struct vm_persistence *p, int snapshot);
  * malformed. malloc'd. */
 char *api_param(struct api_call *c);
 
+/* ---- ingress (api_ingress.c) ---- */
+
+#define API_MAX_DOMAINS 16
+
+/* A create's or fork's "ports" and "domains", checked. */
+struct api_routes {
+        struct store_port ports[2]; /* 443 and 8081 at most */
+        size_t nports;
+        struct {
+                char name[254]; /* lower case */
+                int port;
+        } domains[API_MAX_DOMAINS];
+        size_t ndomains;
+};
+
+/* -EINVAL with a 400 answer under code when they are malformed. */
+int api_routes_parse(struct api_call *c, json_t *body, const char *code, struct api_routes *r);
+/* Records them for the VM id; -EEXIST with a 409 answer when another
+ * account has one of the domains, other -errno with a 500. */
+int api_routes_save(struct api_call *c, const char *id, const struct api_routes *r);
+/* The VM's host names: its ports' and its custom domains. */
+json_t *api_domains_json(struct api *a, const char *id);
+
 #endif

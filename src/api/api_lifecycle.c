@@ -3,6 +3,7 @@
  * optimize,resize}. Depends on the VM manager.
  */
 #include "api/api_int.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -58,7 +59,8 @@ void api_start(struct api_call *c)
 {
         if (empty_body(c) == 0)
                 answer(c, vmm_start(c->a->vmm, c->account, c->vm_id),
-                       json_pack("{s:s,s:[],s:n}", "id", c->vm_id, "domains", "console_url"));
+                       json_pack("{s:s,s:o,s:n}", "id", c->vm_id, "domains", api_domains_json(c->a, c->vm_id),
+                                 "console_url"));
 }
 
 void api_stop(struct api_call *c)
@@ -97,6 +99,7 @@ void api_await(struct api_call *c)
 void api_fork(struct api_call *c)
 {
         char ids[VMM_MAX_FORKS][21];
+        struct api_routes routes = {0};
         int64_t count = 1;
         json_t *body = api_body(c, "INVALID_PARAMETERS"), *forks;
         int r;
@@ -104,13 +107,26 @@ void api_fork(struct api_call *c)
         if (!body)
                 return;
         r = api_opt_int(c, body, "count", 1, VMM_MAX_FORKS, &count, "INVALID_PARAMETERS");
+        /* A fork has the ports it is given, else its parent's. */
+        if (r == 0 && json_object_get(body, "ports")) {
+                r = api_routes_parse(c, body, "INVALID_PARAMETERS", &routes);
+        } else if (r == 0) {
+                r = store_ports_get(c->a->store, c->vm_id, routes.ports, 2, &routes.nports);
+                if (r < 0)
+                        api_error(c, 500, "INTERNAL_ERROR", "could not read the VM's ports: %s", strerror(-r));
+        }
         json_decref(body);
         if (r < 0)
                 return;
+        routes.ndomains = 0; /* a custom domain maps to one VM */
         r = vmm_fork(c->a->vmm, c->account, c->vm_id, (int)count, ids);
         forks = json_array();
-        for (int i = 0; r == 0 && i < count; i++)
-                json_array_append_new(forks, json_pack("{s:s,s:[],s:n}", "id", ids[i], "domains", "consoleUrl"));
+        for (int i = 0; r == 0 && i < count; i++) {
+                if (store_ports_set(c->a->store, ids[i], routes.ports, routes.nports) < 0)
+                        log_warn("vm %s: could not record its ports", ids[i]);
+                json_array_append_new(forks, json_pack("{s:s,s:o,s:n}", "id", ids[i], "domains",
+                                                       api_domains_json(c->a, ids[i]), "consoleUrl"));
+        }
         answer(c, r, json_pack("{s:s,s:o}", "vmId", c->vm_id, "forks", forks));
 }
 

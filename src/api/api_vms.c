@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json_t *vm_json(const struct vmm_info *i, int full)
+static json_t *vm_json(struct api *a, const struct vmm_info *i, int full)
 {
         char created[32];
         json_t *j;
@@ -37,6 +37,7 @@ static json_t *vm_json(const struct vmm_info *i, int full)
                 json_object_set_new(j, "metrics", json_null());
         }
         json_object_set_new(j, "snapshotId", json_str_or_null(i->snapshot_id));
+        json_object_set_new(j, "domains", api_domains_json(a, i->id));
         /* Why a create that did not wait (waitForReadySignal: false)
          * failed: the error it would have answered. */
         if (i->error_code)
@@ -56,6 +57,7 @@ static json_t *vm_json(const struct vmm_info *i, int full)
 /* The create request's own fields, checked. */
 struct create_req {
         struct vmm_create opts;
+        struct api_routes routes;
         int64_t ready_timeout_s;
         int wait;
 };
@@ -84,7 +86,7 @@ static int parse_create(struct api_call *c, json_t *body, struct create_req *q)
          * a create that does not wait cannot answer it later. */
         if (setup_check(body, &code, msg, sizeof(msg)) < 0)
                 return api_error(c, 400, code, "%s", msg), -EINVAL;
-        return 0;
+        return api_routes_parse(c, body, "CREATE_VM_BAD_REQUEST", &q->routes);
 }
 
 void api_create_vm(struct api_call *c)
@@ -127,10 +129,13 @@ void api_create_vm(struct api_call *c)
         } else if (r < 0) {
                 api_fail(c, r, r == -ENOMEDIUM ? API_SNAPSHOT : API_VM, q.opts.snapshot_id ? q.opts.snapshot_id : "",
                          NULL);
+        } else if (api_routes_save(c, id, &q.routes) < 0) {
+                /* A domain another account took meanwhile: no VM then. */
+                vmm_delete(c->a->vmm, c->account, id);
         } else {
                 c->resp->status = 200;
-                c->resp->body = json_pack("{s:s,s:[],s:n,s:o}", "id", id, "domains", "consoleUrl", "snapshotId",
-                                          json_str_or_null(q.opts.snapshot_id));
+                c->resp->body = json_pack("{s:s,s:o,s:n,s:o}", "id", id, "domains", api_domains_json(c->a, id),
+                                          "consoleUrl", "snapshotId", json_str_or_null(q.opts.snapshot_id));
         }
 out:
         free(report);
@@ -142,6 +147,7 @@ struct list_ctx {
         json_t *vms;
         int state_filter; /* -1: any */
         const char *search;
+        struct api *a;
         int64_t limit, offset;
         int64_t matched;
         int64_t counts[VM_STATE_COUNT];
@@ -160,12 +166,12 @@ static int list_one(const struct vmm_info *i, void *ud)
                 return 0;
         if (l->limit >= 0 && (int64_t)json_array_size(l->vms) >= l->limit)
                 return 0;
-        return json_array_append_new(l->vms, vm_json(i, 0)) < 0 ? -ENOMEM : 0;
+        return json_array_append_new(l->vms, vm_json(l->a, i, 0)) < 0 ? -ENOMEM : 0;
 }
 
 void api_list_vms(struct api_call *c)
 {
-        struct list_ctx l = {.state_filter = -1, .limit = -1};
+        struct list_ctx l = {.a = c->a, .state_filter = -1, .limit = -1};
         char *state = NULL, *search = NULL;
         int r;
 
@@ -208,7 +214,7 @@ void api_get_vm(struct api_call *c)
                 return;
         }
         c->resp->status = 200;
-        c->resp->body = vm_json(&i, 1);
+        c->resp->body = vm_json(c->a, &i, 1);
         vmm_info_clear(&i);
 }
 

@@ -737,3 +737,49 @@ int build_outcome(const struct build *x)
 {
         return x->r;
 }
+
+/* ---- store.h: the ingress routes; ingress/proxy.h: host names ---- */
+
+int store_ports_set(struct store *s, const char *vm_id, const struct store_port *p, size_t n)
+{
+        (void)s, (void)vm_id;
+        for (size_t i = 0; i < n; i++)
+                FUZZ_CHECK((p[i].port == 443 || p[i].port == 8081) && p[i].target >= 1 && p[i].target <= 65535);
+        return fz_u8(&ctl) >= 0xf8 ? -EIO : 0;
+}
+
+int store_ports_get(struct store *s, const char *vm_id, struct store_port *ret, size_t max, size_t *ret_n)
+{
+        (void)s, (void)vm_id;
+        *ret_n = 0;
+        if (max > 0 && fz_u8(&ctl) & 1)
+                ret[(*ret_n)++] = (struct store_port){443, 3000};
+        return 0;
+}
+
+int store_domain_add(struct store *s, const char *domain, const char *account, const char *vm_id, int vm_port)
+{
+        (void)s, (void)account, (void)vm_id;
+        FUZZ_CHECK(domain[0] && strlen(domain) <= 253 && vm_port >= 1 && vm_port <= 65535);
+        return fz_u8(&ctl) >= 0xf0 ? -EEXIST : 0;
+}
+
+int store_domains_of(struct store *s, const char *vm_id, char ***ret)
+{
+        (void)s, (void)vm_id;
+        *ret = calloc(2, sizeof(**ret));
+        if (!*ret)
+                return -ENOMEM;
+        if (fz_u8(&ctl) & 1)
+                (*ret)[0] = strdup("app.example.com");
+        return 0;
+}
+
+int proxy_host_name(char *buf, size_t size, const char *id, int port, const char *domain)
+{
+        if (port == 443)
+                snprintf(buf, size, "%s.%s", id, domain);
+        else
+                snprintf(buf, size, "%d-%s.%s", port, id, domain);
+        return 0;
+}

@@ -198,6 +198,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 .store = (struct store *)&a,
                 .vmm = (struct vmm *)&a,
                 .max_vm_mem_mb = 16384,
+                .domain = "vm.localhost",
                 .max_vm_vcpus = 8,
                 .max_vm_disk_gb = 64,
                 .max_long_requests = 2,
