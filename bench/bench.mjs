@@ -9,6 +9,7 @@
 // $SPROUT_RAW_TMP let it rerun the raw baseline on a fork's layer. Every VM made here is deleted before exiting, failure or not.
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
+import http from "node:http";
 import { readFileSync, readdirSync, existsSync, realpathSync, statSync } from "node:fs";
 
 const url = process.env.SPROUT_URL;
@@ -274,6 +275,61 @@ try {
           seconds_from_first_to_last_event: r2(span / 1000), note: "rate at which the guest's burst of creations reached the client" });
     out({ bench: "watch_files_write_to_event", runs: lat.length, median_ms: lat.length ? r1(median(lat)) : null,
           max_ms: lat.length ? r1(Math.max(...lat)) : null, note: "guest write time (guest clock, set from the host at restore) to client receipt" });
+  }
+
+  // Ingress: a request through the proxy against the same request made
+  // inside the guest (curl to localhost), 100 MiB through the proxy, and a
+  // request that wakes a suspended VM against resume-to-first-exec.
+  {
+    const proxy = new URL(process.env.SPROUT_PROXY_URL);
+    const server = readFileSync(new URL("../tests/e2e/httpd.pl", import.meta.url), "utf8");
+    const vm = await call("POST", "/v1/vms", {
+      idleTimeoutSeconds: 0, additionalFiles: { "/srv/app.pl": { content: server } },
+      systemd: { services: [{ name: "app", mode: "service", exec: ["/usr/bin/perl /srv/app.pl 3000 bench"], enable: true }] },
+    });
+    mine.add(vm.id);
+    const host = `${vm.id}.vm.localhost`;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path, a = agent) => new Promise((resolve, reject) => {
+      const t = performance.now();
+      http.get({ host: proxy.hostname, port: proxy.port, path, agent: a, headers: { host } }, (res) => {
+        let n = 0;
+        res.on("data", (d) => { n += d.length; });
+        res.on("end", () => resolve({ status: res.statusCode, bytes: n, ms: performance.now() - t }));
+      }).on("error", reject);
+    });
+    for (let i = 0; i < 600 && (await get("/").catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(200);
+    const via = [];
+    for (let i = 0; i < 50; i++) via.push((await get("/")).ms);
+    const inside = await call("POST", `/v1/vms/${vm.id}/exec-await`, {
+      command: "for i in $(seq 50); do curl -s -o /dev/null -w '%{time_total}\\n' http://127.0.0.1:3000/; done",
+    });
+    const guest = inside.stdout.trim().split("\n").map((x) => Number(x) * 1000);
+    const pm = median(via), gm = median(guest);
+    out({ bench: "ingress_request_latency", runs: 50, proxy_median_ms: r2(pm), proxy_p90_ms: r2(pct(via, 90)),
+          in_guest_curl_median_ms: r2(gm), ratio: r2(pm / gm), target: "at most 1.2x + 1 ms",
+          within_target: pm <= 1.2 * gm + 1, note: "keep-alive client on the host; the guest's curl opens a connection each time" });
+    const big = 100 * MiB;
+    const t = performance.now();
+    const d = await get(`/bytes/${big}`);
+    if (d.bytes !== big) throw new Error(`100 MiB download gave ${d.bytes} bytes`);
+    out({ bench: "ingress_download_100mib", seconds: r2((performance.now() - t) / 1000),
+          mib_per_second: r1(100 / ((performance.now() - t) / 1000)) });
+    agent.destroy();
+    const wake = [], resume = [];
+    for (let i = 0; i < 3; i++) {
+      await call("POST", `/v1/vms/${vm.id}/suspend`);
+      const w = await get("/", new http.Agent());
+      if (w.status !== 200) throw new Error(`wake-on-request answered ${w.status}`);
+      wake.push(w.ms);
+      await call("POST", `/v1/vms/${vm.id}/suspend`);
+      const t1 = performance.now();
+      await exec(vm.id);
+      resume.push(performance.now() - t1);
+    }
+    out({ bench: "ingress_wake_on_request", runs: 3, median_ms: r1(median(wake)),
+          resume_to_first_exec_median_ms: r1(median(resume)), ratio: r2(median(wake) / median(resume)) });
+    await del(vm.id);
   }
 
   // Templates: the first build of a one-layer runCommands spec (a VM from

@@ -40,8 +40,9 @@ fi
 kill_qemus_under "$DATA/vms"
 kill_qemus_under "$RAWTMP"
 rm -rf "$DATA/sprout.db" "$DATA/sprout.db-wal" "$DATA/sprout.db-shm" "$DATA/vms" "$DATA/layers" "$RAWTMP"/*
+PPORT=$((PORT + 1))
 SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$PORT --data-dir "$DATA" --image "$IMAGE" \
-        --mem-mb $MEM_MB --vcpus $VCPUS >"$LOG" 2>&1 &
+        --mem-mb $MEM_MB --vcpus $VCPUS --proxy-listen 127.0.0.1:$PPORT >"$LOG" 2>&1 &
 PID=$!
 cleanup() {
         # VMs a failed run left behind, through the API while it is up.
@@ -75,7 +76,7 @@ echo "==> raw QEMU restore baseline" >&2
 RAW=$(TMPDIR=$RAWTMP build/sprout-bench-raw "$SNAP" "$IMAGE" 5 $MEM_MB $VCPUS 3)
 echo "$RAW"
 echo "==> through the HTTP API" >&2
-SPROUT_URL=$URL SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA RAW="$RAW" SPROUT_RAW_BIN=build/sprout-bench-raw \
+SPROUT_URL=$URL SPROUT_PROXY_URL=http://127.0.0.1:$PPORT SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA RAW="$RAW" SPROUT_RAW_BIN=build/sprout-bench-raw \
         SPROUT_IMAGE=$IMAGE SPROUT_MEM_MB=$MEM_MB SPROUT_VCPUS=$VCPUS SPROUT_RAW_TMP=$RAWTMP node bench/bench.mjs
 
 # The same create and exec on an unconfined sproutd (its own data dir and

@@ -332,8 +332,8 @@ static int read_all(int fd, unsigned char **ret_buf, size_t *ret_len)
 /* vm create: POST /v1/vms; prints the new id (the whole answer with --json). */
 static int cmd_vm_create(struct cli *c, int argc, char **argv)
 {
-        const char *name = NULL;
-        const struct opt opts[] = {{"--name", NULL, &name, NULL}, {0}};
+        const char *name = NULL, *ports = NULL;
+        const struct opt opts[] = {{"--name", NULL, &name, NULL}, {"--port", NULL, &ports, NULL}, {0}};
         struct client_response r;
         const char *id;
         json_t *body;
@@ -345,6 +345,33 @@ static int cmd_vm_create(struct cli *c, int argc, char **argv)
         if (!body || (name && json_object_set_new(body, "name", json_string(name)) < 0)) {
                 json_decref(body);
                 return fail(c, "out of memory");
+        }
+        /* --port EXT:TARGET[,EXT:TARGET]; --port none: no ports. */
+        if (ports) {
+                json_t *list = json_array();
+                const char *p = ports;
+
+                json_object_set_new(body, "ports", list);
+                while (strcmp(ports, "none") && *p) {
+                        char *end;
+                        long ext = strtol(p, &end, 10), target;
+
+                        if (end == p || *end != ':') {
+                                json_decref(body);
+                                fprintf(stderr, "sprout: --port wants EXT:TARGET[,EXT:TARGET] or none\n");
+                                return EXIT_USAGE;
+                        }
+                        p = end + 1;
+                        target = strtol(p, &end, 10);
+                        if (end == p || (*end && *end != ',')) {
+                                json_decref(body);
+                                fprintf(stderr, "sprout: --port wants EXT:TARGET[,EXT:TARGET] or none\n");
+                                return EXIT_USAGE;
+                        }
+                        json_array_append_new(list, json_pack("{s:I,s:I}", "port", (json_int_t)ext,
+                                                              "targetPort", (json_int_t)target));
+                        p = *end ? end + 1 : end;
+                }
         }
         rc = call(c, "POST", "/v1/vms", body, &r);
         json_decref(body);
@@ -470,6 +497,57 @@ static int cmd_vm_get(struct cli *c, int argc, char **argv)
                                 printf("%-20s %s\n", key, cell(v, b, sizeof(b)));
                         }
                 }
+        }
+        client_response_done(&r);
+        return finish(c, 0);
+}
+
+/* vm url: the VM's host names as URLs on the ingress proxy (--proxy, else
+ * $SPROUT_PROXY_URL, else http://127.0.0.1:8081, whose scheme and port
+ * they take). */
+static int cmd_vm_url(struct cli *c, int argc, char **argv)
+{
+        const char *proxy = getenv("SPROUT_PROXY_URL");
+        const struct opt opts[] = {{"--proxy", NULL, &proxy, NULL}, {0}};
+        struct client_response r;
+        char *pos[1], *path, scheme[16] = "http", port[16] = "8081";
+        json_t *v;
+        size_t i;
+        int rc;
+
+        if (parse_args(c, argc, argv, opts, 0, pos, 1) != 1) {
+                fprintf(stderr, "usage: sprout vm url ID [--proxy URL] [--json]\n");
+                return EXIT_USAGE;
+        }
+        if (proxy && *proxy) {
+                const char *hp = strstr(proxy, "://"), *colon;
+
+                if (hp)
+                        snprintf(scheme, sizeof(scheme), "%.*s", (int)(hp - proxy), proxy);
+                hp = hp ? hp + 3 : proxy;
+                colon = strrchr(hp, ':');
+                snprintf(port, sizeof(port), "%.*s", colon ? (int)strcspn(colon + 1, "/") : 0,
+                         colon ? colon + 1 : "");
+        }
+        if (!(path = vm_path(pos[0], "")))
+                return fail(c, "out of memory");
+        rc = call(c, "GET", path, NULL, &r);
+        free(path);
+        if (rc)
+                return rc;
+        if (c->json) {
+                print_raw(&r);
+        } else {
+                json_array_foreach(json_object_get(r.json, "domains"), i, v)
+                {
+                        int dflt = (!strcmp(scheme, "http") && (!*port || !strcmp(port, "80"))) ||
+                                   (!strcmp(scheme, "https") && (!*port || !strcmp(port, "443")));
+
+                        printf("%s://%s%s%s/\n", scheme, json_string_value(v), dflt ? "" : ":",
+                               dflt ? "" : port);
+                }
+                if (json_array_size(json_object_get(r.json, "domains")) == 0)
+                        fprintf(stderr, "sprout: the VM has no ports or domains\n");
         }
         client_response_done(&r);
         return finish(c, 0);
@@ -859,7 +937,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"vm", "create", cmd_vm_create, "[--name NAME] [--json]", "create a VM and print its id"},
+    {"vm", "create", cmd_vm_create, "[--name NAME] [--port EXT:TARGET[,EXT:TARGET]|none] [--json]",
+     "create a VM and print its id; --port exposes VM port TARGET as external port EXT (443 or 8081)"},
+    {"vm", "url", cmd_vm_url, "ID [--proxy URL] [--json]",
+     "print the URLs of the VM's ports and domains on the ingress proxy (default $SPROUT_PROXY_URL)"},
     {"vm", "list", cmd_vm_list, "[--limit N] [--offset N] [--state STATE] [--json]", "list your VMs"},
     {"vm", "get", cmd_vm_get, "ID [--json]", "show one VM"},
     {"vm", "exec", cmd_vm_exec, "ID [--timeout MS] [--json] -- COMMAND...",

@@ -322,6 +322,9 @@ start_sproutd() {
         DATA_DIR=$(mktemp -d /tmp/sprout-t.XXXXXX) || return 1
         : >"$SPROUTD_LOG"
         registry_up
+        PROXY_PORT=$(free_port) || return 1
+        BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
+        export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         export SPROUT_API_KEY
         export SPROUT_MAX_BODY_BYTES=$MAX_BODY SPROUT_BIN=$ROOT/build/sprout
@@ -383,6 +386,9 @@ restart_check() {
         # The restart comes with a new bootstrap key, which replaces the old.
         old_key=$SPROUT_API_KEY
         registry_up
+        PROXY_PORT=$(free_port) || return 1
+        BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
+        export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         if ! launch_sproutd; then
                 check "restart: sproutd becomes healthy again" 1
