@@ -296,6 +296,8 @@ test_net_down() {
 # the background (debootstrap, cached) while the other tests run.
 registry_up() {
         local port
+        # Once per run: start_sproutd runs again for later checks.
+        [ -z "$REGISTRY_DIR" ] || return 0
         port=$(free_port) || return 0
         REGISTRY_DIR=${SPROUT_CACHE:-$HOME/.cache/sprout}/test-registry
         rm -f "$REGISTRY_DIR/seeded" "$REGISTRY_DIR/seed-failed"
@@ -322,9 +324,11 @@ start_sproutd() {
         DATA_DIR=$(mktemp -d /tmp/sprout-t.XXXXXX) || return 1
         : >"$SPROUTD_LOG"
         registry_up
-        PROXY_PORT=$(free_port) || return 1
-        BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
-        export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
+        if [ -z "${SPROUT_PROXY_URL:-}" ]; then
+                PROXY_PORT=$(free_port) || return 1
+                BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
+                export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
+        fi
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         export SPROUT_API_KEY
         export SPROUT_MAX_BODY_BYTES=$MAX_BODY SPROUT_BIN=$ROOT/build/sprout
@@ -385,10 +389,6 @@ restart_check() {
         stop_sproutd
         # The restart comes with a new bootstrap key, which replaces the old.
         old_key=$SPROUT_API_KEY
-        registry_up
-        PROXY_PORT=$(free_port) || return 1
-        BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
-        export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         if ! launch_sproutd; then
                 check "restart: sproutd becomes healthy again" 1
