@@ -58,6 +58,14 @@ int parse_args(struct cli *c, int argc, char **argv, const struct opt *opts, int
 long long parse_count(const char *s);
 
 /* The build subcommands (builds.c). */
+/* "/v1/vms/<id><suffix>" with id percent-encoded; NULL when out of memory. */
+char *vm_path(const char *id, const char *suffix);
+
+/* ingress.c: --port's EXT:TARGET[,EXT:TARGET] or "none" as the API's
+ * ports array; NULL when malformed. */
+json_t *ports_json(const char *spec);
+int cmd_vm_url(struct cli *c, int argc, char **argv);
+
 int cmd_snapshot_create(struct cli *c, int argc, char **argv);
 int cmd_build_get(struct cli *c, int argc, char **argv);
 int cmd_build_phases(struct cli *c, int argc, char **argv);

@@ -227,7 +227,7 @@ long long parse_count(const char *s)
  * Returns the path "/v1/vms/<id><suffix>" with id percent-encoded, or NULL
  * when out of memory. The caller frees it.
  */
-static char *vm_path(const char *id, const char *suffix)
+char *vm_path(const char *id, const char *suffix)
 {
         char *e = client_escape_segment(id), *p = NULL;
 
@@ -346,32 +346,15 @@ static int cmd_vm_create(struct cli *c, int argc, char **argv)
                 json_decref(body);
                 return fail(c, "out of memory");
         }
-        /* --port EXT:TARGET[,EXT:TARGET]; --port none: no ports. */
         if (ports) {
-                json_t *list = json_array();
-                const char *p = ports;
+                json_t *list = ports_json(ports);
 
-                json_object_set_new(body, "ports", list);
-                while (strcmp(ports, "none") && *p) {
-                        char *end;
-                        long ext = strtol(p, &end, 10), target;
-
-                        if (end == p || *end != ':') {
-                                json_decref(body);
-                                fprintf(stderr, "sprout: --port wants EXT:TARGET[,EXT:TARGET] or none\n");
-                                return EXIT_USAGE;
-                        }
-                        p = end + 1;
-                        target = strtol(p, &end, 10);
-                        if (end == p || (*end && *end != ',')) {
-                                json_decref(body);
-                                fprintf(stderr, "sprout: --port wants EXT:TARGET[,EXT:TARGET] or none\n");
-                                return EXIT_USAGE;
-                        }
-                        json_array_append_new(list, json_pack("{s:I,s:I}", "port", (json_int_t)ext,
-                                                              "targetPort", (json_int_t)target));
-                        p = *end ? end + 1 : end;
+                if (!list) {
+                        json_decref(body);
+                        fprintf(stderr, "sprout: --port wants EXT:TARGET[,EXT:TARGET] or none\n");
+                        return EXIT_USAGE;
                 }
+                json_object_set_new(body, "ports", list);
         }
         rc = call(c, "POST", "/v1/vms", body, &r);
         json_decref(body);
@@ -497,57 +480,6 @@ static int cmd_vm_get(struct cli *c, int argc, char **argv)
                                 printf("%-20s %s\n", key, cell(v, b, sizeof(b)));
                         }
                 }
-        }
-        client_response_done(&r);
-        return finish(c, 0);
-}
-
-/* vm url: the VM's host names as URLs on the ingress proxy (--proxy, else
- * $SPROUT_PROXY_URL, else http://127.0.0.1:8081, whose scheme and port
- * they take). */
-static int cmd_vm_url(struct cli *c, int argc, char **argv)
-{
-        const char *proxy = getenv("SPROUT_PROXY_URL");
-        const struct opt opts[] = {{"--proxy", NULL, &proxy, NULL}, {0}};
-        struct client_response r;
-        char *pos[1], *path, scheme[16] = "http", port[16] = "8081";
-        json_t *v;
-        size_t i;
-        int rc;
-
-        if (parse_args(c, argc, argv, opts, 0, pos, 1) != 1) {
-                fprintf(stderr, "usage: sprout vm url ID [--proxy URL] [--json]\n");
-                return EXIT_USAGE;
-        }
-        if (proxy && *proxy) {
-                const char *hp = strstr(proxy, "://"), *colon;
-
-                if (hp)
-                        snprintf(scheme, sizeof(scheme), "%.*s", (int)(hp - proxy), proxy);
-                hp = hp ? hp + 3 : proxy;
-                colon = strrchr(hp, ':');
-                snprintf(port, sizeof(port), "%.*s", colon ? (int)strcspn(colon + 1, "/") : 0,
-                         colon ? colon + 1 : "");
-        }
-        if (!(path = vm_path(pos[0], "")))
-                return fail(c, "out of memory");
-        rc = call(c, "GET", path, NULL, &r);
-        free(path);
-        if (rc)
-                return rc;
-        if (c->json) {
-                print_raw(&r);
-        } else {
-                json_array_foreach(json_object_get(r.json, "domains"), i, v)
-                {
-                        int dflt = (!strcmp(scheme, "http") && (!*port || !strcmp(port, "80"))) ||
-                                   (!strcmp(scheme, "https") && (!*port || !strcmp(port, "443")));
-
-                        printf("%s://%s%s%s/\n", scheme, json_string_value(v), dflt ? "" : ":",
-                               dflt ? "" : port);
-                }
-                if (json_array_size(json_object_get(r.json, "domains")) == 0)
-                        fprintf(stderr, "sprout: the VM has no ports or domains\n");
         }
         client_response_done(&r);
         return finish(c, 0);
