@@ -101,6 +101,14 @@ static int send_frame(struct agentc *a, uint32_t stream, uint16_t type, const vo
         if (r < 0)
                 shutdown(a->fd, SHUT_RDWR);
         pthread_mutex_unlock(&a->write_lock);
+        if (r < 0) {
+                /* Said here, not only when the reader thread notices, so
+                 * the caller that saw the failure sees a dead transport. */
+                pthread_mutex_lock(&a->lock);
+                a->dead = 1;
+                pthread_cond_broadcast(&a->cond);
+                pthread_mutex_unlock(&a->lock);
+        }
         return r;
 }
 
