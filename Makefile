@@ -11,7 +11,7 @@ MUSLCC   ?= musl-gcc
 WERROR   ?= -Werror
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -D_GNU_SOURCE -Iproto -Isrc
-PKGS      = libmicrohttpd jansson sqlite3
+PKGS      = libmicrohttpd jansson sqlite3 gnutls
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CURL_LIBS  = $(shell pkg-config --libs libcurl jansson 2>/dev/null)

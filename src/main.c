@@ -53,6 +53,8 @@ static void usage(FILE *f)
                    "                         (default vm.localhost, which browsers resolve to loopback)\n"
                    "  --proxy-timeout-seconds N  an idle proxied connection, or a VM that does not\n"
                    "                         answer, ends after N s (default 60)\n"
+                   "  --proxy-tls-cert FILE --proxy-tls-key FILE  also serve HTTPS on the proxy port with\n"
+                   "                         this PEM certificate chain and key (e.g. for *.SUFFIX)\n"
                    "  --unconfined           run QEMU as this user, without namespaces and with user-mode\n"
                    "                         networking that reaches the host: only where sproutd cannot\n"
                    "                         be root, and never with untrusted guests\n"
@@ -108,6 +110,8 @@ int main(int argc, char **argv)
                 {"proxy-listen", required_argument, NULL, 7},
                 {"domain", required_argument, NULL, 8},
                 {"proxy-timeout-seconds", required_argument, NULL, 9},
+                {"proxy-tls-cert", required_argument, NULL, 10},
+                {"proxy-tls-key", required_argument, NULL, 11},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.api = {.max_vm_mem_mb = 16384,
@@ -190,12 +194,18 @@ int main(int argc, char **argv)
                 case 7: pc.listen = optarg; break;
                 case 8: pc.domain = optarg; break;
                 case 9: pc.timeout_s = (int)parse_num(optarg, "--proxy-timeout-seconds", 1, 86400); break;
+                case 10: pc.tls_cert = optarg; break;
+                case 11: pc.tls_key = optarg; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
         }
         if (!listen || !data_dir || optind != argc) {
                 usage(stderr);
+                return 2;
+        }
+        if ((pc.tls_cert || pc.tls_key) && !pc.listen) {
+                fprintf(stderr, "sproutd: --proxy-tls-cert and --proxy-tls-key need --proxy-listen\n");
                 return 2;
         }
         colon = strrchr(listen, ':');
@@ -300,15 +310,15 @@ int main(int argc, char **argv)
         }
         log_info("listening on http://%s:%d", host, port);
         if (pc.listen) {
-                char msg[256];
+                char msg[1024];
 
                 r = proxy_start(&pc, d.vmm, d.store, &d.proxy, msg, sizeof(msg));
                 if (r < 0) {
                         log_err("ingress proxy: %s", msg);
                         return 1;
                 }
-                log_info("ingress proxy on http://%s/ (hosts <vmId>.%s, <port>-<vmId>.%s)", pc.listen, pc.domain,
-                         pc.domain);
+                log_info("ingress proxy on http%s://%s/ (hosts <vmId>.%s, <port>-<vmId>.%s)",
+                         pc.tls_cert ? "(s)" : "", pc.listen, pc.domain, pc.domain);
         }
 
         while (sigwait(&set, &sig) != 0)

@@ -42,6 +42,7 @@ sources() {
                 src/agentc/agentc.c proto/proto.c ;;
         systemd) echo src/guest/systemd.c src/lib/util.c ;;
         dockerfile) echo src/build/dockerfile.c src/guest/systemd.c src/lib/util.c ;;
+        proxy) echo src/lib/util.c ;; # the harness includes proxy.c
         util) echo src/http/http.c src/lib/util.c src/lib/json.c src/guest/systemd.c ;;
         esac
 }

@@ -326,8 +326,20 @@ start_sproutd() {
         registry_up
         if [ -z "${SPROUT_PROXY_URL:-}" ]; then
                 PROXY_PORT=$(free_port) || return 1
-                BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT")
-                export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT
+                # A short timeout, so that the test of a VM that never
+                # answers takes 20 s rather than the default 60.
+                BASE_ARGS+=(--proxy-listen "127.0.0.1:$PROXY_PORT" --proxy-timeout-seconds 20)
+                export SPROUT_PROXY_URL=http://127.0.0.1:$PROXY_PORT SPROUT_PROXY_TIMEOUT_SECONDS=20
+                # The port speaks HTTPS too, with a certificate for
+                # *.vm.localhost that the tests trust.
+                if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vm.localhost \
+                        -addext "subjectAltName=DNS:*.vm.localhost,DNS:vm.localhost" \
+                        -keyout "$LOGDIR/proxy-key.pem" -out "$LOGDIR/proxy-cert.pem" 2>>"$SPROUTD_LOG"; then
+                        BASE_ARGS+=(--proxy-tls-cert "$LOGDIR/proxy-cert.pem" --proxy-tls-key "$LOGDIR/proxy-key.pem")
+                        export SPROUT_PROXY_CA=$LOGDIR/proxy-cert.pem
+                else
+                        log "openssl made no test certificate: the proxy's TLS test will fail"
+                fi
         fi
         SPROUT_API_KEY=sk-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
         export SPROUT_API_KEY

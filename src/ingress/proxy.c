@@ -8,6 +8,7 @@
  * slows the sender rather than growing memory.
  */
 #include "ingress/proxy.h"
+#include "ingress/tls.h"
 #include "lib/util.h"
 
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@
 struct proxy {
         struct proxy_config cfg;
         char *domain;
+        struct tls_ctx *tls; /* NULL: plain HTTP only */
         struct vmm *m;
         struct store *s;
         int fd;
@@ -49,6 +51,7 @@ struct conn {
         struct proxy *p;
         struct conn *next;
         int c, u; /* client and upstream sockets; -1: none */
+        struct tls *tls; /* the client's TLS session; NULL: plain */
         char peer[INET6_ADDRSTRLEN];
         char vm[32];
         int port;          /* the VM port u is connected to */
@@ -75,11 +78,36 @@ int proxy_host_name(char *buf, size_t size, const char *id, int port, const char
         return path_fmt(buf, size, "%d-%s.%s", port, id, domain);
 }
 
-/* Writes all of n bytes to a non-blocking socket, waiting up to a second
- * for room: for the proxy's own short answers. */
-static void send_all(int fd, const char *s, size_t n)
+/* What the client sent, read as recv(2) with MSG_DONTWAIT does. */
+static ssize_t c_recv(struct conn *x, char *buf, size_t n)
 {
-        sock_send_all(fd, s, n, now_ms() + 1000);
+        return x->tls ? tls_recv(x->tls, buf, n) : recv(x->c, buf, n, MSG_DONTWAIT);
+}
+
+static ssize_t c_send(struct conn *x, const char *buf, size_t n)
+{
+        return x->tls ? tls_send(x->tls, buf, n) : send(x->c, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Writes all of n bytes to the client, waiting up to a second for room:
+ * for the proxy's own short answers. */
+static void send_all(struct conn *x, const char *s, size_t n)
+{
+        int64_t end = now_ms() + 1000;
+
+        while (n > 0) {
+                struct pollfd f = {.fd = x->c, .events = POLLOUT};
+                ssize_t r = c_send(x, s, n);
+
+                if (r > 0) {
+                        s += r, n -= (size_t)r;
+                        continue;
+                }
+                if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                        return;
+                if (now_ms() >= end || poll(&f, 1, (int)(end - now_ms())) <= 0)
+                        return;
+        }
 }
 
 /* The proxy's own answer, and the end of the connection. */
@@ -99,8 +127,8 @@ static void answer(struct conn *x, int status, const char *reason, const char *f
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\nServer: sprout\r\n\r\n",
                      status, reason, strlen(body));
-        send_all(x->c, head, (size_t)n);
-        send_all(x->c, body, strlen(body));
+        send_all(x, head, (size_t)n);
+        send_all(x, body, strlen(body));
         x->c_eof = x->u_eof = 1;
 }
 
@@ -250,12 +278,22 @@ static int reach(struct conn *x, const char *host_raw, size_t host_len)
         return 0;
 }
 
+/* No control character but a tab: a bare CR or a NUL in a head is how
+ * requests get smuggled past one parser and not another. */
+static int valid_text(const char *s, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (((unsigned char)s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
+                        return 0;
+        return 1;
+}
+
 static int valid_token(const char *s, size_t n)
 {
         if (n == 0)
                 return 0;
         for (size_t i = 0; i < n; i++)
-                if (!isalnum((unsigned char)s[i]) && !strchr("!#$%&'*+-.^_`|~", s[i]))
+                if (!isalnum((unsigned char)s[i]) && (!s[i] || !strchr("!#$%&'*+-.^_`|~", s[i])))
                         return 0;
         return 1;
 }
@@ -274,6 +312,7 @@ static int take_head(struct conn *x, size_t n)
         sp1 = memchr(h, ' ', rl);
         sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
         if (!sp1 || !sp2 || !valid_token(h, (size_t)(sp1 - h)) || sp2 == sp1 + 1 ||
+            !valid_text(sp1, (size_t)(sp2 - sp1)) || memchr(sp1 + 1, '\t', (size_t)(sp2 - sp1 - 1)) ||
             (strncmp(sp2 + 1, "HTTP/1.1", 8) && strncmp(sp2 + 1, "HTTP/1.0", 8)) ||
             (eol - (sp2 + 9) != 0 && !(eol - (sp2 + 9) == 1 && sp2[9] == '\r'))) {
                 answer(x, 400, "Bad Request", "a malformed request line");
@@ -288,7 +327,8 @@ static int take_head(struct conn *x, size_t n)
                 if (len == 0)
                         break;
                 colon = memchr(l, ':', len);
-                if (!colon || !valid_token(l, (size_t)(colon - l))) {
+                if (!colon || !valid_token(l, (size_t)(colon - l)) ||
+                    !valid_text(colon + 1, (size_t)(l + len - colon - 1))) {
                         answer(x, 400, "Bad Request", "a malformed header line");
                         return -1;
                 }
@@ -317,10 +357,12 @@ static int take_head(struct conn *x, size_t n)
         if (reach(x, host, hlen) < 0)
                 return -1;
         /* The head, without what the client said of forwarding, and then
-         * what this proxy knows of it. */
+         * what this proxy knows of it; every line ends in CRLF. */
         o = x->out + x->out_off + x->out_len;
-        memcpy(o, h, rl + 1);
-        o += rl + 1;
+        len = rl - (rl > 0 && h[rl - 1] == '\r');
+        memcpy(o, h, len);
+        memcpy(o + len, "\r\n", 2);
+        o += len + 2;
         for (const char *l = eol + 1; l < end;) {
                 const char *e = memchr(l, '\n', (size_t)(end - l));
 
@@ -328,13 +370,14 @@ static int take_head(struct conn *x, size_t n)
                 if (len == 0)
                         break;
                 if (strncasecmp(l, "X-Forwarded-", 12) && strncasecmp(l, "Forwarded:", 10)) {
-                        memcpy(o, l, (size_t)(e - l) + 1);
-                        o += e - l + 1;
+                        memcpy(o, l, len);
+                        memcpy(o + len, "\r\n", 2);
+                        o += len + 2;
                 }
                 l = e + 1;
         }
-        o += sprintf(o, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: %.*s\r\n\r\n",
-                     x->peer, (int)hlen, host);
+        o += sprintf(o, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %.*s\r\n\r\n",
+                     x->peer, x->tls ? "https" : "http", (int)hlen, host);
         x->out_len = (size_t)(o - (x->out + x->out_off));
         x->awaiting = 1;
         x->upgrade = up && conn && has_token(conn, connlen, "upgrade");
@@ -349,13 +392,28 @@ static int take_head(struct conn *x, size_t n)
         return 0;
 }
 
+/* The length of the head at the start of in[0..n) through the empty line
+ * that ends it (lines end in LF or CRLF), and its number of lines; 0 while
+ * the empty line has not come. */
+static size_t head_len(const char *in, size_t n, size_t *lines)
+{
+        const char *l = in, *end = in + n, *e;
+
+        *lines = 0;
+        for (; (e = memchr(l, '\n', (size_t)(end - l))); l = e + 1) {
+                (*lines)++;
+                if (e == l || (e == l + 1 && *l == '\r'))
+                        return (size_t)(e + 1 - in);
+        }
+        return 0;
+}
+
 /* Moves what the client sent from in to out, as the state allows. 0, or
  * the connection was answered and ends. */
 static int pump_in(struct conn *x)
 {
         for (;;) {
-                size_t room = sizeof(x->out) - x->out_off - x->out_len, take = 0;
-                char *e;
+                size_t room = sizeof(x->out) - x->out_off - x->out_len, take = 0, lines;
 
                 if (x->in_len == 0)
                         return 0;
@@ -364,14 +422,14 @@ static int pump_in(struct conn *x)
                         if (x->out_len)
                                 return 0;
                         x->out_off = 0;
-                        e = memmem(x->in, x->in_len, "\r\n\r\n", 4);
-                        {
-                                char *e2 = memmem(x->in, x->in_len, "\n\n", 2);
-
-                                if (e2 && (!e || e2 < e))
-                                        e = e2 - 2; /* bare LF lines */
+                        /* Empty lines before a request line are let go. */
+                        while (x->in_len && (x->in[0] == '\n' || (x->in_len > 1 && !memcmp(x->in, "\r\n", 2)))) {
+                                take = x->in[0] == '\n' ? 1 : 2;
+                                memmove(x->in, x->in + take, x->in_len - take);
+                                x->in_len -= take;
                         }
-                        if (!e) {
+                        take = head_len(x->in, x->in_len, &lines);
+                        if (!take) {
                                 if (x->in_len == sizeof(x->in)) {
                                         answer(x, 431, "Request Header Fields Too Large",
                                                "a request head is at most %d bytes", HEAD_MAX);
@@ -379,12 +437,13 @@ static int pump_in(struct conn *x)
                                 }
                                 return 0;
                         }
-                        if ((size_t)(e + 4 - x->in) + 1024 + 600 > sizeof(x->out)) {
+                        /* Room for the head with a CR added to each line,
+                         * and the proxy's own lines. */
+                        if (take + lines + 600 > sizeof(x->out)) {
                                 answer(x, 431, "Request Header Fields Too Large",
                                        "a request head is at most %d bytes", HEAD_MAX - 2048);
                                 return -1;
                         }
-                        take = (size_t)(e + 4 - x->in);
                         if (take_head(x, take) < 0)
                                 return -1;
                         memmove(x->in, x->in + take, x->in_len - take);
@@ -473,20 +532,20 @@ static int pump_in(struct conn *x)
         }
 }
 
-/* Reads what is there into buf; 0 at EOF, -1 when nothing (or an error:
- * *eof then). */
-static ssize_t take(int fd, char *buf, size_t n, int *eof)
+/* Reads what is there from the client (or the VM) into buf; 0 at EOF, -1
+ * when nothing (or an error: *eof then). */
+static ssize_t take(struct conn *x, int client, char *buf, size_t n, int *eof)
 {
-        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+        ssize_t r = client ? c_recv(x, buf, n) : recv(x->u, buf, n, MSG_DONTWAIT);
 
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
                 *eof = 1;
         return r;
 }
 
-static ssize_t give(int fd, const char *buf, size_t n, int *eof)
+static ssize_t give(struct conn *x, int client, const char *buf, size_t n, int *eof)
 {
-        ssize_t r = send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t r = client ? c_send(x, buf, n) : send(x->u, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 
         if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 *eof = 1;
@@ -499,7 +558,7 @@ static void serve(struct conn *x)
 
         for (;;) {
                 struct pollfd f[2];
-                int moved = 0, r;
+                int moved = 0, r, pending;
 
                 if (!x->c_eof && pump_in(x) < 0)
                         return;
@@ -522,26 +581,30 @@ static void serve(struct conn *x)
                         f[1].events |= POLLOUT;
                 if (x->u < 0)
                         f[1].fd = -1;
-                r = poll(f, 2, 1000);
+                /* TLS may hold decrypted bytes that poll cannot see. */
+                pending = x->tls && (f[0].events & POLLIN) && tls_pending(x->tls) > 0;
+                r = poll(f, 2, pending ? 0 : 1000);
                 if (r < 0 && errno != EINTR)
                         return;
                 if (x->p->stopping)
                         return;
+                if (pending)
+                        f[0].revents |= POLLIN;
                 if ((f[0].revents & (POLLIN | POLLHUP | POLLERR)) && !x->c_eof && x->in_len < sizeof(x->in)) {
-                        ssize_t n = take(x->c, x->in + x->in_len, sizeof(x->in) - x->in_len, &x->c_eof);
+                        ssize_t n = take(x, 1, x->in + x->in_len, sizeof(x->in) - x->in_len, &x->c_eof);
 
                         if (n > 0)
                                 x->in_len += (size_t)n, moved = 1;
                 }
                 if ((f[1].revents & (POLLIN | POLLHUP | POLLERR)) && !x->u_eof && x->back_len == 0) {
-                        ssize_t n = take(x->u, x->back, sizeof(x->back), &x->u_eof);
+                        ssize_t n = take(x, 0, x->back, sizeof(x->back), &x->u_eof);
 
                         if (n > 0)
                                 x->back_off = 0, x->back_len = (size_t)n, moved = 1, x->awaiting = 0;
                 }
                 if (x->back_len && (f[0].revents & POLLOUT || moved)) {
                         int gone = 0;
-                        ssize_t n = give(x->c, x->back + x->back_off, x->back_len, &gone);
+                        ssize_t n = give(x, 1, x->back + x->back_off, x->back_len, &gone);
 
                         if (gone)
                                 return;
@@ -550,7 +613,7 @@ static void serve(struct conn *x)
                 }
                 if (x->u >= 0 && x->out_len) {
                         int gone = 0;
-                        ssize_t n = give(x->u, x->out + x->out_off, x->out_len, &gone);
+                        ssize_t n = give(x, 0, x->out + x->out_off, x->out_len, &gone);
 
                         if (gone) {
                                 x->u_eof = 1;
@@ -575,12 +638,31 @@ static void serve(struct conn *x)
         }
 }
 
+/* With TLS configured, a connection whose first byte opens a TLS
+ * handshake is TLS; any other is plain HTTP, so one port serves both.
+ * 0, or the connection ends. */
+static int start_tls(struct conn *x)
+{
+        struct pollfd f = {.fd = x->c, .events = POLLIN};
+        int wait = x->p->cfg.timeout_s * 1000;
+        unsigned char b;
+
+        if (!x->p->tls)
+                return 0;
+        if (poll(&f, 1, wait) <= 0 || recv(x->c, &b, 1, MSG_PEEK) != 1)
+                return -1;
+        if (b != 0x16) /* a TLS record of type handshake */
+                return 0;
+        return tls_accept(x->p->tls, x->c, wait, &x->tls);
+}
+
 static void *conn_main(void *arg)
 {
         struct conn *x = arg;
         struct proxy *p = x->p;
 
-        serve(x);
+        if (!x->c_eof && start_tls(x) == 0)
+                serve(x);
         pthread_mutex_lock(&p->lock);
         for (struct conn **q = &p->conns; *q; q = &(*q)->next) {
                 if (*q == x) {
@@ -593,6 +675,7 @@ static void *conn_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (x->u >= 0)
                 close(x->u);
+        tls_free(x->tls);
         /* What the client still sends is read and dropped for a moment, so
          * that closing does not reset the connection under the answer. */
         shutdown(x->c, SHUT_WR);
@@ -694,6 +777,18 @@ int proxy_start(const struct proxy_config *c, struct vmm *m, struct store *s, st
                 snprintf(msg, size, "--proxy-listen wants an IPv4 address, not %s", host);
                 return -EINVAL;
         }
+        if ((c->tls_cert != NULL) != (c->tls_key != NULL)) {
+                free(p);
+                snprintf(msg, size, "--proxy-tls-cert and --proxy-tls-key go together");
+                return -EINVAL;
+        }
+        if (c->tls_cert) {
+                r = tls_ctx_new(c->tls_cert, c->tls_key, &p->tls, msg, size);
+                if (r < 0) {
+                        free(p);
+                        return r;
+                }
+        }
         p->cfg = *c;
         p->domain = strdup(c->domain);
         for (char *d = p->domain; d && *d; d++)
@@ -709,6 +804,7 @@ int proxy_start(const struct proxy_config *c, struct vmm *m, struct store *s, st
                 snprintf(msg, size, "cannot listen on %s: %s", c->listen, strerror(-r));
                 if (p->fd >= 0)
                         close(p->fd);
+                tls_ctx_free(p->tls);
                 free(p->domain);
                 free(p);
                 return r;
@@ -716,6 +812,7 @@ int proxy_start(const struct proxy_config *c, struct vmm *m, struct store *s, st
         r = -pthread_create(&p->thread, NULL, accept_main, p);
         if (r < 0) {
                 close(p->fd);
+                tls_ctx_free(p->tls);
                 free(p->domain);
                 free(p);
                 snprintf(msg, size, "cannot start the proxy: %s", strerror(-r));
@@ -741,6 +838,7 @@ void proxy_stop(struct proxy *p)
         pthread_mutex_unlock(&p->lock);
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->cond);
+        tls_ctx_free(p->tls);
         free(p->domain);
         free(p);
 }

@@ -8,8 +8,10 @@
  * chunked) and responses stream through bounded buffers; an Upgrade
  * request (WebSocket) turns the connection into a byte pipe both ways. A
  * suspended VM is resumed by a request to it; traffic counts as use of
- * the VM. One thread per connection; a connection idle past the timeout
- * is closed. Uses the VM manager and the store.
+ * the VM. With a certificate and key, a connection that opens with a TLS
+ * handshake is served over TLS (X-Forwarded-Proto: https) and any other as
+ * plain HTTP, on the one port. One thread per connection; a connection
+ * idle past the timeout is closed. Uses the VM manager and the store.
  */
 #ifndef SPROUT_PROXY_H
 #define SPROUT_PROXY_H
@@ -24,6 +26,7 @@ struct proxy_config {
         const char *domain; /* the suffix of VM host names, e.g. vm.localhost */
         int timeout_s;      /* idle connections, and a guest that does not answer */
         int max_conns;      /* connections at once; past it a new one gets 503 */
+        const char *tls_cert, *tls_key; /* PEM files; NULL: no TLS */
 };
 
 struct proxy;

@@ -1,8 +1,10 @@
 # A small HTTP and WebSocket server for the ingress tests and benchmarks
 # (the guest image has perl, not python): perl httpd.pl PORT TAG.
 # GET answers who it is and what the proxy told it (X-Forwarded-*); /echo
-# sends the request body back (Content-Length or chunked); /bytes/N sends N
-# bytes; a WebSocket upgrade echoes each message. A process per
+# sends the request body back (Content-Length or chunked); /discard reads a
+# Content-Length body without keeping it and says how many bytes came;
+# /bytes/N sends N bytes; /hang never answers; a WebSocket upgrade echoes
+# each message. A process per
 # connection; keep-alive.
 use strict; use warnings;
 use IO::Socket::INET; use Digest::SHA qw(sha1); use MIME::Base64;
@@ -25,7 +27,13 @@ sub serve {
     my $body = '';
     if (defined $h{'content-length'}) {
       my $n = $h{'content-length'};
-      while (length($body) < $n) { my $r = read($c, my $buf, $n - length($body)); return unless $r; $body .= $buf }
+      if ($path =~ m{^/discard}) {
+        my $got = 0;
+        while ($got < $n) { my $r = read($c, my $buf, $n - $got < 65536 ? $n - $got : 65536); return unless $r; $got += $r }
+        $body = "n=$got\n";
+      } else {
+        while (length($body) < $n) { my $r = read($c, my $buf, $n - length($body)); return unless $r; $body .= $buf }
+      }
     } elsif (lc($h{'transfer-encoding'} // '') eq 'chunked') {
       while (1) {
         my $s = <$c>; return unless defined $s; $s =~ s/\r?\n$//; my $n = hex $s;
@@ -34,12 +42,13 @@ sub serve {
       }
     }
     if (lc($h{upgrade} // '') eq 'websocket') { websocket($c, $h{'sec-websocket-key'}); return }
+    if ($path =~ m{^/hang}) { sleep 3600; return }
     if ($path =~ m{^/bytes/(\d+)}) {
       my $n = $1; print $c "HTTP/1.1 200 OK\r\nContent-Length: $n\r\n\r\n";
       my $chunk = 'x' x 65536; while ($n > 0) { my $k = $n < 65536 ? $n : 65536; print $c substr($chunk, 0, $k); $n -= $k }
       $c->flush; next;
     }
-    my $out = $path =~ m{^/echo} ? $body
+    my $out = $path =~ m{^/(echo|discard)} ? $body
       : "hello from $tag\nxff=" . ($h{'x-forwarded-for'} // '') . "\nxfh=" . ($h{'x-forwarded-host'} // '')
         . "\nxfp=" . ($h{'x-forwarded-proto'} // '') . "\n$m $path\n";
     print $c "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " . length($out) . "\r\n\r\n" . $out;

@@ -6,18 +6,25 @@
 // errors (unknown host 404, no listener 502, stopped 503, bad request 400),
 // X-Forwarded-*, keep-alive, Content-Length and chunked bodies streamed
 // both ways, a WebSocket echo, concurrent clients, wake on request from
-// suspended, traffic as activity for idleTimeoutSeconds, and ports on
-// create and fork.
+// suspended, traffic as activity for idleTimeoutSeconds, ports on create
+// and fork, HTTPS on the same port (tests/run.sh gives sproutd a
+// certificate and names it in SPROUT_PROXY_CA), a 1 GiB upload in bounded
+// memory, and a guest that never answers (504 after
+// --proxy-timeout-seconds).
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
+import tls from "node:tls";
 import { after, before, test } from "node:test";
 import { ADMIN_KEY, BASE, CREATE_TIMEOUT, VmTracker, api, expectError, newAccount, ok, rand, runCli, sleep, vmState, waitState } from "./lib.mjs";
 
 const PROXY = new URL(process.env.SPROUT_PROXY_URL ?? "http://127.0.0.1:8081");
 const DOMAIN = "vm.localhost";
+const CA = process.env.SPROUT_PROXY_CA ? readFileSync(process.env.SPROUT_PROXY_CA) : null;
+const PROXY_TIMEOUT_S = +(process.env.SPROUT_PROXY_TIMEOUT_SECONDS ?? 60);
 const vms = new VmTracker();
 const TAG = rand(4);
 after(() => vms.cleanup());
@@ -37,11 +44,15 @@ function withServers(body, ...ports) {
   };
 }
 
-// One request through the proxy with Host set; {status, headers, body (Buffer)}.
-function request(host, { method = "GET", path = "/", body, headers = {}, agent, timeoutMs = 120_000 } = {}) {
+// One request through the proxy with Host set (over TLS when secure);
+// {status, headers, body (Buffer)}.
+function request(host, { method = "GET", path = "/", body, headers = {}, agent, timeoutMs = 120_000, secure = false } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: PROXY.hostname, port: PROXY.port, method, path, agent, headers: { host, ...headers }, timeout: timeoutMs },
+    const req = (secure ? https : http).request(
+      {
+        host: PROXY.hostname, port: PROXY.port, method, path, agent, headers: { host, ...headers }, timeout: timeoutMs,
+        ...(secure ? { ca: CA, servername: host.split(":")[0] } : {}),
+      },
       (res) => {
         const parts = [];
         res.on("data", (d) => parts.push(d));
@@ -138,6 +149,9 @@ test("what maps to nothing is 404, a port with no listener 502, a malformed requ
   assert.match(await raw("GET / HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 400 [^]*Host/);
   assert.match(await raw(`GET / HTTP/1.1\r\nHost: ${hostA()}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n`), /^HTTP\/1\.1 400 /);
   assert.match(await raw("GET / HTTP/1.1\r\nHost: bad_host!\r\n\r\n"), /^HTTP\/1\.1 400 /);
+  // A bare CR or a NUL in a head, read one way here and another by the server: 400.
+  assert.match(await raw(`GET / HTTP/1.1\r\nHost: ${hostA()}\r\nX-A: a\rContent-Length: 5\r\n\r\n`), /^HTTP\/1\.1 400 /);
+  assert.match(await raw(`GET /\0 HTTP/1.1\r\nHost: ${hostA()}\r\n\r\n`), /^HTTP\/1\.1 400 /);
   assert.match(await raw(`GET / HTTP/1.1\r\nHost: ${hostA()}\r\nX-Big: ${"a".repeat(20000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
 });
 
@@ -159,15 +173,19 @@ test("bodies stream both ways: a 1 MiB POST and a chunked one come back byte for
   assert.deepEqual(got.map((b) => b.split("\n")[4]), ["GET /k0", "GET /k1", "GET /k2"]);
 });
 
-test("a WebSocket upgrade passes through: messages echo both ways", async () => {
-  const s = net.connect(+PROXY.port, PROXY.hostname);
+// A WebSocket through the connected socket s: messages of three sizes echo.
+async function wsEcho(s) {
   const key = randomBytes(16).toString("base64");
   let buf = Buffer.alloc(0);
+  let failed, wake = () => {};
+  s.on("data", (d) => { buf = Buffer.concat([buf, d]); wake(); });
+  s.on("error", (e) => { failed = e; wake(); });
+  s.on("close", () => { failed ??= new Error("the connection closed"); wake(); });
+  // Resolves at the next data; rejects once the connection failed.
   const more = () => new Promise((resolve, reject) => {
-    s.once("data", (d) => { buf = Buffer.concat([buf, d]); resolve(); });
-    s.once("error", reject);
+    if (failed) return reject(failed);
+    wake = () => (failed ? reject(failed) : resolve());
   });
-  await new Promise((r) => s.once("connect", r));
   s.write(`GET /ws HTTP/1.1\r\nHost: ${hostA()}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
   while (!buf.includes("\r\n\r\n")) await more();
   const head = buf.subarray(0, buf.indexOf("\r\n\r\n") + 4).toString();
@@ -185,6 +203,95 @@ test("a WebSocket upgrade passes through: messages echo both ways", async () => 
     buf = buf.subarray(hdr + size);
   }
   s.destroy();
+}
+
+test("a WebSocket upgrade passes through: messages echo both ways", async () => {
+  const s = net.connect(+PROXY.port, PROXY.hostname);
+  await new Promise((r) => s.once("connect", r));
+  await wsEcho(s);
+});
+
+test("TLS: the proxy port speaks HTTPS too, with X-Forwarded-Proto https, bodies, keep-alive and WebSockets", async () => {
+  assert.ok(CA, "tests/run.sh gives sproutd a certificate and names it in SPROUT_PROXY_CA");
+  const r = await request(hostA(), { secure: true, path: "/tls" });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), `hello from port-3000\nxff=127.0.0.1\nxfh=${hostA()}\nxfp=https\nGET /tls\n`);
+  const data = randomBytes(1 << 20);
+  const e = await request(hostA(), { secure: true, method: "POST", path: "/echo", body: data });
+  assert.ok(e.body.equals(data), "the 1 MiB body came back the same over TLS");
+  const big = await request(hostA(), { secure: true, path: `/bytes/${8 << 20}` });
+  assert.equal(big.body.length, 8 << 20);
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  const got = [];
+  for (let i = 0; i < 3; i++) got.push((await request(hostA(), { secure: true, path: `/k${i}`, agent })).body.toString());
+  agent.destroy();
+  assert.deepEqual(got.map((b) => b.split("\n")[4]), ["GET /k0", "GET /k1", "GET /k2"]);
+  const missing = await request(`nothing-here.${DOMAIN}`, { secure: true });
+  assert.equal(missing.status, 404);
+  const s = tls.connect({ host: PROXY.hostname, port: +PROXY.port, ca: CA, servername: hostA() });
+  await new Promise((resolve, reject) => { s.once("secureConnect", resolve); s.once("error", reject); });
+  assert.equal(s.alpnProtocol, false, "no ALPN asked, none chosen");
+  await wsEcho(s);
+  // A handshake that is garbage ends that connection, and only it.
+  const bad = await raw(Buffer.concat([Buffer.from([0x16, 3, 1, 0xff, 0xff]), randomBytes(20)]));
+  assert.ok(!bad.startsWith("HTTP/"), "garbage after a TLS record header gets no HTTP answer");
+  assert.equal((await request(hostA(), { secure: true })).status, 200);
+});
+
+// sproutd's resident memory (kB), found by the proxy port on its command line.
+function sproutdRss() {
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (cmd[0].endsWith("sproutd") && cmd.includes(`${PROXY.hostname}:${PROXY.port}`))
+        return +readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1];
+    } catch {}
+  }
+  assert.fail(`no sproutd serves the proxy on ${PROXY.host}`);
+}
+
+test("a 1 GiB upload streams through in bounded memory", async () => {
+  const before = sproutdRss();
+  let peak = before;
+  const sample = setInterval(() => { peak = Math.max(peak, sproutdRss()); }, 200);
+  const total = 1 << 30, chunk = randomBytes(1 << 20);
+  try {
+    const r = await new Promise((resolve, reject) => {
+      const req = http.request(
+        { host: PROXY.hostname, port: PROXY.port, method: "POST", path: "/discard", headers: { host: hostA(), "content-length": total } },
+        (res) => {
+          const parts = [];
+          res.on("data", (d) => parts.push(d));
+          res.on("end", () => resolve({ status: res.statusCode, body: Buffer.concat(parts).toString() }));
+        },
+      );
+      req.on("error", reject);
+      let sent = 0;
+      const pump = () => {
+        while (sent < total) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return req.once("drain", pump);
+        }
+        req.end();
+      };
+      pump();
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, `n=${total}\n`);
+  } finally {
+    clearInterval(sample);
+  }
+  assert.ok(peak - before < 64 * 1024, `sproutd grew by ${peak - before} kB while 1 GiB went through (from ${before} kB)`);
+});
+
+test("a VM that never answers gets 504 after --proxy-timeout-seconds, and the proxy still serves", async () => {
+  const t0 = Date.now();
+  const r = await request(hostA(), { path: "/hang", timeoutMs: (PROXY_TIMEOUT_S + 60) * 1000 });
+  const s = (Date.now() - t0) / 1000;
+  assert.equal(r.status, 504);
+  assert.match(r.body.toString(), /did not answer within/);
+  assert.ok(s >= PROXY_TIMEOUT_S - 1 && s < PROXY_TIMEOUT_S + 30, `504 after ${s} s with a ${PROXY_TIMEOUT_S} s timeout`);
+  assert.equal((await request(hostA())).status, 200);
 });
 
 test("20 clients at once are all answered", async () => {
