@@ -26,12 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* From <linux/random.h>, which musl does not ship: make the kernel reseed its
- * CRNG now, so VMs cloned from one snapshot stop sharing random streams. */
-#ifndef RNDRESEEDCRNG
-#define RNDRESEEDCRNG _IO('R', 0x07)
-#endif
-
 #define AGENT_DEFAULT_DEVICE "/dev/virtio-ports/agent"
 #define AGENT_DISCONNECTED_POLL_MS 5
 /* A partial frame that gets no more bytes for this long is dropped: its
@@ -280,14 +274,19 @@ static void handle_ping(struct agent *a, uint32_t id, const uint8_t *p, size_t n
                 if (clock_settime(CLOCK_REALTIME, &ts) < 0 && errno != EPERM)
                         agent_log("setting the clock failed: %s", strerror(errno));
         }
-        if (proto_find(p, n, PROTO_TAG_ENTROPY, &t) == 1 && t.len > 0) {
-                fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC | O_NOCTTY);
-                if (fd >= 0) {
-                        if (write(fd, t.val, t.len) < 0 && errno != EPERM)
-                                agent_log("writing entropy failed: %s", strerror(errno));
-                        (void)ioctl(fd, RNDRESEEDCRNG); /* root only; fine to fail */
-                        close(fd);
-                }
+        if (proto_find(p, n, PROTO_TAG_ENTROPY, &t) == 1 && t.len > 0)
+                agent_add_entropy(t.val, t.len);
+        /* Only in a VM: an agent on a socket (--fd) runs on a host. */
+        if (!a->exit_on_eof) {
+                char *host = NULL, *mid = NULL;
+
+                if (proto_get_str(p, n, PROTO_TAG_HOSTNAME, &host) < 0)
+                        host = NULL;
+                if (proto_get_str(p, n, PROTO_TAG_MACHINE_ID, &mid) < 0)
+                        mid = NULL;
+                agent_set_identity(host, mid);
+                free(host);
+                free(mid);
         }
 
         fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);

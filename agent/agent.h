@@ -133,6 +133,11 @@ struct agent {
         struct agent_slot slots[AGENT_MAX_POLL]; /* what each pfds entry is */
 };
 
+/* ident.c: fresh entropy (credited, the CRNG reseeded), and the VM's own
+ * host name and machine id; a NULL or malformed one is left as it is. */
+void agent_add_entropy(const uint8_t *p, size_t n);
+void agent_set_identity(const char *hostname, const char *machine_id);
+
 /* agent.c */
 uint64_t agent_now_ns(void);
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -20,7 +20,9 @@
  * Exchanges:
  *   PING (host) -> HELLO (agent), same stream id. PING carries the host's
  *     wall clock and entropy so a VM restored from a snapshot gets a correct
- *     clock and a fresh random pool. The first PING of a host connection
+ *     clock and a fresh random pool, and the VM's host name and machine id
+ *     so that copies of one snapshot do not share them (the agent applies
+ *     what differs before it answers). The first PING of a host connection
  *     carries PROTO_TAG_NEW_SESSION: the agent drops the streams of any
  *     earlier connection, which a VM restored from a snapshot (or resumed)
  *     taken mid-request still holds without having seen that host go.
@@ -89,6 +91,8 @@ enum proto_tag {
         PROTO_TAG_VERSION = 32,   /* u32 */
         PROTO_TAG_BOOT_ID = 33,   /* string */
         PROTO_TAG_NEW_SESSION = 34, /* u32 1: the first PING of a host connection */
+        PROTO_TAG_HOSTNAME = 35,    /* string: the VM's host name */
+        PROTO_TAG_MACHINE_ID = 36,  /* string: the VM's /etc/machine-id, 32 hex digits */
         /* terminals */
         PROTO_TAG_TERMINAL = 40,  /* string, terminal name: 1..64 of [A-Za-z0-9._-] */
 };

@@ -29,6 +29,10 @@ static void usage(FILE *f)
                    "  --mem-mb N             guest RAM for new VMs (default 1024)\n"
                    "  --vcpus N              vCPUs for new VMs (default 1)\n"
                    "  --max-vms N            VMs that may exist at once (default 64)\n"
+                   "  --warm-pool N          keep N VMs restored and paused from the default snapshot,\n"
+                   "                         for creates to claim (default 2; 0: none)\n"
+                   "  --warm-pool-memory-mb N  guest memory all pooled VMs may take (0: no pool); snapshots\n"
+                   "                         used lately get one each within it (default: N+2 VMs' worth)\n"
                    "  --max-body-bytes N     cap on an HTTP request body (default 100 MiB)\n"
                    "  --max-file-bytes N     cap on one file read or written (default 64 MiB)\n"
                    "  --max-output-bytes N   cap on an exec's output (default 16 MiB)\n"
@@ -112,6 +116,8 @@ int main(int argc, char **argv)
                 {"proxy-timeout-seconds", required_argument, NULL, 9},
                 {"proxy-tls-cert", required_argument, NULL, 10},
                 {"proxy-tls-key", required_argument, NULL, 11},
+                {"warm-pool", required_argument, NULL, 12},
+                {"warm-pool-memory-mb", required_argument, NULL, 13},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.api = {.max_vm_mem_mb = 16384,
@@ -121,6 +127,8 @@ int main(int argc, char **argv)
                                    .max_request_ms = 3600 * 1000}};
         struct http_config hc = {.max_body = 100u << 20, .max_connections = 512};
         struct vmm_config vc = {.mem_mb = 1024,
+                                .warm_pool = 2,
+                                .warm_pool_mem_mb = -1,
                                 .vcpus = 1,
                                 .max_vms = 64,
                                 .max_file_size = 64u << 20,
@@ -196,6 +204,8 @@ int main(int argc, char **argv)
                 case 9: pc.timeout_s = (int)parse_num(optarg, "--proxy-timeout-seconds", 1, 86400); break;
                 case 10: pc.tls_cert = optarg; break;
                 case 11: pc.tls_key = optarg; break;
+                case 12: vc.warm_pool = (int)parse_num(optarg, "--warm-pool", 0, 256); break;
+                case 13: vc.warm_pool_mem_mb = parse_num(optarg, "--warm-pool-memory-mb", 0, 1LL << 30); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -204,6 +214,8 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
         }
+        if (vc.warm_pool_mem_mb < 0)
+                vc.warm_pool_mem_mb = (int64_t)(vc.warm_pool + 2) * vc.mem_mb;
         if ((pc.tls_cert || pc.tls_key) && !pc.listen) {
                 fprintf(stderr, "sproutd: --proxy-tls-cert and --proxy-tls-key need --proxy-listen\n");
                 return 2;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -59,6 +60,10 @@ struct agentc {
         pthread_cond_t cond;       /* a stream finished or the transport died */
         pthread_t reader;
         struct stream *streams;
+        /* What every PING tells the guest it is; "": nothing. Set before
+         * the first PING (agentc_set_identity). */
+        char hostname[64];
+        char machine_id[33];
 };
 
 static int read_full(int fd, void *buf, size_t n)
@@ -245,6 +250,12 @@ int agentc_open_fd(int fd, struct agentc **ret)
         return 0;
 }
 
+void agentc_set_identity(struct agentc *a, const char *hostname, const char *machine_id)
+{
+        snprintf(a->hostname, sizeof(a->hostname), "%s", hostname);
+        snprintf(a->machine_id, sizeof(a->machine_id), "%s", machine_id);
+}
+
 struct agentc *agentc_ref(struct agentc *a)
 {
         pthread_mutex_lock(&a->lock);
@@ -366,6 +377,10 @@ static int ping_once(struct agentc *a, int64_t deadline)
         proto_put_u64(&b, PROTO_TAG_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
         if (random_bytes(entropy, sizeof(entropy)) == 0)
                 proto_put_bytes(&b, PROTO_TAG_ENTROPY, entropy, sizeof(entropy));
+        if (a->hostname[0])
+                proto_put_str(&b, PROTO_TAG_HOSTNAME, a->hostname);
+        if (a->machine_id[0])
+                proto_put_str(&b, PROTO_TAG_MACHINE_ID, a->machine_id);
         r = b.oom ? -ENOMEM : send_frame(a, s->id, PROTO_T_PING, b.data, b.len);
         proto_buf_free(&b);
         pthread_mutex_lock(&a->lock);

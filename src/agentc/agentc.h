@@ -55,6 +55,12 @@ int agentc_connect(const char *path, int timeout_ms, struct agentc **ret);
  * owns (closed on failure too). */
 int agentc_open_fd(int fd, struct agentc **ret);
 
+/* The host name and machine id (32 hex digits) that every PING on this
+ * connection gives the guest, which takes them on if they differ: a VM
+ * restored from a snapshot is then its own machine. Before the first
+ * PING. */
+void agentc_set_identity(struct agentc *a, const char *hostname, const char *machine_id);
+
 struct agentc *agentc_ref(struct agentc *a);
 /* Drops a reference; the last one closes the socket and joins the reader. */
 void agentc_unref(struct agentc *a);

@@ -37,6 +37,7 @@ struct route {
  * match ("/v1/vms/snapshots" is not a VM id). */
 static const struct route routes[] = {
         {{"GET", "/healthz", "healthz"}, api_healthz, ROUTE_PUBLIC},
+        ROUTE("GET", "/metrics", "metrics", api_metrics),
         ROUTE("POST", "/admin/v1/keys", "create_key", api_create_key),
         ROUTE("GET", "/admin/v1/keys", "list_keys", api_list_keys),
         ROUTE("DELETE", "/admin/v1/keys/{key_id}", "revoke_key", api_revoke_key),
@@ -235,14 +236,19 @@ struct api_slots {
 int api_init(struct api *a)
 {
         a->slots = calloc(1, sizeof(*a->slots));
-        if (!a->slots)
+        if (!a->slots || api_metrics_init(a) < 0) {
+                free(a->slots);
+                a->slots = NULL;
                 return -ENOMEM;
+        }
         pthread_mutex_init(&a->slots->lock, NULL);
         return 0;
 }
 
 void api_free(struct api *a)
 {
+        free(a->metrics);
+        a->metrics = NULL;
         if (!a->slots)
                 return;
         while (a->slots->list) {
@@ -375,9 +381,10 @@ void api_handle(void *ud, const struct http_req *req, struct http_resp *resp)
 {
         struct api_call c = {.a = ud, .req = req, .resp = resp};
         struct path *p = malloc(sizeof(*p));
-        const struct route *route;
+        const struct route *route = NULL;
         char allow[sizeof(resp->allow)], *account = NULL;
         struct match m = {0};
+        int64_t t0 = now_us();
 
         if (!p) {
                 api_error(&c, 500, "INTERNAL_ERROR", "out of memory");
@@ -426,6 +433,7 @@ void api_handle(void *ud, const struct http_req *req, struct http_resp *resp)
         }
         route->fn(&c);
 out:
+        api_metrics_record(c.a, route ? (size_t)(route - routes) : (size_t)-1, resp->status, now_us() - t0);
         free(account);
         free(p);
 }

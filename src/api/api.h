@@ -32,6 +32,7 @@ struct api {
         int max_long_requests;
         int64_t max_request_ms;
         struct api_slots *slots; /* long requests open, per account */
+        struct api_metrics *metrics; /* requests by operation (api_metrics.c) */
         const char *domain;      /* VMs' host names end in it (the ingress proxy's --domain) */
 };
 

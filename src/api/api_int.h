@@ -33,6 +33,13 @@ typedef void (*api_fn)(struct api_call *c);
 
 /* api_keys.c */
 void api_healthz(struct api_call *c);
+void api_metrics(struct api_call *c);
+/* api_metrics.c: the per-operation counts (route: a row of the table,
+ * or past its end for requests no route took). */
+int api_metrics_init(struct api *a);
+void api_metrics_record(struct api *a, size_t route, unsigned status, int64_t us);
+/* The warm pool's figures: {vms, memoryBytes, hits, misses}. */
+json_t *api_pool_json(struct api *a);
 void api_create_key(struct api_call *c);
 void api_list_keys(struct api_call *c);
 void api_revoke_key(struct api_call *c);

@@ -21,7 +21,7 @@ void api_healthz(struct api_call *c)
 
         if (vmm_ready(c->a->vmm, status, sizeof(status))) {
                 c->resp->status = 200;
-                c->resp->body = json_pack("{s:s}", "status", "ok");
+                c->resp->body = json_pack("{s:s,s:o}", "status", "ok", "warmPool", api_pool_json(c->a));
         } else {
                 api_error(c, 503, "NOT_READY", "%s", status);
         }

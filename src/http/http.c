@@ -248,8 +248,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (resp.stream) {
                 json_decref(resp.body);
+                free(resp.text);
                 return send_stream(conn, &resp);
         }
+        if (resp.text && !resp.body) {
+                struct MHD_Response *r =
+                    MHD_create_response_from_buffer(strlen(resp.text), resp.text, MHD_RESPMEM_MUST_FREE);
+
+                if (!r) {
+                        free(resp.text);
+                        return MHD_NO;
+                }
+                MHD_add_response_header(r, "Content-Type", resp.content_type ? resp.content_type : "text/plain");
+                MHD_add_response_header(r, "Cache-Control", "no-store");
+                ret = MHD_queue_response(conn, resp.status ? resp.status : 200, r);
+                MHD_destroy_response(r);
+                return ret;
+        }
+        free(resp.text);
         if (resp.status == 0)
                 http_error(&resp, 500, "INTERNAL_ERROR", "no answer");
         ret = send_json(conn, &resp);

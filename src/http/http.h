@@ -30,12 +30,15 @@ struct http_req {
 typedef long (*http_stream_fn)(void *ctx, char *buf, size_t max);
 
 /* What the handler answers: a status and a JSON body (owned, may be
- * NULL for an empty body), or, when stream is set, newline-delimited JSON
- * produced by stream. allow, when not empty, is sent as the Allow header
- * (a 405's methods). */
+ * NULL for an empty body), or a text body (owned, malloc'd) of
+ * content_type, or, when stream is set, newline-delimited JSON produced
+ * by stream. allow, when not empty, is sent as the Allow header (a 405's
+ * methods). */
 struct http_resp {
         unsigned status;
         json_t *body;
+        char *text;
+        const char *content_type;
         char allow[64];
         http_stream_fn stream;
         void *stream_ctx;

@@ -27,6 +27,7 @@ void crash_init(void);
 void crash_point(const char *name);
 
 int64_t now_ms(void);      /* CLOCK_MONOTONIC in milliseconds */
+int64_t now_us(void);      /* CLOCK_MONOTONIC in microseconds */
 int64_t wall_ms(void);     /* CLOCK_REALTIME in milliseconds */
 void sleep_ms(int ms);
 

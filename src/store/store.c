@@ -417,6 +417,11 @@ static int account_get_or_create(struct store *s, const char *name, char **ret_i
         return *ret_id ? 0 : -ENOMEM;
 }
 
+int store_account_ensure(struct store *s, const char *name, char **ret_id)
+{
+        return account_get_or_create(s, name, ret_id);
+}
+
 /* Inserts (or, for a known key, updates) a key; *ret_id (may be NULL)
  * gets its id. */
 static int key_insert(struct store *s, const char *key, const char *account_id, int admin, int bootstrap,
@@ -652,6 +657,19 @@ int store_vm_insert(struct store *s, const struct store_vm *vm)
                         vm->build_id, vm->internal);
 
         return r < 0 ? r : sq_finish(s, st, 1);
+}
+
+int store_vm_claim(struct store *s, const struct store_vm *vm)
+{
+        return WRITE_ONE(s,
+                         "UPDATE vms SET account_id = ?, name = ?, state = ?, snapshot_id = ?, workdir = ?,"
+                         " persist_kind = ?, persist_priority = ?, persist_delete_on = ?, created_at = ?,"
+                         " idle_timeout_s = ?, error_code = ?, error = NULL, build_id = ?, internal = ?,"
+                         " last_active_at = 0 WHERE id = ?",
+                         "ssssssisIIisis", vm->account_id, vm->name, vm->state, vm->snapshot_id, vm->workdir,
+                         vm->persist_kind ? vm->persist_kind : "sticky", vm->persist_priority,
+                         vm->persist_delete_on ? vm->persist_delete_on : "suspended", vm->created_at,
+                         vm->idle_timeout_s, vm->error_code, vm->build_id, vm->internal, vm->id);
 }
 
 int store_vm_set_error(struct store *s, const char *id, int code, const char *error)

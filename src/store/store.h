@@ -123,6 +123,8 @@ struct store_limits {
 #define STORE_LIMITS_DEFAULT ((struct store_limits){-1, -1, -1, -1, -1})
 
 int store_account_limits(struct store *s, const char *account_id, struct store_limits *ret);
+/* The id of the account named name, made when missing; malloc'd. */
+int store_account_ensure(struct store *s, const char *name, char **ret_id);
 /* Sets the limits of the account named `account` (which must exist). */
 int store_account_set_limits(struct store *s, const char *account, const struct store_limits *l);
 
@@ -144,6 +146,10 @@ int store_vm_set_layer(struct store *s, const char *id, const char *layer);
 int store_vm_set_uid(struct store *s, const char *id, int64_t uid);
 /* Sets (code < 0) or clears (code 0) a VM's create failure. */
 int store_vm_set_error(struct store *s, const char *id, int code, const char *error);
+/* Gives the VM id a new life as vm says: account, name, state, snapshot,
+ * workdir, persistence, creation time, idle timeout, error mark, build and
+ * internal flag (a VM of the warm pool a create claims). */
+int store_vm_claim(struct store *s, const struct store_vm *vm);
 int store_vm_set_last_active(struct store *s, const char *id, int64_t at);
 int store_vm_set_size(struct store *s, const char *id, int mem_mb, int vcpus, int pending_mem_mb,
                       int pending_vcpus);

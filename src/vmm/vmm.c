@@ -193,7 +193,7 @@ static void vm_load_disk_name(struct vm *vm)
 
 /* A record's persistence; what a record cannot say falls back to the
  * default (sticky, priority 5). */
-static struct vm_persistence persistence_of(const struct store_vm *s)
+struct vm_persistence persistence_of(const struct store_vm *s)
 {
         struct vm_persistence p = VM_PERSISTENCE_DEFAULT;
         int kind = vm_persist_parse(s->persist_kind);
@@ -437,6 +437,13 @@ int vmm_run(struct vmm *m)
                 return -r;
         }
         r = pthread_create(&m->idler, NULL, idle_main, m);
+        if (r == 0) {
+                r = pthread_create(&m->pooler, NULL, pool_main, m);
+                if (r != 0) {
+                        m->stopping = 1;
+                        pthread_join(m->idler, NULL);
+                }
+        }
         if (r != 0) {
                 m->stopping = 1;
                 pthread_join(m->bg, NULL);
@@ -490,8 +497,11 @@ void vmm_free(struct vmm *m)
                 pthread_join(m->bg, NULL);
                 pthread_join(m->monitor, NULL);
                 pthread_join(m->idler, NULL);
+                pthread_join(m->pooler, NULL);
         }
         creates_drain(m);
+        /* Pooled VMs are no one's: they do not outlive the daemon. */
+        pool_drain(m);
         activity_save(m);
         while (m->snapshots)
                 snapshot_done(m, m->snapshots);

@@ -93,6 +93,12 @@ struct vmm_config {
          * less free space than this, so that a full disk never stops the
          * VMs that run (their RAM is a file there). */
         int64_t disk_reserve;
+        /* The warm pool: VMs restored and paused ahead of creates from the
+         * default snapshot, and the memory all pooled VMs may take (the
+         * snapshots used lately get one each within it; 0: N times the
+         * default size). */
+        int warm_pool;
+        int64_t warm_pool_mem_mb;
 };
 
 /* A copy of a VM's public facts, owned by the caller (vmm_info_clear). */
@@ -136,6 +142,20 @@ int vmm_run(struct vmm *m);
 /* 1 once VMs can be created, else 0. buf (size bytes; may be NULL) gets
  * what the manager is doing, or why it failed to get ready. */
 int vmm_ready(struct vmm *m, char *buf, size_t size);
+
+/* The server's figures, for /healthz and /metrics. */
+struct vmm_stats {
+        int vms_by_state[VM_STATE_COUNT]; /* clients' VMs (not pooled or internal ones) */
+        int internal_vms;                 /* builds' temporary VMs */
+        int pool_vms;
+        int64_t pool_mem_mb;
+        int64_t pool_hits, pool_misses;
+        int64_t guest_mem_mb; /* of the VMs whose QEMU runs */
+};
+void vmm_stats(struct vmm *m, struct vmm_stats *ret);
+/* Appends the manager's metrics in the Prometheus text format. */
+struct strbuf;
+void vmm_metrics(struct vmm *m, struct strbuf *b);
 
 /* What new VMs boot from: the default snapshot's name, which names the
  * guest image, accelerator and size (a build's cache keys include it).

@@ -22,7 +22,8 @@ struct create_job {
         char *layer;            /* NULL: the default snapshot */
         struct vmm_setup setup; /* run NULL: none */
         int background;
-        int keep_mark; /* a fork's child: its maker clears the record's mark */
+        enum create_kind kind;
+        int claimed; /* a pooled VM: restored already, idle */
         int *listed; /* background: set to 1 under m->lock once the VM is listed */
         char *report; /* the setup's report when it failed */
         int64_t t0;
@@ -123,11 +124,13 @@ static int create_run(struct create_job *j)
 {
         struct vmm *m = j->m;
         struct vm *vm = j->vm;
+        int64_t t;
         int r, k;
 
         pthread_mutex_lock(&vm->lock);
         pthread_mutex_lock(&m->lock);
-        vm->hidden = 0; /* listed: requests for it wait for vm->lock */
+        if (j->kind != CREATE_POOL)
+                vm->hidden = 0; /* listed: requests for it wait for vm->lock */
         if (j->listed) {
                 *j->listed = 1;
                 j->listed = NULL; /* the creator's: gone once it wakes */
@@ -135,16 +138,26 @@ static int create_run(struct create_job *j)
         pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
         crash_point("create.listed");
-        r = vm_from_layer(m, vm, j->layer);
+        t = now_ms();
+        r = j->claimed ? pool_wake(m, vm) : vm_from_layer(m, vm, j->layer);
+        if (r == 0 && j->kind != CREATE_POOL)
+                histo_add(j->claimed ? &m->h_claim : &m->h_restore, (now_ms() - t) * 1000);
+        /* A pooled VM first runs what a client's first exec will: under
+         * TCG a new QEMU translates that path once, which took ~170 ms of
+         * the first exec here, and is done ahead now. */
+        if (r == 0 && j->kind == CREATE_POOL)
+                for (int i = 0; i < 2 && r == 0; i++)
+                        r = guest_run(vm->agent, "true", 10000) < 0 ? -EIO : 0;
         if (r < 0)
-                log_err("vm %s: create failed: %s", vm->id, strerror(-r));
+                log_err("vm %s: %s failed: %s", vm->id, j->claimed ? "resuming it from the warm pool" : "create",
+                        strerror(-r));
         else if (j->setup.run)
                 r = run_setup(j);
         if (r == 0)
                 crash_point("create.restored");
         /* The record's create-in-progress mark goes once the create is
          * done, whichever way it ended (a fork's, once all its VMs are). */
-        k = r == 0 && j->keep_mark ? 0 : store_vm_set_error(m->store, vm->id, r < 0 && j->background ? r : 0, j->report);
+        k = r == 0 && j->kind != CREATE_USER ? 0 : store_vm_set_error(m->store, vm->id, r < 0 && j->background ? r : 0, j->report);
         if (k < 0 && r == 0) {
                 log_err("vm %s: could not record its create as done: %s", vm->id, strerror(-k));
                 r = k;
@@ -167,11 +180,18 @@ static int create_run(struct create_job *j)
                 pthread_mutex_unlock(&m->lock);
                 vm_set_state(m, vm, VM_STOPPED);
                 log_warn("vm %s: its background create failed; kept, stopped, until deleted", vm->id);
+        } else if (j->kind == CREATE_POOL) {
+                pthread_mutex_lock(&m->lock);
+                vm->pooled = 1;
+                m->npool++;
+                pthread_mutex_unlock(&m->lock);
+                log_info("vm %s: ready in the warm pool, restored from %s in %lld ms", vm->id,
+                         j->layer ? j->layer : "the default snapshot", (long long)(now_ms() - j->t0));
         } else {
                 vm_set_state(m, vm, VM_RUNNING);
                 log_info("vm %s: created for account %s from %s in %lld ms%s", vm->id, vm->account,
                          j->layer ? j->layer : "the default snapshot", (long long)(now_ms() - j->t0),
-                         j->background ? " (in the background)" : "");
+                         j->claimed ? " (from the warm pool)" : j->background ? " (in the background)" : "");
         }
         pthread_mutex_unlock(&vm->lock);
         return r;
@@ -195,7 +215,9 @@ static void *create_main(void *arg)
         struct create_job *j = arg;
         struct vmm *m = j->m;
 
+        create_busy(m, 1);
         create_run(j);
+        create_busy(m, -1);
         if (j->setup.release)
                 j->setup.release(j->setup.ud);
         vm_put(m, j->vm);
@@ -256,51 +278,50 @@ static int create_in_background(struct create_job *job)
         return 0;
 }
 
-/* Makes and starts one VM from layer (NULL: the default snapshot). */
-static int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer,
-                     int mem_mb, int vcpus, int fork, char ret_id[21], char **ret_report)
+/* A new VM's record as opts say; the strings stay the caller's. */
+static void fill_record(struct store_vm *rec, const char *id, const char *account, const struct vmm_create *opts,
+                        const char *layer, int mem_mb, int vcpus)
 {
-        struct store_vm rec = {0};
-        struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background, .layer = (char *)layer,
-                                 .keep_mark = fork};
-        struct store_limits limits = limits_of(m, account);
-        struct vm *vm;
-        char id[21];
-        int r = storage_admit(m, account);
+        rec->id = (char *)id;
+        rec->account_id = (char *)account;
+        rec->name = (char *)opts->name;
+        rec->state = (char *)"starting";
+        rec->workdir = (char *)opts->workdir;
+        rec->persist_kind = (char *)vm_persist_name(opts->persistence.kind);
+        rec->persist_priority = opts->persistence.priority;
+        rec->persist_delete_on = (char *)vm_state_name(opts->persistence.delete_on);
+        rec->snapshot_id = (char *)opts->snapshot_id;
+        rec->created_at = wall_ms();
+        rec->idle_timeout_s = opts->idle_timeout_s;
+        rec->mem_mb = mem_mb;
+        rec->vcpus = vcpus;
+        rec->layer = (char *)layer;
+        rec->build_id = (char *)opts->build_id;
+        rec->internal = opts->internal;
+        /* In the record only, cleared once the create is done: a daemon
+         * that dies before then finds it at its next start, and removes
+         * it unless the create had answered (a background one). */
+        rec->error_code = opts->background ? -EINPROGRESS : CREATE_UNANSWERED;
+}
 
-        if (r == 0)
-                r = random_id(id, 20);
-        if (r < 0) {
-                create_release(opts);
-                return r;
-        }
-        rec.id = id;
-        rec.account_id = (char *)account;
-        rec.name = (char *)opts->name;
-        rec.state = (char *)"starting";
-        rec.workdir = (char *)opts->workdir;
-        rec.persist_kind = (char *)vm_persist_name(opts->persistence.kind);
-        rec.persist_priority = opts->persistence.priority;
-        rec.persist_delete_on = (char *)vm_state_name(opts->persistence.delete_on);
-        rec.snapshot_id = (char *)opts->snapshot_id;
-        rec.created_at = wall_ms();
-        rec.idle_timeout_s = opts->idle_timeout_s;
-        rec.mem_mb = mem_mb;
-        rec.vcpus = vcpus;
-        rec.layer = (char *)layer;
-        rec.build_id = (char *)opts->build_id;
-        rec.internal = opts->internal;
-        vm = vm_alloc(&rec, m->data_dir);
+/* A VM of its own for rec: listed hidden, admitted, recorded, with its
+ * directory; NULL with *ret_r on failure. */
+static struct vm *new_vm(struct vmm *m, const struct store_vm *rec, const struct store_limits *limits, int *ret_r)
+{
+        struct vm *vm = vm_alloc(rec, m->data_dir);
+        int r;
+
         if (!vm) {
-                create_release(opts);
-                return -ENOMEM;
+                *ret_r = -ENOMEM;
+                return NULL;
         }
         vm->state = VM_STARTING;
+        vm->error_code = 0; /* the mark is the record's only */
         vm->refs = 2; /* the list's and the job's */
         /* Admitted and counted at once, hidden until create_run lists it,
          * so that concurrent creates see each other. */
         pthread_mutex_lock(&m->lock);
-        r = !m->ready ? -EAGAIN : vm_admit(m, account, &limits, mem_mb, 1, NULL);
+        r = !m->ready ? -EAGAIN : vm_admit(m, rec->account_id, limits, rec->mem_mb, 1, NULL);
         if (r == 0) {
                 vm->hidden = 1;
                 vm_link(m, vm);
@@ -308,24 +329,67 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         pthread_mutex_unlock(&m->lock);
         if (r < 0) {
                 vm_free(vm);
-                create_release(opts);
-                return r;
+                *ret_r = r;
+                return NULL;
         }
-        /* In the record only, cleared once the create is done: a daemon
-         * that dies before then finds it at its next start, and removes
-         * it unless the create had answered (a background one). */
-        rec.error_code = opts->background ? -EINPROGRESS : CREATE_UNANSWERED;
         r = mkdir_p(vm->dir, 0700);
         if (r == 0)
-                r = store_vm_insert(m->store, &rec);
+                r = store_vm_insert(m->store, rec);
         if (r == 0)
                 crash_point("create.recorded");
         if (r < 0) {
                 rm_rf(vm->dir);
                 vm_unlink(m, vm);
                 vm_free(vm);
+                *ret_r = r;
+                return NULL;
+        }
+        return vm;
+}
+
+int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer, int mem_mb,
+              int vcpus, enum create_kind kind, char ret_id[21], char **ret_report)
+{
+        struct store_vm rec = {0};
+        struct create_job job = {.m = m, .t0 = now_ms(), .background = opts->background, .layer = (char *)layer,
+                                 .kind = kind};
+        struct store_limits limits = limits_of(m, account);
+        struct vm *vm = NULL;
+        char id[21];
+        int r = storage_admit(m, account);
+
+        /* A client's VM comes from the warm pool when one fits. */
+        if (r == 0 && kind == CREATE_USER && !opts->internal && m->ready) {
+                r = pool_claim(m, account, &limits, layer, mem_mb, vcpus, &vm);
+                if (r == 1)
+                        r = 0;
+        }
+        if (r == 0 && !vm)
+                r = random_id(id, 20);
+        if (r < 0) {
                 create_release(opts);
                 return r;
+        }
+        if (vm)
+                memcpy(id, vm->id, sizeof(id));
+        fill_record(&rec, id, account, opts, layer, mem_mb, vcpus);
+        if (vm) {
+                rec.uid = vm->uid;
+                r = pool_adopt(m, vm, &rec);
+                if (r < 0) {
+                        log_err("vm %s: could not take it from the warm pool: %s", id, strerror(-r));
+                        vm_destroy(m, vm);
+                        vm_put(m, vm);
+                        create_release(opts);
+                        return r;
+                }
+                job.claimed = 1;
+        } else {
+                vm = new_vm(m, &rec, &limits, &r);
+                if (!vm) {
+                        create_release(opts);
+                        return r;
+                }
         }
         job.vm = vm;
         if (opts->setup)
@@ -333,6 +397,12 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         if (!opts->background) {
                 r = create_run(&job);
                 vm_put(m, vm);
+                /* A pooled VM that did not wake is gone: a fresh one then
+                 * (its setup never ran). */
+                if (r < 0 && job.claimed && r != -ECANCELED && !m->stopping) {
+                        free(job.report);
+                        return create_vm(m, account, opts, layer, mem_mb, vcpus, kind, ret_id, ret_report);
+                }
                 if (r == 0)
                         memcpy(ret_id, id, 21);
                 if (ret_report)
@@ -343,14 +413,9 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         }
         r = create_in_background(&job);
         if (r < 0) {
-                int k = store_vm_delete(m->store, id);
-
-                if (k < 0)
-                        log_err("vm %s: could not remove the record of a create that did not start: %s", id,
-                                strerror(-k));
-                rm_rf(vm->dir);
-                vm_unlink(m, vm);
-                vm_free(vm);
+                /* Never listed: removed as a VM that never was. */
+                vm_destroy(m, vm);
+                vm_put(m, vm);
                 create_release(opts);
                 return r;
         }
@@ -358,16 +423,30 @@ static int create_vm(struct vmm *m, const char *account, const struct vmm_create
         return 0;
 }
 
+static int vmm_create_from(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21],
+                           char **ret_report);
+
 int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21],
                char **ret_report)
 {
-        struct store_snapshot snap = {0};
         int r;
 
         if (ret_report)
                 *ret_report = NULL;
+        create_busy(m, 1);
+        r = vmm_create_from(m, account, opts, ret_id, ret_report);
+        create_busy(m, -1);
+        return r;
+}
+
+static int vmm_create_from(struct vmm *m, const char *account, const struct vmm_create *opts, char ret_id[21],
+                           char **ret_report)
+{
+        struct store_snapshot snap = {0};
+        int r;
+
         if (!opts->snapshot_id)
-                return create_vm(m, account, opts, NULL, m->cfg.mem_mb, m->cfg.vcpus, 0, ret_id, ret_report);
+                return create_vm(m, account, opts, NULL, m->cfg.mem_mb, m->cfg.vcpus, CREATE_USER, ret_id, ret_report);
         /* The snapshot's layer stays, pinned, until the VM's record sits
          * on it, whatever deletes the snapshot meanwhile. */
         pthread_mutex_lock(&m->layer_lock);
@@ -378,7 +457,9 @@ int vmm_create(struct vmm *m, const char *account, const struct vmm_create *opts
                 r = layer_pin_locked(m, snap.layer);
         pthread_mutex_unlock(&m->layer_lock);
         if (r == 0) {
-                r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, 0, ret_id, ret_report);
+                if (!opts->internal)
+                        pool_note(m, account, opts->snapshot_id, snap.layer, snap.mem_mb, snap.vcpus);
+                r = create_vm(m, account, opts, snap.layer, snap.mem_mb, snap.vcpus, CREATE_USER, ret_id, ret_report);
                 layer_unpin(m, snap.layer);
         } else {
                 create_release(opts);
@@ -474,11 +555,11 @@ static void *fork_main(void *arg)
 {
         struct fork_job *j = arg;
 
-        j->r = create_vm(j->m, j->account, j->opts, j->layer, j->mem_mb, j->vcpus, 1, j->id, NULL);
+        j->r = create_vm(j->m, j->account, j->opts, j->layer, j->mem_mb, j->vcpus, CREATE_FORK, j->id, NULL);
         return NULL;
 }
 
-int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21])
+static int fork_vms(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21])
 {
         struct vm *vm = vm_lock(m, account, id);
         struct fork_job jobs[VMM_MAX_FORKS];
@@ -557,8 +638,20 @@ int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char
                         unlink(path);
                 for (int i = 0; i < count; i++)
                         memcpy(ret_ids[i], jobs[i].id, 21);
+                histo_add(&m->h_fork, (now_ms() - t0) * 1000);
                 log_info("vm %s: forked into %d in %lld ms", id, count, (long long)(now_ms() - t0));
         }
         vmm_info_clear(&info);
+        return r;
+}
+
+int vmm_fork(struct vmm *m, const char *account, const char *id, int count, char (*ret_ids)[21])
+{
+        int r;
+
+        /* The warm pool waits while a fork runs. */
+        create_busy(m, 1);
+        r = fork_vms(m, account, id, count, ret_ids);
+        create_busy(m, -1);
         return r;
 }

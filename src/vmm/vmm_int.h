@@ -17,6 +17,7 @@
 #include "agentc/agentc.h"
 #include "hv/cgroup.h"
 #include "hv/qemu.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 #include "store/store.h"
 #include "vmm/vmm.h"
@@ -92,6 +93,9 @@ struct vm {
         char *build_id; /* the build it came from, or NULL */
         /* A build's temporary VM: not listed (vmm_list). */
         int internal;
+        /* In the warm pool: restored, idle, hidden, no account's but the
+         * pool's; under m->lock. */
+        int pooled;
         struct vm *next;
 };
 
@@ -128,6 +132,20 @@ struct vmm {
         /* The default snapshot's cold boot, which a shutdown cuts short;
          * under lock. */
         struct agentc *base_agent;
+        /* The warm pool (vmm_pool.c): its thread, its account's id (that
+         * thread's), the snapshots it keeps a VM of, and its VMs, hits and
+         * misses; the creates in flight, and when the last one ended (the
+         * pool fills only when none ran for a moment). Under lock. */
+        pthread_t pooler;
+        char *pool_account;
+        struct pool_want *pool_wants;
+        int npool;
+        int64_t pool_hits, pool_misses;
+        int creating;
+        int64_t create_quiet_at;
+        /* How long things took: a create's restore (or its claim from the
+         * pool), a fork, a suspend, a resume, a cold boot. */
+        struct histo h_restore, h_claim, h_fork, h_suspend, h_resume, h_cold_boot;
         /* Whether the data dir's reserve file is held (idle thread only):
          * space kept back so running VMs go on writing when the host's
          * disk fills, released then (see reserve_check). */
@@ -197,6 +215,7 @@ struct vm *vm_alloc(const struct store_vm *s, const char *data_dir);
 void vm_link(struct vmm *m, struct vm *vm);
 void vm_unlink(struct vmm *m, struct vm *vm);
 void vm_fill_info(const struct vm *vm, struct vmm_info *ret);
+struct vm_persistence persistence_of(const struct store_vm *s);
 int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name);
 int image_path(struct vmm *m, char out[PATH_MAX], const char *name);
 
@@ -268,6 +287,9 @@ int vm_use(struct vmm *m, struct vm *vm);
  * try failed in the last second, in the background as its backoff allows.
  * A new reference, or NULL with -errno in *ret_err. vm->lock held. */
 struct agentc *vm_agent(struct vmm *m, struct vm *vm, int background, int *ret_err);
+/* Connects to vm's agent, which each PING then tells the VM's own host
+ * name and machine id (see agentc_set_identity). */
+int vm_agent_connect(const struct vm *vm, int timeout_ms, struct agentc **ret);
 /* Marks the agent link down after a failure r, for vm_agent to retry. */
 void vm_agent_down(struct vmm *m, struct vm *vm, int r);
 
@@ -278,6 +300,40 @@ void vm_agent_down(struct vmm *m, struct vm *vm, int r);
 int vm_destroy(struct vmm *m, struct vm *vm);
 /* Ends the background creates before the manager goes away. */
 void creates_drain(struct vmm *m);
+
+enum create_kind {
+        CREATE_USER, /* a client's create: claims a pooled VM when one fits */
+        CREATE_FORK, /* a fork's child: its maker clears the record's mark */
+        CREATE_POOL, /* a pooled VM: left hidden, idle, its record marked */
+};
+/* Makes and starts one VM from layer (NULL: the default snapshot). */
+int create_vm(struct vmm *m, const char *account, const struct vmm_create *opts, const char *layer, int mem_mb,
+              int vcpus, enum create_kind kind, char ret_id[21], char **ret_report);
+
+/* ---- the warm pool (vmm_pool.c) ---- */
+
+void *pool_main(void *arg);
+/* A create from snapshot_id (on layer) of account: its pool is kept
+ * filled for a while. */
+void pool_note(struct vmm *m, const char *account, const char *snapshot_id, const char *layer, int mem_mb,
+               int vcpus);
+/* A create begins (+1) or ends (-1). */
+void create_busy(struct vmm *m, int delta);
+/* Takes a pooled VM of layer and size for account if one is there and
+ * account may have one more: 0 with a reference in *ret (the VM is the
+ * account's, still hidden), 1 when there is none, or what vm_admit
+ * refused with. */
+int pool_claim(struct vmm *m, const char *account, const struct store_limits *l, const char *layer, int mem_mb,
+               int vcpus, struct vm **ret);
+/* Rewrites a claimed VM's record and facts as rec says. */
+int pool_adopt(struct vmm *m, struct vm *vm, const struct store_vm *rec);
+/* Makes a claimed VM a client's: its QEMU's priority, and a ping (clock,
+ * entropy). vm->lock held. */
+int pool_wake(struct vmm *m, struct vm *vm);
+/* Removes the pooled VMs; at shutdown, once pool_main ended. */
+void pool_drain(struct vmm *m);
+/* Adds the pool's figures to s. m->lock held. */
+void pool_stats(struct vmm *m, struct vmm_stats *s);
 
 /* ---- confinement (vmm_jail.c) ---- */
 
@@ -360,6 +416,9 @@ void *monitor_main(void *arg);
 /* Idle suspend, in a thread of its own: it asks each guest for its
  * traffic, and a guest that stalls delays only that. */
 void *idle_main(void *arg);
+/* Bytes the server's storage quota counts: VMs' files and layers, not the
+ * default snapshot or the warm pool. */
+int64_t storage_used(struct vmm *m);
 /* Writes the last use of the VMs used since the last call to the store. */
 void activity_save(struct vmm *m);
 

@@ -31,11 +31,29 @@ static void vm_prune_disks(struct vm *vm)
         closedir(d);
 }
 
+int vm_agent_connect(const struct vm *vm, int timeout_ms, struct agentc **ret)
+{
+        char sock[PATH_MAX], hash[65], seed[64];
+        int r = vm_path(vm, sock, "agent.sock");
+
+        if (r == 0)
+                r = agentc_connect(sock, timeout_ms, ret);
+        if (r < 0)
+                return r;
+        /* The machine id follows from the VM id: its own, and the same
+         * across its restarts and resumes. */
+        snprintf(seed, sizeof(seed), "sprout machine-id %s", vm->id);
+        sha256_hex(seed, strlen(seed), hash);
+        hash[32] = 0;
+        agentc_set_identity(*ret, vm->id, hash);
+        return 0;
+}
+
 /* Connects to a restored guest's agent and pings it. The guest's agent
  * may go on sending a frame it had half sent when the snapshot was taken:
  * the connection that reads those bytes breaks, and a new one starts
  * clean. */
-static int agent_reach(const char *sock, int64_t deadline, struct agentc **ret)
+static int agent_reach(const struct vm *vm, int64_t deadline, struct agentc **ret)
 {
         struct agentc *a = NULL;
         int r;
@@ -43,7 +61,7 @@ static int agent_reach(const char *sock, int64_t deadline, struct agentc **ret)
         do {
                 agentc_unref(a);
                 a = NULL;
-                r = agentc_connect(sock, 5000, &a);
+                r = vm_agent_connect(vm, 5000, &a);
                 if (r == 0)
                         r = agentc_ping(a, (int)(deadline - now_ms()));
         } while (r == -ECONNRESET && now_ms() < deadline);
@@ -115,7 +133,7 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
                         r = qemu_cont(q, RESTORE_TIMEOUT_MS);
                 if (r == 0) {
                         step = "reach its agent";
-                        r = agent_reach(sock, now_ms() + AGENT_TIMEOUT_MS, &a);
+                        r = agent_reach(vm, now_ms() + AGENT_TIMEOUT_MS, &a);
                 }
         } else {
                 step = "boot it";
@@ -209,6 +227,7 @@ int vm_suspend(struct vmm *m, struct vm *vm)
         crash_point("suspend.renamed");
         vm_halt(m, vm, 0);
         vm_set_state(m, vm, VM_SUSPENDED);
+        histo_add(&m->h_suspend, (now_ms() - t0) * 1000);
         log_info("vm %s: suspended in %lld ms", vm->id, (long long)(now_ms() - t0));
         return 0;
 }
@@ -232,7 +251,6 @@ void vm_agent_down(struct vmm *m, struct vm *vm, int r)
 
 struct agentc *vm_agent(struct vmm *m, struct vm *vm, int background, int *ret_err)
 {
-        char sock[PATH_MAX];
         struct agentc *a = NULL;
         int r;
 
@@ -258,9 +276,7 @@ struct agentc *vm_agent(struct vmm *m, struct vm *vm, int background, int *ret_e
         }
         /* A new connection to QEMU's end of the port, and a ping that
          * starts a new session with whatever agent the guest now runs. */
-        r = vm_path(vm, sock, "agent.sock");
-        if (r == 0)
-                r = agentc_connect(sock, 1000, &a);
+        r = vm_agent_connect(vm, 1000, &a);
         if (r == 0)
                 r = agentc_ping(a, 5000);
         if (r < 0) {
@@ -391,6 +407,7 @@ int vm_start(struct vmm *m, struct vm *vm)
         }
         vm_touch(m, vm); /* a start is a use: its idle timer starts now */
         vm_set_state(m, vm, VM_RUNNING);
+        histo_add(s == VM_SUSPENDED ? &m->h_resume : &m->h_cold_boot, (now_ms() - t0) * 1000);
         log_info("vm %s: %s in %lld ms", vm->id, s == VM_SUSPENDED ? "resumed" : "cold-booted",
                  (long long)(now_ms() - t0));
         return 0;

@@ -142,7 +142,8 @@ int vm_admit(struct vmm *m, const char *account, const struct store_limits *l, i
 {
         int64_t vms = 0, running = 0, mem = 0;
 
-        if (new && m->nvms >= m->cfg.max_vms)
+        /* Pooled VMs are no one's, and one of them becomes this VM. */
+        if (new && m->nvms - m->npool >= m->cfg.max_vms)
                 return -EUSERS;
         for (struct vm *vm = m->vms; vm; vm = vm->next) {
                 if (vm == except || strcmp(vm->account, account))

@@ -93,7 +93,6 @@ static int finish_interrupted(struct vm *vm, struct qemu *q)
  * VM whose create or fork never answered, for the caller to remove. */
 static int reattach(struct vmm *m, struct vm *vm)
 {
-        char sock[PATH_MAX];
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         int r, unanswered = vm->error_code == CREATE_UNANSWERED;
@@ -115,8 +114,8 @@ static int reattach(struct vmm *m, struct vm *vm)
          * guest paused: let it run again (a no-op for a running guest). */
         if (r == 0)
                 qemu_cont(q, 2000);
-        if (r == 0 && vm_path(vm, sock, "agent.sock") == 0) {
-                int k = agentc_connect(sock, 2000, &a);
+        if (r == 0) {
+                int k = vm_agent_connect(vm, 2000, &a);
 
                 if (k == 0)
                         k = agentc_ping(a, 5000);
@@ -337,13 +336,25 @@ static void ephemeral_reap(struct vmm *m)
         vms_release(m, list, n);
 }
 
-static int64_t storage_used(struct vmm *m)
+int64_t storage_used(struct vmm *m)
 {
         char path[PATH_MAX];
         int64_t total = 0;
+        char (*pooled)[PATH_MAX] = NULL;
+        int n = 0;
 
         if (path_fmt(path, sizeof(path), "%s/vms", m->data_dir) == 0)
                 total += dir_usage(path, 1);
+        /* Nor is the warm pool, which gives way first (see pool_next). */
+        pthread_mutex_lock(&m->lock);
+        if (m->npool > 0 && (pooled = calloc((size_t)m->npool, sizeof(*pooled))))
+                for (struct vm *vm = m->vms; vm && n < m->npool; vm = vm->next)
+                        if (vm->pooled)
+                                memcpy(pooled[n++], vm->dir, PATH_MAX);
+        pthread_mutex_unlock(&m->lock);
+        for (int i = 0; i < n; i++)
+                total -= dir_usage(pooled[i], 1);
+        free(pooled);
         /* The default snapshot is the server's own fixed cost: not counted. */
         if (path_fmt(path, sizeof(path), "%s/layers", m->data_dir) == 0)
                 total += dir_usage(path, 0);

@@ -129,6 +129,18 @@ static void guest_entries(struct agentc_result *res, const char *const *canned, 
 
 /* ---- vmm.h: VMs ---- */
 
+void vmm_stats(struct vmm *m, struct vmm_stats *ret)
+{
+        (void)m;
+        *ret = (struct vmm_stats){.pool_vms = fz_u8(&ctl) & 3, .pool_hits = fz_u8(&ctl)};
+}
+
+void vmm_metrics(struct vmm *m, struct strbuf *b)
+{
+        (void)m;
+        strbuf_printf(b, "sprout_vms{state=\"running\"} %d\n", fz_u8(&ctl));
+}
+
 int vmm_ready(struct vmm *m, char *buf, size_t size)
 {
         (void)m;

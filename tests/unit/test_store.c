@@ -97,6 +97,44 @@ TEST(store_vm_records)
         rm_rf(dir);
 }
 
+static int find_claimed(const struct store_vm *vm, void *ud)
+{
+        struct store_vm *want = ud;
+
+        if (strcmp(vm->id, want->id))
+                return 0;
+        return !strcmp(vm->account_id, want->account_id) && vm->name && !strcmp(vm->name, want->name) &&
+                       vm->workdir && !strcmp(vm->workdir, want->workdir) && !strcmp(vm->state, "starting") &&
+                       vm->idle_timeout_s == want->idle_timeout_s && vm->error_code == want->error_code &&
+                       vm->uid == 70001 && !vm->internal && vm->mem_mb == 1024
+                   ? 1
+                   : 2;
+}
+
+TEST(store_warm_pool_account_and_claim)
+{
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *pool = NULL, *again = NULL, *aid = NULL, *key = NULL, *aname = NULL;
+
+        CHECK(s);
+        CHECK(store_account_ensure(s, "sprout:warm-pool", &pool) == 0 && pool);
+        CHECK(store_account_ensure(s, "sprout:warm-pool", &again) == 0 && !strcmp(pool, again));
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname, NULL) == 0 && strcmp(aid, pool));
+        struct store_vm v = {.id = "cccccccccccccccccccc", .account_id = pool, .state = "starting", .created_at = 1,
+                             .mem_mb = 1024, .vcpus = 1, .internal = 1, .error_code = -1000000, .uid = 70001};
+        CHECK(store_vm_insert(s, &v) == 0);
+        struct store_vm c = {.id = v.id, .account_id = aid, .name = "claimed", .workdir = "/w", .state = "starting",
+                             .created_at = 2, .idle_timeout_s = 42, .error_code = -1000000};
+        CHECK(store_vm_claim(s, &c) == 0);
+        CHECK(store_vm_foreach(s, find_claimed, &c) == 1);
+        c.id = "dddddddddddddddddddd";
+        CHECK(store_vm_claim(s, &c) == -ENOENT);
+        store_close(s);
+        free(pool), free(again), free(aid), free(key), free(aname);
+        rm_rf(dir);
+}
+
 struct gc_seen {
         int n;
         char ids[4][24];

@@ -3,6 +3,7 @@
 #include "api/api.h"
 #include "http/http.h"
 #include "unit.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 
 #include <errno.h>
@@ -149,4 +150,28 @@ TEST(copy_sparse_keeps_data_and_holes)
         free(back);
         CHECK(copy_sparse("/nonexistent/x", b) == -ENOENT);
         rm_rf(dir);
+}
+
+TEST(metrics_histogram_buckets_and_text)
+{
+        struct histo h = {0};
+        struct strbuf b = {0};
+
+        histo_add(&h, 500);      /* 0.5 ms */
+        histo_add(&h, 30000);    /* 30 ms */
+        histo_add(&h, 90000000); /* 90 s: only +Inf */
+        histo_format(&b, "x_seconds", "op=\"a\"", &h);
+        CHECK(!b.oom && b.s);
+        CHECK(strstr(b.s, "x_seconds_bucket{op=\"a\",le=\"0.001\"} 1\n"));
+        CHECK(strstr(b.s, "x_seconds_bucket{op=\"a\",le=\"0.025\"} 1\n"));
+        CHECK(strstr(b.s, "x_seconds_bucket{op=\"a\",le=\"0.05\"} 2\n"));
+        CHECK(strstr(b.s, "x_seconds_bucket{op=\"a\",le=\"60\"} 2\n"));
+        CHECK(strstr(b.s, "x_seconds_bucket{op=\"a\",le=\"+Inf\"} 3\n"));
+        CHECK(strstr(b.s, "x_seconds_sum{op=\"a\"} 90.030500\n"));
+        CHECK(strstr(b.s, "x_seconds_count{op=\"a\"} 3\n"));
+        free(b.s);
+        b = (struct strbuf){0};
+        histo_format(&b, "y", "", &h);
+        CHECK(strstr(b.s, "y_bucket{le=\"+Inf\"} 3\n") && strstr(b.s, "\ny_count 3\n"));
+        free(b.s);
 }
