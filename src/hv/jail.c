@@ -6,6 +6,7 @@
 #include "hv/jail.h"
 #include "lib/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -67,6 +68,36 @@ enum step {
         STEP_NNP,
         STEP_EXEC,
 };
+
+int jail_kill_uid(unsigned uid)
+{
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        int n = 0;
+
+        if (!d || uid == 0)
+                return d ? closedir(d), 0 : 0;
+        while ((de = readdir(d))) {
+                char path[300], line[128];
+                unsigned real = 0;
+                FILE *f;
+
+                if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+                f = fopen(path, "re");
+                if (!f)
+                        continue;
+                while (fgets(line, sizeof(line), f))
+                        if (sscanf(line, "Uid:\t%u", &real) == 1)
+                                break;
+                fclose(f);
+                if (real == uid && kill(atoi(de->d_name), SIGKILL) == 0)
+                        n++;
+        }
+        closedir(d);
+        return n;
+}
 
 int jail_supported(void)
 {

@@ -31,6 +31,11 @@ struct jail {
  * saying what is missing. */
 int jail_supported(void);
 
+/* Kills (SIGKILL) every process running as uid: a jailed QEMU that no
+ * handle knows of (a daemon that died while it started). Returns how
+ * many. */
+int jail_kill_uid(unsigned uid);
+
 /* Runs argv (argv[0] an absolute path) confined as j says (NULL: only in
  * its own session), with stdin from /dev/null and stdout and stderr to
  * log_fd. Returns once it has exec'd, with its pid, or -errno of the step

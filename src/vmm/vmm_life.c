@@ -163,6 +163,10 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
                 qemu_free(vm->qemu);
                 vm->qemu = NULL;
         }
+        /* A QEMU no handle knows of (a daemon that died while it started
+         * it, before its pid file) runs as the VM's own uid: it goes too. */
+        if (vm->uid && !m->cfg.unconfined && jail_kill_uid(vm->uid) > 0)
+                log_warn("vm %s: killed a QEMU of it that was not attached", vm->id);
         if (vm->uid)
                 jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
 }

@@ -2,6 +2,7 @@
  * helpers of the HTTP/API layer. */
 #include "api/api.h"
 #include "http/http.h"
+#include "hv/jail.h"
 #include "unit.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
@@ -9,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,4 +177,35 @@ TEST(metrics_histogram_buckets_and_text)
         histo_format(&b, "y", "", &h);
         CHECK(strstr(b.s, "y_bucket{le=\"+Inf\"} 3\n") && strstr(b.s, "\ny_count 3\n"));
         free(b.s);
+}
+
+TEST(jail_kill_uid_kills_that_uid_only)
+{
+        unsigned uid = 2099999000u + (unsigned)(getpid() % 1000);
+        pid_t child, other;
+        int st;
+
+        if (geteuid() != 0) {
+                CHECK(jail_kill_uid(uid) == 0); /* nothing runs as it */
+                return;
+        }
+        child = fork();
+        if (child == 0) {
+                if (setgid(uid) < 0 || setuid(uid) < 0)
+                        _exit(3);
+                pause();
+                _exit(0);
+        }
+        other = fork();
+        if (other == 0) {
+                pause();
+                _exit(0);
+        }
+        CHECK(child > 0 && other > 0);
+        usleep(200000);
+        CHECK(jail_kill_uid(uid) == 1);
+        CHECK(waitpid(child, &st, 0) == child && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        CHECK(waitpid(other, &st, WNOHANG) == 0); /* a process of another uid lives on */
+        kill(other, SIGKILL);
+        waitpid(other, &st, 0);
 }
