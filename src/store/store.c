@@ -72,7 +72,19 @@ int sq_prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char 
 int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
 {
         int rc = sqlite3_step(st);
-        int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
+        int r;
+
+        /* The connection is shared by threads: one still reading holds a
+         * snapshot that a write of another cannot upgrade once the txn
+         * connection has committed (SQLITE_BUSY at once, no busy wait).
+         * Outside a transaction the write can simply go again once that
+         * read is over. */
+        for (int i = 0; (rc & 0xff) == SQLITE_BUSY && i < 100 && sqlite3_get_autocommit(s->db); i++) {
+                sleep_ms(50);
+                sqlite3_reset(st);
+                rc = sqlite3_step(st);
+        }
+        r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
 
         if (r == 0 && must_change && sqlite3_changes(s->db) == 0)
                 r = -ENOENT;
