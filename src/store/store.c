@@ -79,7 +79,9 @@ int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
          * connection has committed (SQLITE_BUSY at once, no busy wait).
          * Outside a transaction the write can simply go again once that
          * read is over. */
-        for (int i = 0; (rc & 0xff) == SQLITE_BUSY && i < 100 && sqlite3_get_autocommit(s->db); i++) {
+        for (int i = 0; ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) && i < 100 &&
+                        sqlite3_get_autocommit(s->db);
+             i++) {
                 sleep_ms(50);
                 sqlite3_reset(st);
                 rc = sqlite3_step(st);

@@ -345,13 +345,12 @@ void *pool_main(void *arg)
         int64_t budget = m->cfg.warm_pool_mem_mb;
         int failures = 0;
 
-        /* Below the requests: CPU (SCHED_IDLE, and nice should that be
-         * refused) and disk both; the QEMUs it starts inherit this until
-         * a create claims them. */
-        struct sched_param sp = {0};
-
-        if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
-                setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), POOL_NICE);
+        /* Below the requests, CPU and disk both; the QEMUs it starts
+         * inherit this until a create claims them. Not SCHED_IDLE: under
+         * load this thread then held the store's shared connection (a
+         * read in progress) long enough for other threads' writes to fail
+         * with SQLITE_BUSY. */
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), POOL_NICE);
         syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
         while (!m->stopping) {
                 struct vm *extra;
