@@ -36,6 +36,7 @@
 #define POOL_QUIET_MS 1000              /* no create for this long before a fill */
 #define POOL_WANT_MS (5 * 60 * 1000)    /* a snapshot's pool lasts this long after its last create */
 #define POOL_NICE 10
+#define POOL_CHECK_MS 5000 /* how often the wanted snapshots are checked */
 
 /* A snapshot creates used lately: it gets a pooled VM. */
 struct pool_want {
@@ -342,7 +343,7 @@ static void wants_expire(struct vmm *m)
 void *pool_main(void *arg)
 {
         struct vmm *m = arg;
-        int64_t budget = m->cfg.warm_pool_mem_mb;
+        int64_t budget = m->cfg.warm_pool_mem_mb, checked = 0;
         int failures = 0;
 
         /* Below the requests, CPU and disk both; the QEMUs it starts
@@ -358,7 +359,13 @@ void *pool_main(void *arg)
                 int mem = 0, vcpus = 0, fill = 0, r;
                 int64_t wait_ms = failures ? 1000LL << (failures < 6 ? failures : 6) : 1000;
 
-                wants_expire(m);
+                /* The thread wakes at every state change of any VM: the
+                 * store is asked about the wanted snapshots only now and
+                 * then, not each time. */
+                if (now_ms() - checked >= POOL_CHECK_MS) {
+                        wants_expire(m);
+                        checked = now_ms();
+                }
                 pthread_mutex_lock(&m->lock);
                 extra = pool_surplus(m, budget);
                 if (!extra && m->ready && !m->creating && now_ms() >= m->create_quiet_at)
