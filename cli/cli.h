@@ -60,6 +60,8 @@ long long parse_count(const char *s);
 /* The build subcommands (builds.c). */
 /* "/v1/vms/<id><suffix>" with id percent-encoded; NULL when out of memory. */
 char *vm_path(const char *id, const char *suffix);
+/* GET /v1/vms/<id> into *ret; 0 or the exit status (said already). */
+int get_vm(struct cli *c, const char *id, struct client_response *ret);
 
 /* ingress.c: --port's EXT:TARGET[,EXT:TARGET] or "none" as the API's
  * ports array; NULL when malformed. */

@@ -43,7 +43,7 @@ int cmd_vm_url(struct cli *c, int argc, char **argv)
         const char *proxy = getenv("SPROUT_PROXY_URL");
         const struct opt opts[] = {{"--proxy", NULL, &proxy, NULL}, {0}};
         struct client_response r;
-        char *pos[1], *path, scheme[16] = "http", port[16] = "8081";
+        char *pos[1], scheme[16] = "http", port[16] = "8081";
         json_t *v;
         size_t i;
         int rc;
@@ -62,10 +62,7 @@ int cmd_vm_url(struct cli *c, int argc, char **argv)
                 snprintf(port, sizeof(port), "%.*s", colon ? (int)strcspn(colon + 1, "/") : 0,
                          colon ? colon + 1 : "");
         }
-        if (!(path = vm_path(pos[0], "")))
-                return fail(c, "out of memory");
-        rc = call(c, "GET", path, NULL, &r);
-        free(path);
+        rc = get_vm(c, pos[0], &r);
         if (rc)
                 return rc;
         if (c->json) {

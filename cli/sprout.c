@@ -237,6 +237,18 @@ char *vm_path(const char *id, const char *suffix)
         return p;
 }
 
+int get_vm(struct cli *c, const char *id, struct client_response *ret)
+{
+        char *path = vm_path(id, "");
+        int rc;
+
+        if (!path)
+                return fail(c, "out of memory");
+        rc = call(c, "GET", path, NULL, ret);
+        free(path);
+        return rc;
+}
+
 /* Returns "/v1/vms/<id>/files/<path as ONE encoded segment>", or NULL. */
 static char *file_path(const char *id, const char *path)
 {
@@ -448,7 +460,7 @@ out:
 static int cmd_vm_get(struct cli *c, int argc, char **argv)
 {
         struct client_response r;
-        char *pos[1], *path;
+        char *pos[1];
         const char *key;
         json_t *v;
         int rc;
@@ -457,10 +469,7 @@ static int cmd_vm_get(struct cli *c, int argc, char **argv)
                 fprintf(stderr, "usage: sprout vm get ID [--json]\n");
                 return EXIT_USAGE;
         }
-        if (!(path = vm_path(pos[0], "")))
-                return fail(c, "out of memory");
-        rc = call(c, "GET", path, NULL, &r);
-        free(path);
+        rc = get_vm(c, pos[0], &r);
         if (rc)
                 return rc;
         if (c->json || !json_is_object(r.json)) {
