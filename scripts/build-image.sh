@@ -30,7 +30,7 @@ SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 
 SUITE=bookworm
 IMG_SIZE=4G
-CMDLINE="root=/dev/vda rootfstype=ext4 rw console=ttyS0 panic=-1 net.ifnames=0 random.trust_cpu=on mitigations=off"
+CMDLINE="root=/dev/vda rootfstype=ext4 rw console=ttyS0 panic=-1 net.ifnames=0 random.trust_cpu=on mitigations=off tsc=reliable nowatchdog"
 
 SPROUT_CACHE=${SPROUT_CACHE:-$HOME/.cache/sprout}
 IMAGES=$SPROUT_CACHE/images
@@ -173,6 +173,7 @@ ln -sfn /lib/systemd/system/systemd-networkd.socket \
 mkdir -p "$RFS/etc/systemd/journald.conf.d"
 install -m 0644 "$RECIPE/journald.conf" "$RFS/etc/systemd/journald.conf.d/sprout.conf"
 install -m 0644 "$RECIPE/modprobe-blacklist.conf" "$RFS/etc/modprobe.d/sprout-blacklist.conf"
+install -m 0644 "$RECIPE/sysctl.conf" "$RFS/etc/sysctl.d/90-sprout.conf"
 
 # Mask what a microVM does not need.
 while read -r u; do
