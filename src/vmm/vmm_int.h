@@ -46,6 +46,7 @@ struct vm {
         int64_t last_activity;  /* now_ms() of its last use; under m->lock */
         int64_t saved_activity; /* last_activity as last written to the store; under m->lock */
         uint64_t net_bytes;     /* guest interface byte counters at the last look; monitor thread only */
+        int64_t net_looked;     /* now_ms() of that look; monitor thread only */
         int pending_mem_mb;     /* applied at the next cold start; 0: none; under lock */
         int pending_vcpus;
         struct vm_persistence persist;
@@ -150,6 +151,8 @@ struct vmm {
          * space kept back so running VMs go on writing when the host's
          * disk fills, released then (see reserve_check). */
         int reserve_held;
+        int disk_rounds; /* disk_full_checks since every QEMU was last asked; its thread only */
+        int ram_unmountable; /* guest RAM files stay in VM directories (see vmm_ram.c) */
 };
 
 struct pin {
@@ -217,6 +220,22 @@ void vm_unlink(struct vmm *m, struct vm *vm);
 void vm_fill_info(const struct vm *vm, struct vmm_info *ret);
 struct vm_persistence persistence_of(const struct store_vm *s);
 int vm_path(const struct vm *vm, char out[PATH_MAX], const char *name);
+
+/* vmm_ram.c. The file QEMU maps as vm's RAM: 1 when it is on the VM's
+ * own tmpfs (<dir>/ram/mem), 0 when in its directory (<dir>/mem, also
+ * where a suspended VM's RAM is saved), or -errno. */
+int vm_ram_path(const struct vm *vm, char out[PATH_MAX]);
+/* Makes vm's RAM file ready for a QEMU to start: a fresh tmpfs for it
+ * where the daemon may mount one, filled from the memory image from (a
+ * layer's, or the VM's saved RAM), or empty for a cold boot (from NULL).
+ * Returns what vm_ram_path does. */
+int vm_ram_prepare(struct vmm *m, struct vm *vm, const char *from);
+/* Saves a paused VM's RAM file as <dir>/mem, on disk (synced). */
+int vm_ram_save(const struct vm *vm);
+/* Drops the RAM tmpfs of the VM in vm_dir, if it has one. */
+void vm_ram_release(const char *vm_dir);
+/* Removes a VM's directory, RAM tmpfs first. */
+int vm_dir_remove(const char *vm_dir);
 int image_path(struct vmm *m, char out[PATH_MAX], const char *name);
 
 /* The one way to walk the VMs without holding m->lock while working on

@@ -106,6 +106,7 @@ static int reattach(struct vmm *m, struct vm *vm)
                 qemu_free(q);
                 if (vm->uid)
                         jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
+                vm_ram_release(vm->dir);
                 vm_set_state(m, vm, VM_SUSPENDED);
                 pthread_mutex_unlock(&vm->lock);
                 return unanswered;
@@ -145,6 +146,7 @@ static int reattach(struct vmm *m, struct vm *vm)
                 suspended = !q && vm_path(vm, state, "state") == 0 && access(state, F_OK) == 0;
                 if (!q && !suspended)
                         suspended = resume_undo(vm) == 0;
+                vm_ram_release(vm->dir);
                 vm_set_state(m, vm, suspended ? VM_SUSPENDED : VM_STOPPED);
                 if (unanswered)
                         ;
@@ -193,7 +195,7 @@ static void vm_dirs_recover(struct vmm *m)
                 if (vm || path_fmt(path, sizeof(path), "%s/vms/%s", m->data_dir, de->d_name) < 0)
                         continue;
                 log_warn("vm %s: a directory without a record (a create or delete cut short); removed", de->d_name);
-                rm_rf(path);
+                vm_dir_remove(path);
         }
         closedir(d);
 }
@@ -273,9 +275,20 @@ static int idle_candidate(struct vm *vm, void *ud)
         return vm->state == VM_RUNNING && vm->idle_timeout_s > 0;
 }
 
+/* How often a VM's network counters are read while it is not yet due to
+ * be suspended: an eighth of its idle timeout, within 2 to 30 s, so that
+ * an idle guest is not woken every 2 s for them. */
+static int64_t net_look_interval_ms(const struct vm *vm)
+{
+        int64_t ms = vm->idle_timeout_s * 1000 / 8;
+
+        return ms < 2000 ? 2000 : ms > 30000 ? 30000 : ms;
+}
+
 /* Suspends VMs idle for longer than their idleTimeoutSeconds: no use
- * through the API and no guest network traffic. The guest is asked for
- * its counters without any VM lock held. */
+ * through the API and no guest network traffic. The guest's counters are
+ * read now and then (net_look_interval_ms) and always once more before it
+ * is suspended, without any VM lock held. */
 static void idle_check(struct vmm *m)
 {
         size_t n;
@@ -285,20 +298,28 @@ static void idle_check(struct vmm *m)
                 struct vm *vm = list[i];
                 struct agentc *a = NULL;
                 uint64_t bytes;
-                int64_t idle_ms;
+                int64_t idle_ms, now = now_ms();
 
+                pthread_mutex_lock(&m->lock);
+                idle_ms = vm->inflight > 0 ? 0 : now - vm->last_activity; /* a request runs: not idle */
+                pthread_mutex_unlock(&m->lock);
+                if (idle_ms <= vm->idle_timeout_s * 1000 && now - vm->net_looked < net_look_interval_ms(vm))
+                        continue;
                 if (pthread_mutex_trylock(&vm->lock) != 0)
                         continue; /* in a transition: not idle */
                 if (vm->agent)
                         a = agentc_ref(vm->agent);
                 pthread_mutex_unlock(&vm->lock);
-                if (a && guest_net_bytes(a, &bytes) == 0 && bytes != vm->net_bytes) {
-                        vm->net_bytes = bytes;
-                        vm_touch(m, vm);
+                if (a && guest_net_bytes(a, &bytes) == 0) {
+                        vm->net_looked = now;
+                        if (bytes != vm->net_bytes) {
+                                vm->net_bytes = bytes;
+                                vm_touch(m, vm);
+                        }
                 }
                 agentc_unref(a);
                 pthread_mutex_lock(&m->lock);
-                idle_ms = vm->inflight > 0 ? 0 : now_ms() - vm->last_activity; /* a request runs: not idle */
+                idle_ms = vm->inflight > 0 ? 0 : now_ms() - vm->last_activity;
                 pthread_mutex_unlock(&m->lock);
                 if (idle_ms <= vm->idle_timeout_s * 1000 || pthread_mutex_trylock(&vm->lock) != 0)
                         continue;
@@ -597,6 +618,11 @@ static void console_trim(struct vmm *m)
 /* Free space a VM paused on a full data dir is resumed at: its writes
  * are retried, and it is paused again should they still not fit. */
 #define DISK_RESUME_FREE (8LL << 20)
+/* Below this much free space in the data dir every running QEMU is asked
+ * whether a write paused it at each disk_full_check; above it, only every
+ * DISK_SWEEP_ROUNDS checks (about 30 s). */
+#define DISK_LOW (2LL << 30)
+#define DISK_SWEEP_ROUNDS 15
 
 /* VMs that QEMU paused on a write the full data dir refused
  * (werror=enospc): requests to them answer 507 meanwhile. The data dir's
@@ -608,7 +634,20 @@ static void disk_full_check(struct vmm *m)
         struct vm **list = vms_collect(m, is_running, NULL, &n);
         int any = 0;
 
-        for (size_t i = 0; i < n && !m->stopping; i++) {
+        /* Only a full data dir pauses a VM: each QEMU is asked (QMP
+         * query-status, which wakes it) only when room is short, when one
+         * is paused already, or every DISK_SWEEP_ROUNDS calls for a VM the
+         * data dir filled and emptied under between two looks. */
+        int64_t free = data_free(m);
+        int ask = free >= 0 && free < DISK_LOW;
+
+        for (size_t i = 0; i < n && !ask; i++)
+                ask = __atomic_load_n(&list[i]->disk_full, __ATOMIC_RELAXED);
+        if (++m->disk_rounds >= DISK_SWEEP_ROUNDS)
+                ask = 1;
+        if (ask)
+                m->disk_rounds = 0;
+        for (size_t i = 0; i < n && ask && !m->stopping; i++) {
                 struct vm *vm = list[i];
                 char status[32];
 
