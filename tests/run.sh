@@ -241,7 +241,7 @@ launch_sproutd() {
         log "starting $SPROUTD ${args[*]} (log: $SPROUTD_LOG)"
         env "${SPROUTD_ENV[@]}" SPROUT_BOOTSTRAP_KEY="$SPROUT_API_KEY" "$SPROUTD" "${args[@]}" >>"$SPROUTD_LOG" 2>&1 &
         SPROUTD_PID=$!
-        export SPROUT_URL=http://127.0.0.1:$port SPROUTD_PID
+        export SPROUT_URL=http://127.0.0.1:$port SPROUTD_PID SPROUT_DATA_DIR=$DATA_DIR
 
         # Fetch npm packages while the guest boots (the first time only).
         if [ -z "${SDK_DEPS_DONE:-}" ]; then

@@ -390,11 +390,62 @@ char *utf8_sanitize(const void *data, size_t len, size_t *ret_len)
 
 /* ---- files ---- */
 
+/* copy_file_range works within one file system only: between two (guest
+ * RAM on tmpfs and the data dir, say) the data is read and written, in
+ * chunks, and a chunk of zeros is skipped (it reads back as a hole). */
+#define COPY_CHUNK (1 << 20)
+
+static int all_zero(const char *p, size_t len)
+{
+        return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+static int pwrite_all(int fd, const char *p, size_t len, off_t at)
+{
+        while (len > 0) {
+                ssize_t n = pwrite(fd, p, len, at);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        if (n == 0)
+                                errno = EIO;
+                        return -1;
+                }
+                p += n;
+                len -= (size_t)n;
+                at += n;
+        }
+        return 0;
+}
+
+/* Copies [*at, end) of in to the same offsets of out, at most COPY_CHUNK
+ * bytes, moving *at on. */
+static int copy_chunk(int in, int out, char *buf, off_t *at, off_t end)
+{
+        size_t want = end - *at < COPY_CHUNK ? (size_t)(end - *at) : COPY_CHUNK;
+        ssize_t n = pread(in, buf, want, *at);
+
+        if (n < 0)
+                return errno == EINTR ? 0 : -errno;
+        if (n == 0)
+                return -EIO;
+        for (ssize_t i = 0; i < n; i += 65536) {
+                size_t len = n - i < 65536 ? (size_t)(n - i) : 65536;
+
+                if (!all_zero(buf + i, len) && pwrite_all(out, buf + i, len, *at + i) < 0)
+                        return -errno;
+        }
+        *at += n;
+        return 0;
+}
+
 int copy_sparse(const char *src, const char *dst)
 {
         struct stat st;
         int in, out, r = 0;
         off_t data = 0;
+        char *buf = NULL;
 
         in = open(src, O_RDONLY | O_CLOEXEC);
         if (in < 0)
@@ -428,8 +479,21 @@ int copy_sparse(const char *src, const char *dst)
                 }
                 while (data < hole) {
                         off_t o = data;
-                        ssize_t n = copy_file_range(in, &data, out, &o, (size_t)(hole - data), 0);
+                        ssize_t n = buf ? -1 : copy_file_range(in, &data, out, &o, (size_t)(hole - data), 0);
 
+                        if (n < 0 && !buf && (errno == EXDEV || errno == EOPNOTSUPP || errno == ENOSYS)) {
+                                buf = malloc(COPY_CHUNK);
+                                if (!buf) {
+                                        r = -ENOMEM;
+                                        goto out;
+                                }
+                        }
+                        if (buf) {
+                                r = copy_chunk(in, out, buf, &data, hole);
+                                if (r < 0)
+                                        goto out;
+                                continue;
+                        }
                         if (n < 0) {
                                 if (errno == EINTR)
                                         continue;
@@ -445,6 +509,7 @@ int copy_sparse(const char *src, const char *dst)
         if (r == 0 && ftruncate(out, st.st_size) < 0)
                 r = -errno;
 out:
+        free(buf);
         close(in);
         if (close(out) < 0 && r == 0)
                 r = -errno;
@@ -455,6 +520,8 @@ out:
 
 static int64_t usage_at(int fd, int own_only, int depth)
 {
+        struct stat self;
+        dev_t dev = fstat(fd, &self) == 0 ? self.st_dev : 0;
         DIR *d = fdopendir(fd);
         struct dirent *de;
         int64_t total = 0;
@@ -469,6 +536,9 @@ static int64_t usage_at(int fd, int own_only, int depth)
                 if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
                         continue;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                /* A file system mounted below (a VM's RAM) is not disk. */
+                if (S_ISDIR(st.st_mode) && st.st_dev != dev)
                         continue;
                 if (S_ISDIR(st.st_mode) && depth < 8) {
                         int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -66,10 +66,12 @@ char *utf8_sanitize(const void *data, size_t len, size_t *ret_len);
 
 /* Copies the file src to dst (created, or replaced, with mode 0600):
  * a reflink clone where the file system can share blocks, otherwise a copy
- * of the data extents only, so holes stay holes. 0 or -errno. */
+ * of the data extents only, so holes stay holes (between two file systems,
+ * 64 KiB runs of zeros become holes too). 0 or -errno. */
 int copy_sparse(const char *src, const char *dst);
 
-/* Bytes allocated on disk by the regular files under dir (recursively).
+/* Bytes allocated on disk by the regular files under dir (recursively,
+ * not into other file systems mounted below it).
  * With own_only, files that have other names too (hard links shared with
  * a snapshot layer) are not counted. Missing dir: 0. */
 int64_t dir_usage(const char *dir, int own_only);

@@ -50,15 +50,14 @@ static void log_file_tail(const char *id, const char *what, const char *path)
  * default snapshot) and restores it from the layer's device state. */
 static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
 {
-        char disk[PATH_MAX], mem[PATH_MAX], ldisk[PATH_MAX], lmem[PATH_MAX], lstate[PATH_MAX], log[PATH_MAX];
+        char disk[PATH_MAX], ldisk[PATH_MAX], lmem[PATH_MAX], lstate[PATH_MAX], log[PATH_MAX];
         int r;
 
         pthread_t net_thread;
         int net_result = 0, net;
         uint64_t bytes = 0;
 
-        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
-            vm_path(vm, log, "qemu-img.log") < 0 || layer_path(m, layer, ldisk, "disk.qcow2") < 0 ||
+        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, log, "qemu-img.log") < 0 || layer_path(m, layer, ldisk, "disk.qcow2") < 0 ||
             layer_path(m, layer, lmem, "mem") < 0 || layer_path(m, layer, lstate, "state") < 0)
                 return -ENAMETOOLONG;
         /* Its network namespace is made while its files are. */
@@ -73,7 +72,9 @@ static int vm_from_layer(struct vmm *m, struct vm *vm, const char *layer)
         if (r < 0)
                 log_file_tail(vm->id, "qemu-img", log);
         if (r == 0)
-                r = copy_sparse(lmem, mem);
+                r = vm_ram_prepare(m, vm, lmem);
+        if (r > 0)
+                r = 0;
         if (net == 0 && vm_net_wait(vm, net_thread, &net_result) < 0 && r == 0)
                 r = net_result;
         if (r == 0) {
@@ -170,7 +171,7 @@ static int create_run(struct create_job *j)
                 k = store_vm_delete(m->store, vm->id);
                 if (k < 0)
                         log_err("vm %s: could not remove the record of a failed create: %s", vm->id, strerror(-k));
-                rm_rf(vm->dir);
+                vm_dir_remove(vm->dir);
         } else if (r < 0) {
                 vm_halt(m, vm, 0);
                 pthread_mutex_lock(&m->lock);
@@ -338,7 +339,7 @@ static struct vm *new_vm(struct vmm *m, const struct store_vm *rec, const struct
         if (r == 0)
                 crash_point("create.recorded");
         if (r < 0) {
-                rm_rf(vm->dir);
+                vm_dir_remove(vm->dir);
                 vm_unlink(m, vm);
                 vm_free(vm);
                 *ret_r = r;
@@ -506,7 +507,7 @@ int vm_destroy(struct vmm *m, struct vm *vm)
         }
         vm_unlink(m, vm);
         crash_point("delete.unrecorded");
-        rm_rf(vm->dir);
+        vm_dir_remove(vm->dir);
         pthread_mutex_unlock(&vm->lock);
         log_info("vm %s: deleted", vm->id);
         layers_gc(m);

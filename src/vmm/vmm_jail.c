@@ -73,6 +73,9 @@ static int own_dir(const char *dir, unsigned uid)
                 if (de->d_name[0] != '.' && fchownat(dirfd(d), de->d_name, uid, uid, AT_SYMLINK_NOFOLLOW) < 0 &&
                     errno != ENOENT)
                         r = -errno;
+        /* Its RAM file, on the tmpfs mounted at ram/ (see vmm_ram.c). */
+        if (fchownat(dirfd(d), "ram/mem", uid, uid, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT && r == 0)
+                r = -errno;
         closedir(d);
         return r;
 }

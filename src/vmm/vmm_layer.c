@@ -69,7 +69,7 @@ int vm_make_layer(struct vmm *m, struct vm *vm, char ret_layer[24])
             layer_path(m, id, lstate, "state") < 0 || layer_path(m, id, lmem, "mem") < 0 ||
             layer_path(m, id, ldisk, "disk.qcow2") < 0 || vm_path(vm, disk, vm->disk) < 0 ||
             path_fmt(next_name, sizeof(next_name), "disk-%s.qcow2", id) < 0 || vm_path(vm, next, next_name) < 0 ||
-            vm_path(vm, current, "disk.current") < 0 || vm_path(vm, mem, "mem") < 0 ||
+            vm_path(vm, current, "disk.current") < 0 || vm_ram_path(vm, mem) < 0 ||
             vm_path(vm, state, "state") < 0 || vm_path(vm, log, "qemu-img.log") < 0)
                 return -ENAMETOOLONG;
         r = mkdir_p(dir, 0700);

@@ -82,15 +82,15 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         struct qemu *q = NULL;
         struct agentc *a = NULL;
         const char *step = "prepare";
-        int r;
+        int r, in_ram;
 
         if (!vj)
                 return -ENOMEM;
         /* Each VM owns a shared-mapped memory file, so saving it (suspend,
          * snapshot, fork) is a device-state save: the RAM is already in
-         * the file. */
-        if (vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, mem, "mem") < 0 ||
-            vm_path(vm, sock, "agent.sock") < 0 ||
+         * the file (see vmm_ram.c). */
+        in_ram = vm_ram_path(vm, mem);
+        if (in_ram < 0 || vm_path(vm, disk, vm->disk) < 0 || vm_path(vm, sock, "agent.sock") < 0 ||
             boot_config(m, vm->dir, disk, mem, vm->mem_mb, vm->vcpus, &files, &c) < 0) {
                 free(vj);
                 return -ENAMETOOLONG;
@@ -98,9 +98,10 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         c.incoming = state_path != NULL;
         vm->guest_ran = 0;
         vm_prune_disks(vm);
-        /* Guest RAM is a file here: with every block allocated up front, a
-         * full disk later can never fault the guest's memory (SIGBUS). */
-        r = file_allocate(mem, (int64_t)vm->mem_mb << 20);
+        /* Guest RAM in the data dir: with every block allocated up front, a
+         * full disk later can never fault the guest's memory (SIGBUS). Its
+         * own tmpfs is sized to hold all of it. */
+        r = in_ram ? 0 : file_allocate(mem, (int64_t)vm->mem_mb << 20);
         if (r == -EOPNOTSUPP)
                 r = 0;
         if (r == 0) {
@@ -169,6 +170,7 @@ void vm_halt(struct vmm *m, struct vm *vm, int timeout_ms)
                 log_warn("vm %s: killed a QEMU of it that was not attached", vm->id);
         if (vm->uid)
                 jail_release(m, vm->id, vm->uid - m->cfg.uid_base);
+        vm_ram_release(vm->dir);
 }
 
 /* How long a suspend waits for the guest operations in flight on the VM
@@ -191,10 +193,10 @@ static void drain_inflight(struct vmm *m, struct vm *vm)
         pthread_mutex_unlock(&m->lock);
 }
 
-/* Device state saved next to the memory file, both on disk, QEMU ended. */
+/* Device state saved next to the RAM, both on disk, QEMU ended. */
 int vm_suspend(struct vmm *m, struct vm *vm)
 {
-        char state[PATH_MAX], tmp[PATH_MAX], mem[PATH_MAX];
+        char state[PATH_MAX], tmp[PATH_MAX];
         int64_t t0 = now_ms();
         int r;
 
@@ -205,7 +207,7 @@ int vm_suspend(struct vmm *m, struct vm *vm)
         /* Its state file needs room; it goes on running instead. */
         if (below_reserve(m))
                 return -ENOSPC;
-        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0 || vm_path(vm, mem, "mem") < 0)
+        if (vm_path(vm, state, "state") < 0 || vm_path(vm, tmp, "state.tmp") < 0)
                 return -ENAMETOOLONG;
         vm_set_state(m, vm, VM_SUSPENDING);
         drain_inflight(m, vm);
@@ -216,7 +218,7 @@ int vm_suspend(struct vmm *m, struct vm *vm)
         if (r == 0)
                 crash_point("suspend.saved");
         if (r == 0)
-                r = fsync_path(mem);
+                r = vm_ram_save(vm);
         if (r == 0 && rename(tmp, state) < 0)
                 r = -errno;
         if (r == 0)
@@ -322,7 +324,9 @@ static int vm_cold_boot(struct vmm *m, struct vm *vm)
         unlink(state);
         if (vm_path(vm, state, "state.resuming") == 0)
                 unlink(state);
-        r = vm_boot(m, vm, NULL);
+        r = vm_ram_prepare(m, vm, NULL);
+        if (r >= 0)
+                r = vm_boot(m, vm, NULL);
         /* A disk grown while stopped: let the filesystem follow. */
         if (r == 0)
                 guest_run(vm->agent, "resize2fs /dev/vda >/dev/null 2>&1", 120000);
@@ -375,6 +379,8 @@ int vm_start(struct vmm *m, struct vm *vm)
                         r = fsync_parent(used);
                 if (r == 0)
                         crash_point("resume.begin");
+                /* The saved RAM is mapped where it is, not copied to a
+                 * tmpfs (see vmm_ram.c): a resume is a request waiting. */
                 if (r == 0)
                         r = vm_boot(m, vm, used);
                 if (r == 0)

@@ -6,6 +6,7 @@
 // GET /metrics (admin only) in the Prometheus text format; /healthz names
 // the pool's figures.
 import assert from "node:assert/strict";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { after, test } from "node:test";
 import { CREATE_TIMEOUT, VmTracker, api, catFile, exec, expectError, newAccount, ok, rand, sleep } from "./lib.mjs";
 
@@ -132,4 +133,37 @@ test("GET /metrics: the Prometheus text format, for admin keys only", async () =
   const user = await newAccount(`e2e-metrics-${rand(3)}`);
   expectError(await api("GET", "/metrics", { key: user.key }), 403);
   expectError(await api("GET", "/metrics", { key: "" }), 401);
+});
+
+// A running VM's RAM is on a tmpfs of its own (vms/<id>/ram, sized to its
+// memory), not page cache in the data dir; a suspend saves it to disk once
+// (sparse) and drops the tmpfs; the guest's memory comes back whole; a
+// delete leaves no mount. Reads the host's mount table and data dir.
+test("a running VM's RAM is on its own tmpfs and reaches the disk only at suspend", { skip: !process.env.SPROUT_DATA_DIR }, async () => {
+  const data = realpathSync(process.env.SPROUT_DATA_DIR);
+  const ramMount = (id) => readFileSync("/proc/self/mountinfo", "utf8").split("\n")
+    .find((l) => l.split(" ")[4] === `${data}/vms/${id}/ram`);
+  const vm = await vms.create({});
+  const mb = (await ok("GET", `/v1/vms/${vm.id}`)).memSizeMb;
+  const mount = ramMount(vm.id);
+  assert.ok(mount, "a tmpfs is mounted at vms/<id>/ram");
+  assert.match(mount, new RegExp(` - tmpfs \\S+ \\S*size=${(mb + 1) * 1024}k`), `sized to its memory (+1 MiB): ${mount}`);
+  assert.ok(!existsSync(`${data}/vms/${vm.id}/mem`), "no RAM file in the data dir while it runs");
+  const sum = (await exec(vm.id, "head -c 64M /dev/urandom > /dev/shm/blob && md5sum < /dev/shm/blob")).stdout;
+  await ok("POST", `/v1/vms/${vm.id}/suspend`);
+  assert.equal(ramMount(vm.id), undefined, "the tmpfs goes with the QEMU");
+  const saved = statSync(`${data}/vms/${vm.id}/mem`);
+  assert.equal(saved.size, mb * 2 ** 20);
+  assert.ok(saved.blocks * 512 >= 64 * 2 ** 20, `the guest's pages are on disk (${saved.blocks * 512} bytes)`);
+  assert.ok(saved.blocks * 512 < mb * 2 ** 20 / 2, `only the pages in use, not all ${mb} MiB (${saved.blocks * 512} bytes)`);
+  assert.equal((await exec(vm.id, "md5sum < /dev/shm/blob")).stdout, sum, "memory whole after the resume");
+  // A fork runs from its own tmpfs too, and sees the same memory.
+  const fork = (await ok("POST", `/v1/vms/${vm.id}/fork`, { body: { count: 1 }, timeoutMs: CREATE_TIMEOUT })).forks[0];
+  vms.track(fork.id);
+  assert.ok(ramMount(fork.id), "the fork's RAM is on a tmpfs");
+  assert.equal((await exec(fork.id, "md5sum < /dev/shm/blob")).stdout, sum);
+  for (const id of [fork.id, vm.id]) {
+    await ok("DELETE", `/v1/vms/${id}`);
+    assert.equal(ramMount(id), undefined, "no mount left after a delete");
+  }
 });

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -152,6 +153,39 @@ TEST(copy_sparse_keeps_data_and_holes)
         CHECK(!memcmp(back, "head", 4) && !memcmp(back + (5 << 20), "middle", 6) && back[100] == 0);
         free(back);
         CHECK(copy_sparse("/nonexistent/x", b) == -ENOENT);
+        rm_rf(dir);
+}
+
+/* Between two file systems (a VM's RAM on tmpfs to the data dir) the copy
+ * is read and written: data kept, a 1 MiB run of zeros left as a hole. */
+TEST(copy_sparse_across_file_systems_skips_zeros)
+{
+        char src[] = "/dev/shm/sprout-copy-XXXXXX", dir[] = "/tmp/sprout-copy-XXXXXX", b[256];
+        char *zeros = calloc(1, 3 << 20), *back = NULL;
+        size_t len = 0;
+        struct stat st;
+        int fd;
+
+        CHECK(zeros && mkdtemp(dir) != NULL);
+        snprintf(b, sizeof(b), "%s/b", dir);
+        fd = mkstemp(src);
+        CHECK(fd >= 0);
+        /* allocated zeros from 0 to 3 MiB, data at 0 and at 2 MiB + 1 */
+        CHECK(pwrite(fd, zeros, 3 << 20, 0) == 3 << 20);
+        CHECK(pwrite(fd, "head", 4, 0) == 4);
+        CHECK(pwrite(fd, "tail", 4, (2 << 20) + 1) == 4);
+        CHECK(ftruncate(fd, 4 << 20) == 0);
+        close(fd);
+        CHECK(copy_sparse(src, b) == 0);
+        CHECK(read_file(b, 4 << 20, &back, &len) == 0);
+        CHECK(len == 4 << 20);
+        CHECK(!memcmp(back, "head", 4) && !memcmp(back + (2 << 20) + 1, "tail", 4));
+        CHECK(!memcmp(back + 4, zeros, (2 << 20) - 3) && !memcmp(back + (2 << 20) + 5, zeros, (2 << 20) - 5));
+        CHECK(stat(b, &st) == 0);
+        CHECK(st.st_blocks * 512 < (2 << 20)); /* the zero runs were not written */
+        free(back);
+        free(zeros);
+        unlink(src);
         rm_rf(dir);
 }
 
