@@ -11,30 +11,14 @@ import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import http from "node:http";
 import { readFileSync, readdirSync, existsSync, realpathSync, statSync } from "node:fs";
+import { client, median, out, pct, r1, r2, sleep } from "./lib.mjs";
 
 const url = process.env.SPROUT_URL;
 const key = process.env.SPROUT_API_KEY;
 const raw = JSON.parse(process.env.RAW);
 const data = process.env.SPROUT_DATA;
 
-async function call(method, path, body) {
-  const res = await fetch(url + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-const median = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-const pct = (v, p) => { const s = [...v].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]; };
-const r1 = (x) => Math.round(x * 10) / 10;
-const r2 = (x) => Math.round(x * 100) / 100;
-const out = (o) => console.log(JSON.stringify(o));
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const call = client(url, key);
 
 // Every VM this script made and has not deleted yet.
 const mine = new Set();
@@ -58,13 +42,15 @@ function vmMemory(id) {
   const pid = Number(readFileSync(`${dir}/qemu.pid`, "utf8").trim());
   if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) throw new Error(`pid ${pid} is not the QEMU of ${id}`);
   const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  // Its RAM file: on its own tmpfs (ram/mem), or in its directory.
+  const mem = existsSync(`${dir}/ram/mem`) ? `${dir}/ram/mem` : `${dir}/mem`;
   let memPss = 0, inMem = false;
   for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
     const h = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
-    if (h) inMem = h[1] === `${realpathSync(dir)}/mem`;
+    if (h) inMem = h[1] === realpathSync(mem);
     else if (inMem && line.startsWith("Pss:")) memPss += kb(line, "Pss");
   }
-  return { pid, pss: kb(rollup, "Pss"), pssAnon: kb(rollup, "Pss_Anon"), memPss, memCached: cached(`${dir}/mem`) };
+  return { pid, pss: kb(rollup, "Pss"), pssAnon: kb(rollup, "Pss_Anon"), memPss, memCached: cached(mem) };
 }
 // The memory-file page cache a VM costs, counted once whether mapped or
 // not: PSS without the mapped part of its memory file, plus all of that

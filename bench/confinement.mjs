@@ -4,23 +4,7 @@
 // same run, plus the per-VM setup of uid, cgroup and network namespace as
 // the confined daemon logged it ($SPROUT_LOG). One JSON line.
 import { readFileSync } from "node:fs";
-
-const median = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-const r1 = (x) => Math.round(x * 10) / 10;
-const r2 = (x) => Math.round(x * 100) / 100;
-
-function client(url, key) {
-  return async (method, path, body) => {
-    const res = await fetch(url + path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await res.json();
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-    return json;
-  };
-}
+import { client, median, r1, r2 } from "./lib.mjs";
 
 // One create-to-first-exec on each side per round, alternating, so that
 // drift on a busy machine (the other daemon's snapshot still being written

@@ -78,6 +78,8 @@ echo "$RAW"
 echo "==> through the HTTP API" >&2
 SPROUT_URL=$URL SPROUT_PROXY_URL=http://127.0.0.1:$PPORT SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA RAW="$RAW" SPROUT_RAW_BIN=build/sprout-bench-raw \
         SPROUT_IMAGE=$IMAGE SPROUT_MEM_MB=$MEM_MB SPROUT_VCPUS=$VCPUS SPROUT_RAW_TMP=$RAWTMP node bench/bench.mjs
+echo "==> cost at scale: creates on an empty host and with 24 VMs running, idle CPU per VM" >&2
+SPROUT_URL=$URL SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA node bench/scale.mjs
 
 # The same create and exec on an unconfined sproutd (its own data dir and
 # default snapshot: user-mode networking saves other device state), to
