@@ -512,11 +512,12 @@ api() {
 }
 
 # Bytes sproutd counts against --storage-quota-bytes, counted the way
-# storage_used() in src/vmm.c does: files under vms/ with no other name,
-# and all files under layers/. (The API's diskUsageBytes covers only this
-# account's VMs and snapshots, not fork layers.)
+# storage_used() in src/vmm.c does: files under vms/ with no other name
+# (not a running VM's RAM, on a tmpfs mounted there), and all files under
+# layers/. (The API's diskUsageBytes covers only this account's VMs and
+# snapshots, not fork layers.)
 storage_used() {
-        { find "$DATA_DIR/vms" -type f -links 1 -printf '%b\n'; find "$DATA_DIR/layers" -type f -printf '%b\n'; } \
+        { find "$DATA_DIR/vms" -xdev -type f -links 1 -printf '%b\n'; find "$DATA_DIR/layers" -type f -printf '%b\n'; } \
                 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s * 512 }'
 }
 
@@ -555,12 +556,16 @@ quota_check() {
                 for vm in "${vms[@]}"; do [ -z "$vm" ] || api DELETE "/v1/vms/$vm" >/dev/null; done
                 return
         fi
-        build/sprout vm exec "$s5used" true >/dev/null
-        check "quota: use the first priority 5 VM" $?
+        # 48 MiB on each sticky VM's disk, the one to be used last.
+        for vm in "$s9" "$s5idle" "$s5used"; do
+                build/sprout vm exec "$vm" 'head -c 48M /dev/urandom > /root/ballast && sync' >/dev/null || n=1
+        done
+        build/sprout vm exec "$s5used" true >/dev/null || n=1
+        check "quota: fill the sticky VMs' disks; use the first priority 5 VM last" $n
         stop_sproutd
-        # Room for 32 MiB more; then 64 MiB written in the persistent VM
-        # (disk, and page cache in its memory file) go over the quota by
-        # less than evicting one VM frees (its memory file alone is larger).
+        # Room for 32 MiB more; then 64 MiB written in the persistent VM's
+        # disk go over the quota by less than evicting one sticky VM frees
+        # (its 48 MiB).
         used=$(storage_used)
         quota=$((used + 32 * 1024 * 1024))
         SPROUTD_EXTRA_ARGS=(--storage-quota-bytes "$quota")

@@ -143,7 +143,10 @@ int qemu_spawn(const struct qemu_config *c, int timeout_ms, struct qemu **ret)
         argv[n++] = "-cpu";
         argv[n++] = "max";
         argv[n++] = "-accel";
-        argv[n++] = c->accel == QEMU_ACCEL_KVM ? "kvm" : "tcg,thread=multi";
+        /* TCG's translation cache is anonymous memory QEMU grows up to
+         * tb-size (1 GiB by default): bounded, so that it and the guest's
+         * RAM (on a tmpfs, never reclaimed) fit the VM's cgroup. */
+        argv[n++] = c->accel == QEMU_ACCEL_KVM ? "kvm" : "tcg,thread=multi,tb-size=256";
         argv[n++] = "-smp";
         argv[n++] = smp;
         argv[n++] = "-m";
