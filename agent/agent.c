@@ -236,6 +236,9 @@ static void stream_cancel(struct agent *a, struct agent_stream *s, int send_resu
         case AGENT_STREAM_TERM:
                 agent_term_cancel(a, s, send_result);
                 break;
+        case AGENT_STREAM_PTY:
+                agent_term_pty_detach(a, s, send_result);
+                break;
         }
 }
 
@@ -329,7 +332,8 @@ static void handle_req(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 agent_send_error(a, id, EBADMSG, "request without a valid OP");
                 return;
         }
-        if ((op == PROTO_OP_EXEC || op == PROTO_OP_WRITE || op == PROTO_OP_WATCH || op == PROTO_OP_TERMINAL) &&
+        if ((op == PROTO_OP_EXEC || op == PROTO_OP_WRITE || op == PROTO_OP_WATCH || op == PROTO_OP_TERMINAL ||
+             op == PROTO_OP_PTY) &&
             a->n_streams >= AGENT_MAX_STREAMS) {
                 agent_send_error(a, id, EAGAIN, "too many concurrent streams (max %d)", AGENT_MAX_STREAMS);
                 return;
@@ -359,6 +363,12 @@ static void handle_req(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 break;
         case PROTO_OP_TERM_LOG:
                 agent_term_log(a, id, p, n);
+                break;
+        case PROTO_OP_PTY:
+                agent_term_pty(a, id, p, n);
+                break;
+        case PROTO_OP_PTY_RESIZE:
+                agent_term_pty_resize(a, id, p, n);
                 break;
         default:
                 agent_send_error(a, id, EOPNOTSUPP, "unknown op %u", op);
@@ -397,6 +407,8 @@ static void dispatch(struct agent *a, const struct proto_hdr *h, const uint8_t *
                         agent_fs_write_data(a, s, p, h->len);
                 else
                         agent_fs_write_eof(a, s);
+        } else if (s->kind == AGENT_STREAM_PTY && h->type == PROTO_T_DATA) {
+                agent_term_pty_input(a, s, p, h->len);
         }
         /* An exec, a watch and a terminal command have no stdin: DATA/EOF
          * for them are ignored. */

@@ -41,6 +41,7 @@ enum agent_stream_kind {
         AGENT_STREAM_WRITE = 2,
         AGENT_STREAM_WATCH = 3, /* a WATCH: s->watch */
         AGENT_STREAM_TERM = 4,  /* a command running in a terminal: s->term */
+        AGENT_STREAM_PTY = 5,   /* attached to an interactive terminal: s->term */
 };
 
 struct agent_watch; /* watch.c */
@@ -195,5 +196,11 @@ void agent_term_on_reaped(struct agent *a, pid_t pid, int status);
 uint64_t agent_term_next_deadline(const struct agent *a);
 void agent_term_tick(struct agent *a, uint64_t now);
 void agent_term_cancel(struct agent *a, struct agent_stream *s, int send_result);
+/* Interactive terminals (PTY, PTY_RESIZE): input from the host, and the
+ * end of an attached stream (CANCEL, or the host gone). */
+void agent_term_pty(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_term_pty_resize(struct agent *a, uint32_t id, const uint8_t *p, size_t n);
+void agent_term_pty_input(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n);
+void agent_term_pty_detach(struct agent *a, struct agent_stream *s, int send_result);
 
 #endif

@@ -21,6 +21,12 @@
  * TERM_GRACE_NS (never to the shell itself), and gives up after another
  * grace. Terminals survive host disconnects; they end when their shell
  * exits. Never blocks: the master fd is non-blocking and input is queued.
+ *
+ * An interactive terminal (PTY) is for a person: a login shell on a PTY
+ * with the usual settings (echo, line editing) at the size the host
+ * gives, bytes passed through both ways, no commands or markers. One
+ * stream at a time is attached to it; a new attach gets the scrollback
+ * first and takes it over. It outlives its streams unless EPHEMERAL.
  */
 #include "agent.h"
 
@@ -70,7 +76,12 @@ struct agent_term {
         uint64_t check_ns;    /* stage 1: next look for a foreground job */
         pid_t int_pg;         /* stage 1: the group SIGINT was sent to */
         int timed_out;
+        int interactive;          /* a PTY for a person: no commands, bytes both ways */
+        int ephemeral;            /* interactive: its shell is hung up when its stream ends */
+        struct agent_stream *att; /* interactive: the stream attached to it, or NULL */
 };
+
+#define TERM_PTY_IN_MAX (1 << 20) /* input queued for an interactive shell that does not read */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -180,6 +191,11 @@ static void forward(struct agent *a, struct agent_term *t, const uint8_t *p, siz
         if (!n)
                 return;
         sb_append(t, p, n);
+        if (t->interactive) {
+                if (t->att)
+                        agent_send(a, t->att->id, PROTO_T_DATA, p, n);
+                return;
+        }
         if (t->cur && !t->stale[0])
                 agent_send(a, t->cur->id, PROTO_T_STDOUT, p, n);
 }
@@ -238,9 +254,14 @@ static void term_finish(struct agent *a, struct agent_term *t, int code)
 /* Splits PTY output into command output and end markers. */
 static void on_output(struct agent *a, struct agent_term *t, const uint8_t *data, size_t n)
 {
-        uint8_t *buf = malloc(t->hold_len + n);
+        uint8_t *buf;
         size_t len = t->hold_len + n, from = 0, i = 0;
 
+        if (t->interactive) {
+                forward(a, t, data, n);
+                return;
+        }
+        buf = malloc(len);
         if (!buf) {
                 forward(a, t, t->hold, t->hold_len);
                 forward(a, t, data, n);
@@ -393,9 +414,11 @@ static int build_input(const char *cmd, const char *nonce, char **ret_in, size_t
 /* ---------------------------------------------------------------- sessions */
 
 static void __attribute__((noreturn)) shell_child(struct agent *a, int slave, const struct agent_user *u,
-                                                  int switch_user, const char *home, char **envp)
+                                                  int switch_user, const char *home, char **envp, int login)
 {
-        char *bash_argv[] = {"bash", "--noprofile", "--norc", "--noediting", "-i", NULL};
+        char *quiet_argv[] = {"bash", "--noprofile", "--norc", "--noediting", "-i", NULL};
+        char *login_argv[] = {"-bash", NULL};
+        char **bash_argv = login ? login_argv : quiet_argv;
         char *sh_argv[] = {"sh", "-i", NULL};
         sigset_t empty;
 
@@ -423,13 +446,13 @@ static void __attribute__((noreturn)) shell_child(struct agent *a, int slave, co
  * Returns 0 with *ret_term linked into a->terms, or -errno with *ret_msg
  * set to a static message.
  */
-static int term_create(struct agent *a, const char *name, const struct agent_user *u,
+static int term_create(struct agent *a, const char *name, const struct agent_user *u, const struct winsize *size,
                        struct agent_term **ret_term, const char **ret_msg)
 {
         struct agent_term *t = NULL;
         struct passwd *pw = NULL;
         struct termios tio;
-        struct winsize ws = {.ws_row = 50, .ws_col = 200};
+        struct winsize ws = size ? *size : (struct winsize){.ws_row = 50, .ws_col = 200};
         char *env[16] = {0}, *home = NULL, *user = NULL, *shell = NULL, init[256];
         char inonce[TERM_NONCE_LEN + 1];
         int master = -1, slave = -1, switch_user = 0, ne = 0, r;
@@ -462,9 +485,11 @@ static int term_create(struct agent *a, const char *name, const struct agent_use
         env[ne++] = strdup(TERM_PATH);
         env[ne++] = strdup("LANG=C.UTF-8");
         env[ne++] = strdup("TERM=xterm-256color");
-        env[ne++] = strdup("PS1=");
-        env[ne++] = strdup("PS2=");
-        env[ne++] = strdup("HISTFILE=");
+        if (!size) {
+                env[ne++] = strdup("PS1=");
+                env[ne++] = strdup("PS2=");
+                env[ne++] = strdup("HISTFILE=");
+        }
         for (int i = 0; i < ne; i++)
                 if (!env[i])
                         goto fail;
@@ -484,8 +509,9 @@ static int term_create(struct agent *a, const char *name, const struct agent_use
                 goto fail;
         }
         /* No echo (the host sees output only), "\n" untranslated, no flow
-         * control; set before the shell starts so it saves this state. */
-        if (tcgetattr(slave, &tio) == 0) {
+         * control; set before the shell starts so it saves this state. A
+         * person's terminal keeps the usual settings. */
+        if (!size && tcgetattr(slave, &tio) == 0) {
                 tio.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
                 tio.c_oflag &= ~(tcflag_t)ONLCR;
                 tio.c_iflag &= ~(tcflag_t)(IXON | IXOFF);
@@ -502,7 +528,7 @@ static int term_create(struct agent *a, const char *name, const struct agent_use
                 goto fail;
         }
         if (pid == 0)
-                shell_child(a, slave, u, switch_user, home, env);
+                shell_child(a, slave, u, switch_user, home, env, size != NULL);
         close(slave);
         slave = -1;
         fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
@@ -513,7 +539,17 @@ static int term_create(struct agent *a, const char *name, const struct agent_use
         user = NULL;
         t->pid = pid;
         t->master = master;
+        t->interactive = size != NULL;
         master = -1;
+        t->next = a->terms;
+        a->terms = t;
+        a->n_terms++;
+        *ret_term = t;
+        r = 0;
+        if (t->interactive) {
+                t = NULL;
+                goto fail;
+        }
         /* Quiet the shell; whatever it prints on startup (job control
          * notes) ends before this marker and goes to the scrollback only. */
         new_nonce(a, inonce);
@@ -523,11 +559,6 @@ static int term_create(struct agent *a, const char *name, const struct agent_use
                  inonce);
         memcpy(t->stale, inonce, sizeof(inonce));
         queue_input(t, init, strlen(init));
-        t->next = a->terms;
-        a->terms = t;
-        a->n_terms++;
-        *ret_term = t;
-        r = 0;
         t = NULL;
 fail:
         if (t) {
@@ -607,6 +638,10 @@ void agent_term_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 agent_send_error(a, id, EBUSY, "terminal %s is running a command", name);
                 goto out;
         }
+        if (t && t->interactive) {
+                agent_send_error(a, id, EBUSY, "terminal %s is interactive: it takes no commands", name);
+                goto out;
+        }
         if (!t && a->n_terms >= AGENT_MAX_TERMS) {
                 agent_send_error(a, id, EAGAIN, "too many terminals (max %d)", AGENT_MAX_TERMS);
                 goto out;
@@ -616,7 +651,7 @@ void agent_term_start(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 agent_send_error(a, id, ENOMEM, "out of memory");
                 goto out;
         }
-        if (!t && (r = term_create(a, name, &u, &t, &cmsg)) < 0) {
+        if (!t && (r = term_create(a, name, &u, NULL, &t, &cmsg)) < 0) {
                 agent_stream_free(a, s);
                 agent_send_error(a, id, -r, "terminal %s: %s: %s", name, cmsg, strerror(-r));
                 goto out;
@@ -678,12 +713,24 @@ void agent_term_list(struct agent *a, uint32_t id)
         proto_buf_free(&b);
 }
 
+/* Sends t's scrollback, oldest first, as DATA on stream id. */
+static void sb_send(struct agent *a, uint32_t id, const struct agent_term *t)
+{
+        size_t first = AGENT_TERM_SCROLLBACK - t->sb_start;
+
+        if (first > t->sb_len)
+                first = t->sb_len;
+        if (first)
+                agent_send(a, id, PROTO_T_DATA, t->sb + t->sb_start, first);
+        if (t->sb_len > first)
+                agent_send(a, id, PROTO_T_DATA, t->sb, t->sb_len - first);
+}
+
 void agent_term_log(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
 {
         struct proto_buf b = {0};
         struct agent_term *t;
         char *name = NULL;
-        size_t first;
 
         if (req_name(a, id, p, n, &name) < 0)
                 return;
@@ -694,16 +741,161 @@ void agent_term_log(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
                 return;
         }
         free(name);
-        first = AGENT_TERM_SCROLLBACK - t->sb_start;
-        if (first > t->sb_len)
-                first = t->sb_len;
-        if (first)
-                agent_send(a, id, PROTO_T_DATA, t->sb + t->sb_start, first);
-        if (t->sb_len > first)
-                agent_send(a, id, PROTO_T_DATA, t->sb, t->sb_len - first);
+        sb_send(a, id, t);
         proto_put_u64(&b, PROTO_TAG_SIZE, t->sb_len);
         agent_send_result(a, id, &b);
         proto_buf_free(&b);
+}
+
+/* ROWS and COLS of a request into ws (both or neither; 0: absent). */
+static int req_size(const uint8_t *p, size_t n, struct winsize *ws)
+{
+        uint32_t rows = 0, cols = 0;
+        int r1 = proto_get_u32(p, n, PROTO_TAG_ROWS, &rows), r2 = proto_get_u32(p, n, PROTO_TAG_COLS, &cols);
+
+        if ((r1 < 0 && r1 != -ENOENT) || (r2 < 0 && r2 != -ENOENT) || (r1 == 0) != (r2 == 0) ||
+            (r1 == 0 && (rows < 1 || rows > 1000 || cols < 1 || cols > 1000)))
+                return -EINVAL;
+        *ws = (struct winsize){.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        return r1 == 0;
+}
+
+/* The interactive terminal a PTY request names, for its user; NULL after
+ * answering the request with an error. */
+static struct agent_term *pty_find(struct agent *a, uint32_t id, const char *name, const struct agent_user *u)
+{
+        struct agent_term *t = term_find(a, name);
+
+        if (!t)
+                return NULL;
+        if (t->exited || t->hup)
+                agent_send_error(a, id, EBUSY, "terminal %s is closing", name);
+        else if (!t->interactive)
+                agent_send_error(a, id, EBUSY, "terminal %s runs commands; it cannot be attached", name);
+        else if (t->uid != (u->set ? u->uid : geteuid()))
+                agent_send_error(a, id, EPERM, "terminal %s belongs to user %s", name, t->owner);
+        else
+                return t;
+        return NULL;
+}
+
+void agent_term_pty(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
+{
+        struct agent_user u = {0};
+        struct agent_term *t;
+        struct agent_stream *s;
+        struct winsize ws = {.ws_row = 24, .ws_col = 80};
+        char *name = NULL, *msg = NULL;
+        const char *cmsg = NULL;
+        uint32_t eph = 0;
+        int sized, r;
+
+        if (req_name(a, id, p, n, &name) < 0)
+                return;
+        sized = req_size(p, n, &ws);
+        if (sized < 0 || ((r = proto_get_u32(p, n, PROTO_TAG_EPHEMERAL, &eph)) < 0 && r != -ENOENT)) {
+                agent_send_error(a, id, EBADMSG, "bad ROWS, COLS or EPHEMERAL");
+                goto out;
+        }
+        r = agent_req_user(p, n, &u, &msg);
+        if (r < 0) {
+                agent_send_error(a, id, -r, "%s", msg ? msg : strerror(-r));
+                goto out;
+        }
+        t = pty_find(a, id, name, &u);
+        if (!t && term_find(a, name))
+                goto out; /* answered */
+        if (!t && a->n_terms >= AGENT_MAX_TERMS) {
+                agent_send_error(a, id, EAGAIN, "too many terminals (max %d)", AGENT_MAX_TERMS);
+                goto out;
+        }
+        s = agent_stream_new(a, id, AGENT_STREAM_PTY);
+        if (!s) {
+                agent_send_error(a, id, ENOMEM, "out of memory");
+                goto out;
+        }
+        if (!t) {
+                r = term_create(a, name, &u, &ws, &t, &cmsg);
+                if (r < 0) {
+                        agent_stream_free(a, s);
+                        agent_send_error(a, id, -r, "terminal %s: %s: %s", name, cmsg, strerror(-r));
+                        goto out;
+                }
+                t->ephemeral = eph == 1;
+        } else {
+                if (t->att) {
+                        agent_send_error(a, t->att->id, EBUSY, "terminal %s was attached elsewhere", name);
+                        agent_stream_free(a, t->att);
+                }
+                if (sized)
+                        ioctl(t->master, TIOCSWINSZ, &ws);
+                sb_send(a, id, t);
+        }
+        s->term = t;
+        t->att = s;
+out:
+        free(name);
+        free(msg);
+        agent_user_clear(&u);
+}
+
+void agent_term_pty_resize(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
+{
+        struct agent_user u = {0};
+        struct proto_buf b = {0};
+        struct agent_term *t;
+        struct winsize ws;
+        char *name = NULL, *msg = NULL;
+        int r;
+
+        if (req_name(a, id, p, n, &name) < 0)
+                return;
+        if (req_size(p, n, &ws) != 1) {
+                agent_send_error(a, id, EINVAL, "PTY_RESIZE needs ROWS and COLS, 1 to 1000");
+        } else if ((r = agent_req_user(p, n, &u, &msg)) < 0) {
+                agent_send_error(a, id, -r, "%s", msg ? msg : strerror(-r));
+        } else if (!(t = pty_find(a, id, name, &u))) {
+                if (!term_find(a, name))
+                        agent_send_error(a, id, ENOENT, "no terminal named %s", name);
+        } else if (ioctl(t->master, TIOCSWINSZ, &ws) < 0) {
+                agent_send_error(a, id, errno, "resize: %s", strerror(errno));
+        } else {
+                agent_send_result(a, id, &b);
+        }
+        free(name);
+        free(msg);
+        agent_user_clear(&u);
+}
+
+void agent_term_pty_input(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n)
+{
+        struct agent_term *t = s->term;
+
+        (void)a;
+        /* A shell that reads nothing (stopped, stuck) does not make the
+         * agent hold unbounded input: past the cap it is dropped. */
+        if (t->in_len - t->in_off + n <= TERM_PTY_IN_MAX)
+                queue_input(t, (const char *)p, n);
+}
+
+void agent_term_pty_detach(struct agent *a, struct agent_stream *s, int send_result)
+{
+        struct agent_term *t = s->term;
+
+        if (send_result)
+                agent_send_error(a, s->id, ECANCELED, "detached");
+        agent_stream_free(a, s);
+        t->att = NULL;
+        /* Hung up as a closed terminal would be: its session's foreground
+         * job and the shell. */
+        if (t->ephemeral && !t->exited) {
+                pid_t pg = fg_pgrp(t);
+
+                if (pg > 0)
+                        kill(-pg, SIGHUP);
+                kill(-t->pid, SIGHUP);
+                kill(t->pid, SIGCONT);
+        }
 }
 
 /* ---------------------------------------------------------------- loop hooks */
@@ -775,6 +967,15 @@ void agent_term_tick(struct agent *a, uint64_t now)
                         t->stale[0] = 0;
                         if (t->cur)
                                 term_finish(a, t, code);
+                        if (t->att) {
+                                struct proto_buf b = {0};
+
+                                proto_put_u32(&b, PROTO_TAG_EXIT_CODE, (uint32_t)code);
+                                agent_send_result(a, t->att->id, &b);
+                                proto_buf_free(&b);
+                                agent_stream_free(a, t->att);
+                                t->att = NULL;
+                        }
                         agent_log("terminal %s: shell exited (%d)", t->name, code);
                         term_free(a, t);
                         continue;

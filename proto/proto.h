@@ -63,6 +63,13 @@ enum proto_op {
         PROTO_OP_TERMINAL = 6,   /* TERMINAL, CMD, TIMEOUT_MS?, USER?: STDOUT*, EXIT_CODE, TIMED_OUT */
         PROTO_OP_TERM_LIST = 7,  /* -: ENTRY* (PROTO_KIND_OTHER + name), sorted */
         PROTO_OP_TERM_LOG = 8,   /* TERMINAL: DATA* (raw scrollback), SIZE */
+        /* TERMINAL, ROWS?, COLS?, USER?, EPHEMERAL?: an interactive terminal
+         * (a login shell on a PTY, made if none has that name), attached:
+         * its scrollback then its output as DATA*, host DATA is its input;
+         * RESULT EXIT_CODE when its shell exits, or EBUSY when another
+         * attach takes it over. CANCEL detaches (an EPHEMERAL one ends). */
+        PROTO_OP_PTY = 9,
+        PROTO_OP_PTY_RESIZE = 10, /* TERMINAL, ROWS, COLS, USER?: - */
 };
 
 enum proto_tag {
@@ -95,6 +102,9 @@ enum proto_tag {
         PROTO_TAG_MACHINE_ID = 36,  /* string: the VM's /etc/machine-id, 32 hex digits */
         /* terminals */
         PROTO_TAG_TERMINAL = 40,  /* string, terminal name: 1..64 of [A-Za-z0-9._-] */
+        PROTO_TAG_ROWS = 41,      /* u32, 1..1000 */
+        PROTO_TAG_COLS = 42,      /* u32, 1..1000 */
+        PROTO_TAG_EPHEMERAL = 43, /* u32 1: the terminal ends when its stream does */
 };
 
 enum proto_kind {

@@ -509,6 +509,46 @@ int agentc_watch_open(struct agentc *a, const char *path, const char *user, size
         return r;
 }
 
+int agentc_pty_open(struct agentc *a, const struct agentc_pty *p, size_t cap, uint32_t *ret_id)
+{
+        struct proto_buf req = {0};
+        int r;
+
+        proto_put_u32(&req, PROTO_TAG_OP, PROTO_OP_PTY);
+        proto_put_str(&req, PROTO_TAG_TERMINAL, p->terminal);
+        if (p->user)
+                proto_put_str(&req, PROTO_TAG_USER, p->user);
+        if (p->rows && p->cols) {
+                proto_put_u32(&req, PROTO_TAG_ROWS, (uint32_t)p->rows);
+                proto_put_u32(&req, PROTO_TAG_COLS, (uint32_t)p->cols);
+        }
+        if (p->ephemeral)
+                proto_put_u32(&req, PROTO_TAG_EPHEMERAL, 1);
+        r = stream_open_req(a, &req, cap, ret_id);
+        proto_buf_free(&req);
+        return r;
+}
+
+int agentc_stream_write(struct agentc *a, uint32_t id, const void *data, size_t len)
+{
+        const uint8_t *p = data;
+        int r = 0;
+
+        for (size_t off = 0; r == 0 && off < len; off += AGENTC_CHUNK) {
+                struct stream *s;
+                int open;
+
+                pthread_mutex_lock(&a->lock);
+                s = stream_find(a, id);
+                open = s && !s->done && !a->dead;
+                pthread_mutex_unlock(&a->lock);
+                if (!open)
+                        return -EPIPE;
+                r = send_frame(a, id, PROTO_T_DATA, p + off, len - off < AGENTC_CHUNK ? len - off : AGENTC_CHUNK);
+        }
+        return r;
+}
+
 long agentc_stream_read(struct agentc *a, uint32_t id, void *buf, size_t max, int timeout_ms)
 {
         int64_t deadline = now_ms() + timeout_ms;
@@ -714,6 +754,40 @@ int agentc_term_list(struct agentc *a, int64_t timeout_ms, struct agentc_result 
 
         proto_put_u32(&b, PROTO_TAG_OP, PROTO_OP_TERM_LIST);
         return call(a, &b, NULL, 0, 1 << 16, timeout_ms, 0, ret);
+}
+
+int agentc_stream_result(struct agentc *a, uint32_t id, struct agentc_result *ret)
+{
+        struct agentc_reply rep = {0};
+        struct stream *s;
+        int r = -EAGAIN;
+
+        pthread_mutex_lock(&a->lock);
+        s = stream_find(a, id);
+        if (!s)
+                r = -ENOENT;
+        else if (s->done && s->reply.result) {
+                rep.result = s->reply.result;
+                rep.result_len = s->reply.result_len;
+                s->reply.result = NULL;
+                s->reply.result_len = 0;
+                r = 0;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return r < 0 ? r : reply_to_result(&rep, ret);
+}
+
+int agentc_pty_resize(struct agentc *a, const struct agentc_pty *p, int64_t timeout_ms, struct agentc_result *ret)
+{
+        struct proto_buf req = {0};
+
+        proto_put_u32(&req, PROTO_TAG_OP, PROTO_OP_PTY_RESIZE);
+        proto_put_str(&req, PROTO_TAG_TERMINAL, p->terminal);
+        if (p->user)
+                proto_put_str(&req, PROTO_TAG_USER, p->user);
+        proto_put_u32(&req, PROTO_TAG_ROWS, (uint32_t)p->rows);
+        proto_put_u32(&req, PROTO_TAG_COLS, (uint32_t)p->cols);
+        return call(a, &req, NULL, 0, 0, timeout_ms, 0, ret);
 }
 
 int agentc_term_log(struct agentc *a, const char *terminal, size_t max, int64_t timeout_ms,

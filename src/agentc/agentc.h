@@ -117,6 +117,27 @@ int agentc_term_log(struct agentc *a, const char *terminal, size_t max, int64_t 
  * (past it they are dropped), for agentc_stream_read. */
 int agentc_watch_open(struct agentc *a, const char *path, const char *user, size_t cap, uint32_t *ret_id);
 
+/* An interactive terminal (a login shell on a PTY, made if none has
+ * that name), attached: its scrollback, then its output queue up (at most
+ * cap bytes, past it dropped) for agentc_stream_read, and
+ * agentc_stream_write sends it input. The stream ends when its shell exits
+ * (agentc_stream_result: exit_code) or another attach takes it over (err
+ * EBUSY); agentc_stream_close detaches (an ephemeral one then ends). */
+struct agentc_pty {
+        const char *terminal; /* 1..64 of [A-Za-z0-9._-] */
+        const char *user;     /* Linux user or NULL for root */
+        int rows, cols;       /* 1..1000, or 0: unchanged (24x80 when made) */
+        int ephemeral;
+};
+int agentc_pty_open(struct agentc *a, const struct agentc_pty *p, size_t cap, uint32_t *ret_id);
+int agentc_pty_resize(struct agentc *a, const struct agentc_pty *p, int64_t timeout_ms, struct agentc_result *ret);
+/* Sends len bytes on an open stream: 0, -EPIPE once the stream ended, or
+ * -errno of the transport. */
+int agentc_stream_write(struct agentc *a, uint32_t id, const void *data, size_t len);
+/* What an ended stream's RESULT said (once): 0, -EAGAIN while it runs,
+ * -ENOENT for a stream not open. */
+int agentc_stream_result(struct agentc *a, uint32_t id, struct agentc_result *ret);
+
 /* Takes up to max queued bytes, waiting at most timeout_ms. Returns the
  * count, 0 on timeout, -EPIPE once the agent ended the stream and the queue
  * is empty, -ECONNRESET when the transport died. */

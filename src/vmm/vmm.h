@@ -321,6 +321,21 @@ long vmm_watch_read(struct vmm_watch *w, void *buf, size_t max, int timeout_ms);
 /* Ends the watch in the guest and frees w; NULL is a no-op. */
 void vmm_watch_close(struct vmm_watch *w);
 
+/* An interactive terminal in the guest, attached (see agentc_pty_open):
+ * like a watch, it holds its own agent reference. */
+struct vmm_pty;
+int vmm_guest_pty(struct vmm_guest *g, const struct agentc_pty *p, struct vmm_pty **ret);
+/* Output: as agentc_stream_read. */
+long vmm_pty_read(struct vmm_pty *t, void *buf, size_t max, int timeout_ms);
+/* Input: 0, or -EPIPE once the terminal's stream ended. */
+int vmm_pty_write(struct vmm_pty *t, const void *data, size_t len);
+int vmm_pty_resize(struct vmm_pty *t, int rows, int cols);
+/* Once the stream ended: the shell's exit status (>= 0), -EBUSY when
+ * another attach took the terminal over, or another -errno. */
+int vmm_pty_status(struct vmm_pty *t);
+/* Detaches (an ephemeral terminal ends) and frees t; NULL is a no-op. */
+void vmm_pty_close(struct vmm_pty *t);
+
 /*
  * Ingress: a TCP connection (non-blocking, *ret_fd) to port inside the VM
  * id of any account (hosts are public), resuming it when suspended, within

@@ -195,3 +195,72 @@ void vmm_watch_close(struct vmm_watch *w)
         agentc_unref(w->agent);
         free(w);
 }
+
+struct vmm_pty {
+        struct agentc *agent;
+        uint32_t stream;
+        char terminal[65];
+        char *user;
+};
+
+int vmm_guest_pty(struct vmm_guest *g, const struct agentc_pty *p, struct vmm_pty **ret)
+{
+        struct vmm_pty *t = calloc(1, sizeof(*t));
+        int r = -ENOMEM;
+
+        if (t && strlen(p->terminal) < sizeof(t->terminal) && (!p->user || (t->user = strdup(p->user))))
+                r = agentc_pty_open(g->agent, p, 1 << 20, &t->stream); /* output a slow client has not taken */
+        if (r < 0) {
+                if (t)
+                        free(t->user);
+                free(t);
+                return r;
+        }
+        snprintf(t->terminal, sizeof(t->terminal), "%s", p->terminal);
+        t->agent = agentc_ref(g->agent);
+        *ret = t;
+        return 0;
+}
+
+long vmm_pty_read(struct vmm_pty *t, void *buf, size_t max, int timeout_ms)
+{
+        return agentc_stream_read(t->agent, t->stream, buf, max, timeout_ms);
+}
+
+int vmm_pty_write(struct vmm_pty *t, const void *data, size_t len)
+{
+        return agentc_stream_write(t->agent, t->stream, data, len);
+}
+
+int vmm_pty_resize(struct vmm_pty *t, int rows, int cols)
+{
+        struct agentc_pty p = {.terminal = t->terminal, .user = t->user, .rows = rows, .cols = cols};
+        struct agentc_result res = {0};
+        int r = agentc_pty_resize(t->agent, &p, 5000, &res);
+
+        if (r == 0 && res.err)
+                r = -res.err;
+        agentc_result_free(&res);
+        return r;
+}
+
+int vmm_pty_status(struct vmm_pty *t)
+{
+        struct agentc_result res = {0};
+        int r = agentc_stream_result(t->agent, t->stream, &res);
+
+        if (r == 0)
+                r = res.err ? -res.err : res.exit_code;
+        agentc_result_free(&res);
+        return r;
+}
+
+void vmm_pty_close(struct vmm_pty *t)
+{
+        if (!t)
+                return;
+        agentc_stream_close(t->agent, t->stream);
+        agentc_unref(t->agent);
+        free(t->user);
+        free(t);
+}

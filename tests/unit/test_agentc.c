@@ -141,6 +141,97 @@ TEST(agentc_terminals_and_watch)
         rm_rf(dir);
 }
 
+/* Reads stream id until its output so far (in out, NUL-terminated)
+ * contains want, for up to 10 s; 1 when it did. */
+static int read_until(struct agentc *a, uint32_t id, char *out, size_t size, const char *want)
+{
+        size_t len = strlen(out);
+
+        for (int i = 0; i < 100 && !strstr(out, want); i++) {
+                long n = agentc_stream_read(a, id, out + len, size - 1 - len, 100);
+
+                if (n < 0)
+                        break;
+                len += (size_t)n;
+                out[len] = 0;
+        }
+        return strstr(out, want) != NULL;
+}
+
+/* An interactive terminal: a shell at the size asked, input passed through,
+ * a resize seen by the shell, a detach that keeps it, a second attach that
+ * gets the scrollback, the shell's exit status at its end; an ephemeral
+ * one ends with its stream; and the two kinds of terminal do not mix. */
+TEST(agentc_interactive_terminal)
+{
+        static char out[1 << 17];
+        struct agentc_result res = {0};
+        struct agentc_pty p = {.terminal = "p1", .rows = 30, .cols = 100};
+        const char *cmd = "stty size; echo hi-$((40+2))\n";
+        uint32_t id;
+        pid_t pid;
+        struct agentc *a = start(&pid);
+
+        CHECK(a);
+        CHECK(agentc_pty_open(a, &p, 1 << 20, &id) == 0);
+        out[0] = 0;
+        CHECK(agentc_stream_write(a, id, cmd, strlen(cmd)) == 0);
+        CHECK(read_until(a, id, out, sizeof(out), "hi-42"));
+        CHECK(strstr(out, "30 100") != NULL);
+        p.rows = 40, p.cols = 120;
+        CHECK(agentc_pty_resize(a, &p, 5000, &res) == 0 && res.err == 0);
+        agentc_result_free(&res);
+        CHECK(agentc_stream_write(a, id, "stty size\n", 10) == 0);
+        CHECK(read_until(a, id, out, sizeof(out), "40 120"));
+        agentc_stream_close(a, id);
+
+        /* Still there; a new attach starts with what it printed. */
+        struct agentc_exec e = {.command = "true", .terminal = "p1", .max_output = 4096};
+        CHECK(agentc_exec(a, &e, &res) == 0 && res.err == EBUSY);
+        agentc_result_free(&res);
+        p.rows = p.cols = 0;
+        CHECK(agentc_pty_open(a, &p, 1 << 20, &id) == 0);
+        out[0] = 0;
+        CHECK(read_until(a, id, out, sizeof(out), "hi-42"));
+        CHECK(agentc_stream_write(a, id, "exit 7\n", 7) == 0);
+        for (int i = 0; i < 100 && agentc_stream_read(a, id, out, sizeof(out), 100) >= 0; i++)
+                ;
+        CHECK(agentc_stream_result(a, id, &res) == 0 && res.err == 0 && res.exit_code == 7);
+        agentc_result_free(&res);
+        agentc_stream_close(a, id);
+
+        /* Ephemeral: gone once its stream is. */
+        p = (struct agentc_pty){.terminal = "p2", .ephemeral = 1};
+        CHECK(agentc_pty_open(a, &p, 1 << 20, &id) == 0);
+        out[0] = 0;
+        CHECK(agentc_stream_write(a, id, "echo up\n", 8) == 0);
+        CHECK(read_until(a, id, out, sizeof(out), "up"));
+        agentc_stream_close(a, id);
+        int gone = 0;
+        for (int i = 0; i < 50 && !gone; i++) {
+                usleep(100000);
+                CHECK(agentc_term_list(a, 5000, &res) == 0);
+                gone = res.nentries == 0;
+                agentc_result_free(&res);
+        }
+        CHECK(gone);
+
+        /* A command terminal cannot be attached; bad sizes are refused. */
+        e.terminal = "c1";
+        CHECK(agentc_exec(a, &e, &res) == 0 && res.err == 0);
+        agentc_result_free(&res);
+        p = (struct agentc_pty){.terminal = "c1"};
+        CHECK(agentc_pty_open(a, &p, 1 << 20, &id) == 0);
+        CHECK(agentc_stream_read(a, id, out, sizeof(out), 5000) == -EPIPE);
+        CHECK(agentc_stream_result(a, id, &res) == 0 && res.err == EBUSY);
+        agentc_result_free(&res);
+        agentc_stream_close(a, id);
+        p = (struct agentc_pty){.terminal = "c1", .rows = 5000, .cols = 10};
+        CHECK(agentc_pty_resize(a, &p, 5000, &res) == 0 && res.err == EINVAL);
+        agentc_result_free(&res);
+        stop(a, pid);
+}
+
 TEST(agentc_dead_transport_fails_at_once)
 {
         struct agentc_result res = {0};
