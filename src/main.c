@@ -33,6 +33,8 @@ static void usage(FILE *f)
                    "                         for creates to claim (default 2; 0: none)\n"
                    "  --warm-pool-memory-mb N  guest memory all pooled VMs may take (0: no pool); snapshots\n"
                    "                         used lately get one each within it (default: N+2 VMs' worth)\n"
+                   "  --web-dir DIR          the web console's files, served at / (default: web/ beside\n"
+                   "                         this program, which `make web` fills)\n"
                    "  --max-body-bytes N     cap on an HTTP request body (default 100 MiB)\n"
                    "  --max-file-bytes N     cap on one file read or written (default 64 MiB)\n"
                    "  --max-output-bytes N   cap on an exec's output (default 16 MiB)\n"
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
                 {"proxy-tls-key", required_argument, NULL, 11},
                 {"warm-pool", required_argument, NULL, 12},
                 {"warm-pool-memory-mb", required_argument, NULL, 13},
+                {"web-dir", required_argument, NULL, 14},
                 {"help", no_argument, NULL, 'h'},            {0},
         };
         struct sprout d = {.api = {.max_vm_mem_mb = 16384,
@@ -142,6 +145,8 @@ int main(int argc, char **argv)
                                 .net = {.egress = 1}};
         const char *listen = NULL, *data_dir = NULL, *image = NULL, *accel = "auto", *key;
         const char *registries_conf = getenv("CONTAINERS_REGISTRIES_CONF");
+        const char *web_dir = NULL;
+        char exe_web[PATH_MAX], web_real[PATH_MAX];
         struct proxy_config pc = {.domain = "vm.localhost", .timeout_s = 60, .max_conns = 4096};
         char image_buf[PATH_MAX], db[PATH_MAX], lock_path[PATH_MAX], host[64];
         sigset_t set;
@@ -206,6 +211,7 @@ int main(int argc, char **argv)
                 case 11: pc.tls_key = optarg; break;
                 case 12: vc.warm_pool = (int)parse_num(optarg, "--warm-pool", 0, 256); break;
                 case 13: vc.warm_pool_mem_mb = parse_num(optarg, "--warm-pool-memory-mb", 0, 1LL << 30); break;
+                case 14: web_dir = optarg; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -315,12 +321,31 @@ int main(int argc, char **argv)
         }
         hc.host = host;
         hc.port = port;
+        /* The web console: --web-dir, else web/ beside the executable
+         * (build/web, which `make web` fills). */
+        if (!web_dir) {
+                ssize_t n = readlink("/proc/self/exe", exe_web, sizeof(exe_web) - 5);
+                char *slash = n > 0 ? memrchr(exe_web, '/', (size_t)n) : NULL;
+
+                if (slash) {
+                        strcpy(slash, "/web");
+                        web_dir = exe_web;
+                }
+        }
+        if (web_dir && realpath(web_dir, web_real)) {
+                d.api.web_dir = web_real;
+                log_info("web console: files from %s", web_real);
+        } else {
+                log_info("no web console: %s is missing (make web)", web_dir ? web_dir : "web/");
+        }
         r = http_start(&hc, api_handle, &d.api, &d.http);
         if (r < 0) {
                 log_err("cannot listen on %s:%d: %s", host, port, strerror(-r));
                 return 1;
         }
         log_info("listening on http://%s:%d", host, port);
+        if (d.api.web_dir)
+                log_info("web console on http://%s:%d/ (sign in with an API key)", host, port);
         if (pc.listen) {
                 char msg[1024];
 
@@ -331,6 +356,11 @@ int main(int argc, char **argv)
                 }
                 log_info("ingress proxy on http%s://%s/ (hosts <vmId>.%s, <port>-<vmId>.%s)",
                          pc.tls_cert ? "(s)" : "", pc.listen, pc.domain, pc.domain);
+                /* For links to VMs' domains (the web console). */
+                const char *colon = strrchr(pc.listen, ':');
+
+                d.api.proxy_port = colon ? atoi(colon + 1) : 0;
+                d.api.proxy_tls = pc.tls_cert != NULL;
         }
 
         while (sigwait(&set, &sig) != 0)

@@ -26,7 +26,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 WERROR=${WERROR--Werror}
 OUT=build/fuzz
 PKG_CFLAGS=$(pkg-config --cflags jansson libmicrohttpd 2>/dev/null)
-PKG_LIBS=$(pkg-config --libs jansson libmicrohttpd 2>/dev/null)
+PKG_LIBS=$(pkg-config --libs jansson libmicrohttpd gnutls 2>/dev/null)
 CFLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
         -std=gnu11 -Wall -Wextra $WERROR -D_GNU_SOURCE -Iproto -Isrc -Itests/fuzz $PKG_CFLAGS -pthread)
 

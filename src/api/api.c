@@ -32,12 +32,15 @@ struct route {
 
 #define ROUTE(m, p, op, f) {{m, p, op}, f, 0}
 #define LONG_ROUTE(m, p, op, f) {{m, p, op}, f, ROUTE_LONG}
+#define PUBLIC_ROUTE(m, p, op, f) {{m, p, op}, f, ROUTE_PUBLIC}
 
 /* One row per operation. Literal segments win over parameters where both
  * match ("/v1/vms/snapshots" is not a VM id). */
 static const struct route routes[] = {
-        {{"GET", "/healthz", "healthz"}, api_healthz, ROUTE_PUBLIC},
+        PUBLIC_ROUTE("GET", "/healthz", "healthz", api_healthz),
         ROUTE("GET", "/metrics", "metrics", api_metrics),
+        PUBLIC_ROUTE("GET", "/", "console", api_console),
+        PUBLIC_ROUTE("GET", "/ui/{path*}", "console_file", api_console_file),
         ROUTE("POST", "/admin/v1/keys", "create_key", api_create_key),
         ROUTE("GET", "/admin/v1/keys", "list_keys", api_list_keys),
         ROUTE("DELETE", "/admin/v1/keys/{key_id}", "revoke_key", api_revoke_key),
@@ -73,6 +76,7 @@ static const struct route routes[] = {
         ROUTE("GET", "/v1/vms/{vm_id}/terminals/{terminal_id}/logs", "get_terminal_logs", api_terminal_logs),
         ROUTE("GET", "/v1/vms/{vm_id}/terminals/{terminal_id}/xterm-256color", "get_terminal_xterm",
               api_terminal_xterm),
+        LONG_ROUTE("GET", "/v1/vms/{vm_id}/terminals/{terminal_id}/ws", "terminal_websocket", api_terminal_ws),
         ROUTE("GET", "/v1/vms/{vm_id}/systemd/services", "list_services", api_list_services),
         ROUTE("POST", "/v1/vms/{vm_id}/systemd/services", "create_service", api_create_service),
         ROUTE("DELETE", "/v1/vms/{vm_id}/systemd/services/{service_id}", "delete_service", api_delete_service),
@@ -304,15 +308,23 @@ static void slot_give(struct api *a, struct slot *x)
         pthread_mutex_unlock(&a->slots->lock);
 }
 
-/* A streamed answer keeps its slot until the connection ends: its
- * callbacks go through this. */
+/* A streamed answer (or a WebSocket) keeps its slot until the connection
+ * ends: its callbacks go through this. */
 struct held_stream {
         struct api *a;
         struct slot *slot;
         http_stream_fn next;
         void *ctx;
         void (*done)(void *ctx);
+        void (*upgrade)(void *ctx, int fd, const char *extra, size_t extra_len);
 };
+
+static void held_upgrade(void *ctx, int fd, const char *extra, size_t extra_len)
+{
+        struct held_stream *h = ctx;
+
+        h->upgrade(h->ctx, fd, extra, extra_len);
+}
 
 static long held_next(void *ctx, char *buf, size_t max)
 {
@@ -336,7 +348,7 @@ static void slot_release(struct api *a, struct slot *x, struct http_resp *resp)
 {
         struct held_stream *h;
 
-        if (!x || !resp->stream) {
+        if (!x || (!resp->stream && !resp->upgrade)) {
                 slot_give(a, x);
                 return;
         }
@@ -346,7 +358,14 @@ static void slot_release(struct api *a, struct slot *x, struct http_resp *resp)
                 slot_give(a, x);
                 return;
         }
-        *h = (struct held_stream){a, x, resp->stream, resp->stream_ctx, resp->stream_done};
+        if (resp->upgrade) {
+                *h = (struct held_stream){a, x, NULL, resp->upgrade_ctx, resp->upgrade_done, resp->upgrade};
+                resp->upgrade = held_upgrade;
+                resp->upgrade_ctx = h;
+                resp->upgrade_done = held_done;
+                return;
+        }
+        *h = (struct held_stream){a, x, resp->stream, resp->stream_ctx, resp->stream_done, NULL};
         resp->stream = held_next;
         resp->stream_ctx = h;
         resp->stream_done = held_done;
@@ -364,6 +383,10 @@ static int authenticate(struct api_call *c, char **ret_account)
                 key = h + 7;
                 while (*key == ' ')
                         key++;
+        } else if (!h) {
+                /* A browser's WebSocket can set no header but this one. */
+                h = api_ws_key(c->req);
+                key = h;
         }
         if (key && *key && strlen(key) <= 256)
                 r = store_auth(c->a->store, key, ret_account, &c->admin);
@@ -421,7 +444,7 @@ void api_handle(void *ud, const struct http_req *req, struct http_resp *resp)
 
                 if (r == -EBUSY)
                         api_error(&c, 429, "TOO_MANY_REQUESTS",
-                                  "this account has %d long requests open (exec, await, watch, stats); let one end first",
+                                  "this account has %d long requests open (exec, await, watch, stats, terminals); let one end first",
                                   c.a->max_long_requests);
                 else if (r < 0)
                         api_error(&c, 500, "INTERNAL_ERROR", "out of memory");

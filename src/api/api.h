@@ -34,6 +34,9 @@ struct api {
         struct api_slots *slots; /* long requests open, per account */
         struct api_metrics *metrics; /* requests by operation (api_metrics.c) */
         const char *domain;      /* VMs' host names end in it (the ingress proxy's --domain) */
+        const char *web_dir;     /* the web console's files (resolved), or NULL: none */
+        int proxy_port;          /* the ingress proxy's port, or 0: none */
+        int proxy_tls;           /* it also speaks HTTPS */
 };
 
 /* Sets up the handlers' own state; 0 or -ENOMEM. */

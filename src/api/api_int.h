@@ -78,6 +78,13 @@ void api_services_stop(struct api_call *c);
 void api_services_restart(struct api_call *c);
 /* api_terminals.c */
 void api_list_terminals(struct api_call *c);
+/* api_static.c: the web console's page (/) and files (/ui/...) */
+void api_console(struct api_call *c);
+void api_console_file(struct api_call *c);
+/* api_pty.c: the WebSocket terminal, and the key a browser sends as the
+ * subprotocol "bearer.KEY" (malloc'd, NULL when none). */
+void api_terminal_ws(struct api_call *c);
+char *api_ws_key(const struct http_req *req);
 void api_terminal_logs(struct api_call *c);
 void api_terminal_xterm(struct api_call *c);
 /* api_streams.c */

@@ -22,6 +22,10 @@ void api_healthz(struct api_call *c)
         if (vmm_ready(c->a->vmm, status, sizeof(status))) {
                 c->resp->status = 200;
                 c->resp->body = json_pack("{s:s,s:o}", "status", "ok", "warmPool", api_pool_json(c->a));
+                /* Where VMs' domains answer, for links to them. */
+                if (c->resp->body && c->a->proxy_port)
+                        json_object_set_new(c->resp->body, "ingress",
+                                            json_pack("{s:i,s:b}", "port", c->a->proxy_port, "tls", c->a->proxy_tls));
         } else {
                 api_error(c, 503, "NOT_READY", "%s", status);
         }

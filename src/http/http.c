@@ -8,7 +8,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +182,103 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, const struct http_
         return ret;
 }
 
+/* An upgraded connection's work, handed to its own thread. */
+struct upgrade {
+        void (*fn)(void *ctx, int fd, const char *extra, size_t extra_len);
+        void (*done)(void *ctx);
+        void *ctx;
+        MHD_socket fd;
+        struct MHD_UpgradeResponseHandle *urh;
+        char *extra;
+        size_t extra_len;
+};
+
+static void *upgrade_main(void *arg)
+{
+        struct upgrade *u = arg;
+        int flags = fcntl(u->fd, F_GETFL);
+
+        /* MHD's sockets are non-blocking; the handler gets a blocking one. */
+        if (flags >= 0)
+                fcntl(u->fd, F_SETFL, flags & ~O_NONBLOCK);
+        u->fn(u->ctx, u->fd, u->extra, u->extra_len);
+        MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
+        u->done(u->ctx);
+        free(u->extra);
+        free(u);
+        return NULL;
+}
+
+static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
+                       size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+        struct upgrade *u = cls;
+        pthread_attr_t attr;
+        pthread_t t;
+
+        (void)conn, (void)con_cls;
+        u->fd = sock;
+        u->urh = urh;
+        u->extra = extra_in_size ? malloc(extra_in_size) : NULL;
+        if (u->extra) {
+                memcpy(u->extra, extra_in, extra_in_size);
+                u->extra_len = extra_in_size;
+        }
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if ((extra_in_size && !u->extra) || pthread_create(&t, &attr, upgrade_main, u) != 0) {
+                MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+                u->done(u->ctx);
+                free(u->extra);
+                free(u);
+        }
+        pthread_attr_destroy(&attr);
+}
+
+/* Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 4.2.2):
+ * base64 of the SHA-1 of the key and a fixed GUID. */
+static int ws_accept(const char *key, char out[32])
+{
+        char in[128];
+        uint8_t digest[20];
+        char *b64;
+        int n = snprintf(in, sizeof(in), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+
+        if (n <= 0 || (size_t)n >= sizeof(in) ||
+            gnutls_hash_fast(GNUTLS_DIG_SHA1, in, (size_t)n, digest) < 0 || !(b64 = base64_encode(digest, 20)))
+                return -EINVAL;
+        snprintf(out, 32, "%s", b64);
+        free(b64);
+        return 0;
+}
+
+static enum MHD_Result send_upgrade(struct MHD_Connection *conn, const struct http_resp *resp)
+{
+        const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+        struct upgrade *u = calloc(1, sizeof(*u));
+        struct MHD_Response *r = NULL;
+        enum MHD_Result ret = MHD_NO;
+        char accept[32];
+
+        if (u && key && strlen(key) == 24 && ws_accept(key, accept) == 0) {
+                *u = (struct upgrade){.fn = resp->upgrade, .done = resp->upgrade_done, .ctx = resp->upgrade_ctx};
+                r = MHD_create_response_for_upgrade(on_upgrade, u);
+        }
+        if (r) {
+                MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+                MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+                if (resp->ws_protocol)
+                        MHD_add_response_header(r, "Sec-WebSocket-Protocol", resp->ws_protocol);
+                ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+                MHD_destroy_response(r);
+        }
+        if (ret != MHD_YES) {
+                resp->upgrade_done(resp->upgrade_ctx);
+                free(u);
+        }
+        return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -246,6 +346,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
                 h->fn(h->ud, &req, &resp);
         }
+        if (resp.upgrade) {
+                json_decref(resp.body);
+                free(resp.text);
+                return send_upgrade(conn, &resp);
+        }
         if (resp.stream) {
                 json_decref(resp.body);
                 free(resp.text);
@@ -307,7 +412,7 @@ int http_start(const struct http_config *c, http_handler fn, void *ud, struct ht
         h->fn = fn;
         h->ud = ud;
         h->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                          MHD_USE_ERROR_LOG | MHD_USE_ITC,
+                                          MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_ALLOW_UPGRADE,
                                   (uint16_t)c->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK,
                                   unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT, c->max_connections,

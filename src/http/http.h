@@ -43,6 +43,17 @@ struct http_resp {
         http_stream_fn stream;
         void *stream_ctx;
         void (*stream_done)(void *ctx);
+        /* When upgrade is set, the answer is 101 Switching Protocols to a
+         * WebSocket (the request's Sec-WebSocket-Key answered, ws_protocol
+         * named when set): upgrade(ctx, fd, extra, extra_len) then runs on
+         * a thread of its own with the connection's socket (blocking), extra being
+         * what the client sent after its request. upgrade_done(ctx) is
+         * called once afterwards, or at once when the 101 could not be
+         * sent, and frees ctx. */
+        void (*upgrade)(void *ctx, int fd, const char *extra, size_t extra_len);
+        void *upgrade_ctx;
+        void (*upgrade_done)(void *ctx);
+        const char *ws_protocol;
 };
 
 /* Looks up a request header (case-insensitive) or a query argument, decoded.

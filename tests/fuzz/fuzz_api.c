@@ -144,6 +144,14 @@ static void check_answer(struct http_resp *resp)
          * answer" otherwise. */
         FUZZ_CHECK(resp->status >= 100 && resp->status <= 599);
         FUZZ_CHECK((resp->allow[0] != 0) == (resp->status == 405));
+        /* A WebSocket: the HTTP layer would switch protocols, or, when it
+         * could not, end it at once, as here. */
+        if (resp->upgrade) {
+                FUZZ_CHECK(resp->status == 101 && resp->upgrade_done && !resp->stream);
+                resp->upgrade_done(resp->upgrade_ctx);
+                json_decref(resp->body);
+                return;
+        }
         if (resp->stream) {
                 FUZZ_CHECK(resp->status == 200);
                 check_stream(resp);

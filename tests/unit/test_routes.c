@@ -117,16 +117,21 @@ TEST(routes_cover_the_spec)
 
 TEST(every_v1_route_is_in_the_spec)
 {
+        /* Sprout's own additions under /v1, documented in the README. */
+        static const char *const extensions[] = {"GET /v1/vms/{vm_id}/terminals/{terminal_id}/ws"};
         static struct op ops[128];
         int n = read_spec(spec_path(), ops, 128);
 
         CHECK(n >= 37);
         for (size_t k = 0; k < api_route_count(); k++) {
                 const struct api_route_info *r = api_route(k);
-                char want[128], have[128];
+                char want[128], have[128], route[160];
                 int found = 0;
 
-                if (strncmp(r->pattern, "/v1/", 4))
+                snprintf(route, sizeof(route), "%s %s", r->method, r->pattern);
+                for (size_t e = 0; e < sizeof(extensions) / sizeof(extensions[0]); e++)
+                        found |= !strcmp(route, extensions[e]);
+                if (strncmp(r->pattern, "/v1/", 4) || found)
                         continue;
                 normalise(r->pattern, have, sizeof(have));
                 for (int i = 0; i < n && !found; i++) {
