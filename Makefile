@@ -28,15 +28,16 @@ DAEMON_HDRS := $(wildcard src/*.h src/*/*.h) proto/proto.h
 AGENT_SRCS  := $(wildcard agent/*.c) proto/proto.c
 CLI_SRCS    := $(wildcard cli/*.c)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
+WEB_SRCS    := $(wildcard web/*.html web/*.js web/*.css) web/package.json web/package-lock.json
 
-.PHONY: all deps image run test test-unit bench load fuzz clean format
+.PHONY: all deps image web run test test-unit bench load fuzz clean format
 all: build/sproutd build/sprout build/sprout-agent
 
 build/sproutd: src/main.c $(DAEMON_SRCS) $(DAEMON_HDRS) | build
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ src/main.c $(DAEMON_SRCS) $(PKG_LIBS) -pthread
 
-build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/lib/util.c src/lib/util.h | build
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/lib/util.c $(CURL_LIBS) -pthread
+build/sprout: $(CLI_SRCS) $(wildcard cli/*.h) src/lib/util.c src/lib/util.h src/lib/ws.c src/lib/ws.h | build
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -pthread -o $@ $(CLI_SRCS) src/lib/util.c src/lib/ws.c $(CURL_LIBS) -pthread
 
 # The agent is static so the guest needs nothing but the binary, and
 # stripped so the image hash does not depend on where the tree is checked out.

@@ -1,5 +1,6 @@
 /*
- * builds: `sprout snapshot create --spec FILE` and `sprout build get|phases`.
+ * builds: `sprout snapshot create --spec FILE`, `sprout build get|phases`
+ * and `sprout vm build`.
  * A snapshot is asked for in the background form (the server answers 202
  * with the build's id at once); the CLI then prints each phase of the build
  * as it is recorded, with the time since the start, until the build ends.
@@ -13,24 +14,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static double since(const struct timespec *t0)
-{
-        struct timespec t;
-
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static char *segment_path(const char *prefix, const char *id, const char *suffix)
-{
-        char *e = client_escape_segment(id), *p = NULL;
-
-        if (e && asprintf(&p, "%s%s%s", prefix, e, suffix) < 0)
-                p = NULL;
-        free(e);
-        return p;
-}
 
 /* Prints the phases after the first *shown ones; -1 when they cannot be read. */
 static int show_phases(struct cli *c, const char *build, size_t *shown, const struct timespec *t0)
@@ -70,7 +53,6 @@ int cmd_snapshot_create(struct cli *c, int argc, char **argv)
         const struct opt opts[] = {{"--spec", NULL, &file, NULL}, {"--name", NULL, &name, NULL}, {NULL}};
         struct client_response r = {0};
         struct timespec t0;
-        json_error_t err;
         json_t *spec, *body;
         char *pos[1], *poll_path = NULL, *build = NULL;
         size_t shown = 0;
@@ -82,11 +64,9 @@ int cmd_snapshot_create(struct cli *c, int argc, char **argv)
                 fprintf(stderr, "sprout: %s: --spec FILE.json is required\n", c->what);
                 return EXIT_USAGE;
         }
-        spec = strcmp(file, "-") ? json_load_file(file, 0, &err) : json_loadf(stdin, 0, &err);
-        if (!json_is_object(spec)) {
-                json_decref(spec);
-                return fail(c, "%s: not a JSON object: %s (line %d)", file, spec ? "" : err.text, err.line);
-        }
+        rc = load_json_object(c, file, &spec);
+        if (rc)
+                return rc;
         body = json_pack("{s:o}", "spec", spec);
         if (body && name)
                 json_object_set_new(body, "name", json_string(name));
@@ -156,30 +136,49 @@ static int get_build(struct cli *c, int argc, char **argv, const char *suffix, s
         return rc;
 }
 
-int cmd_build_get(struct cli *c, int argc, char **argv)
+/* Prints a build record: its fields, then its planned phases. */
+static int show_build(struct cli *c, struct client_response *r)
 {
         static const char *const fields[] = {"buildId",   "state",      "snapshotId",   "templateHash",
                                              "startedAt", "finishedAt", "failureReason"};
-        struct client_response r;
         char buf[64];
         json_t *v;
         size_t i;
-        int rc = get_build(c, argc, argv, "", &r);
 
-        if (rc)
-                return rc;
         if (c->json) {
-                print_raw(&r);
+                print_raw(r);
         } else {
                 for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
                         printf("%-14s %s\n", fields[i],
-                               cell(json_object_get(r.json, fields[i]), buf, sizeof(buf)));
+                               cell(json_object_get(r->json, fields[i]), buf, sizeof(buf)));
                 printf("plannedPhases\n");
-                json_array_foreach(json_object_get(r.json, "plannedPhases"), i, v)
+                json_array_foreach(json_object_get(r->json, "plannedPhases"), i, v)
                     printf("  %s\n", json_string_value(v));
         }
-        client_response_done(&r);
+        client_response_done(r);
         return finish(c, 0);
+}
+
+int cmd_build_get(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        int rc = get_build(c, argc, argv, "", &r);
+
+        return rc ? rc : show_build(c, &r);
+}
+
+/* vm build: GET /v1/vms/ID/build, the build that made the VM. */
+int cmd_vm_build(struct cli *c, int argc, char **argv)
+{
+        struct client_response r;
+        char *id, *path;
+        int rc = want_vm(c, argc, argv, NULL, "/build", &id, &path);
+
+        if (rc)
+                return rc;
+        rc = call(c, "GET", path, NULL, &r);
+        free(path);
+        return rc ? rc : show_build(c, &r);
 }
 
 int cmd_build_phases(struct cli *c, int argc, char **argv)

@@ -80,17 +80,37 @@ static size_t client_sink_write(char *data, size_t size, size_t nmemb, void *use
         return strbuf_add(&s->body, data, n) < 0 ? 0 : n;
 }
 
-int client_request(struct client *c, const char *method, const char *path, json_t *body,
-                   struct client_response *ret_resp)
+/* Where a transfer's body goes: libcurl's write callback and its state. */
+struct client_writer {
+        size_t (*fn)(char *data, size_t size, size_t nmemb, void *userdata);
+        void *ctx;
+};
+
+static int client_xferinfo(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                           curl_off_t ulnow)
 {
-        struct client_sink sink = {0};
+        struct client *c = userdata;
+
+        (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+        c->progress(c->progress_ctx);
+        return 0;
+}
+
+/*
+ * Sends METHOD base_url+path with body and hands every byte of the answer's
+ * body to w. Returns 0 when an HTTP answer arrived (its status in
+ * *ret_status), -EIO when the transfer failed or w stopped it (the reason in
+ * c->errbuf), -ENOMEM.
+ */
+static int client_perform(struct client *c, const char *method, const char *path, json_t *body,
+                          const struct client_writer *w, long *ret_status)
+{
         struct curl_slist *headers = NULL, *h;
         char *url = NULL, *auth = NULL, *payload = NULL;
         CURLcode cc;
-        long status = 0;
         int r = -ENOMEM;
 
-        memset(ret_resp, 0, sizeof(*ret_resp));
+        *ret_status = 0;
         c->errbuf[0] = '\0';
         if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
                 url = NULL;
@@ -137,10 +157,15 @@ int client_request(struct client *c, const char *method, const char *path, json_
         curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "sprout-cli/1");
         curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
-        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, client_sink_write);
-        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &sink);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, w->fn);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, w->ctx);
         curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, 15L);
+        if (c->progress) {
+                curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
+                curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, client_xferinfo);
+                curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, c);
+        }
         /* Creating a VM may cold-boot a guest; no total timeout on purpose. */
         if (payload) {
                 curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, payload);
@@ -152,33 +177,121 @@ int client_request(struct client *c, const char *method, const char *path, json_
 
         cc = curl_easy_perform(c->curl);
         if (cc != CURLE_OK) {
-                if (sink.too_big) {
-                        r = -EFBIG;
-                } else {
-                        if (!c->errbuf[0])
-                                snprintf(c->errbuf, sizeof(c->errbuf), "%s", curl_easy_strerror(cc));
-                        r = -EIO;
-                }
+                if (!c->errbuf[0])
+                        snprintf(c->errbuf, sizeof(c->errbuf), "%s", curl_easy_strerror(cc));
+                r = -EIO;
                 goto out;
         }
-        curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-        if (!sink.body.s) {
-                sink.body.s = strdup("");
-                if (!sink.body.s)
-                        goto out;
-        }
-        ret_resp->status = status;
-        ret_resp->body = sink.body.s;
-        ret_resp->len = sink.body.len;
-        ret_resp->json = json_loadb(sink.body.s, sink.body.len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
-        sink.body.s = NULL;
+        curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, ret_status);
         r = 0;
 out:
-        free(sink.body.s);
         curl_slist_free_all(headers);
         free(url);
         free(auth);
         free(payload);
+        return r;
+}
+
+/* Makes *ret_resp of a status and a body (taken over; NULL is ""). */
+static int client_answer(long status, struct strbuf *body, struct client_response *ret_resp)
+{
+        if (!body->s && !(body->s = strdup("")))
+                return -ENOMEM;
+        ret_resp->status = status;
+        ret_resp->body = body->s;
+        ret_resp->len = body->len;
+        ret_resp->json = json_loadb(body->s, body->len, JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+        body->s = NULL;
+        return 0;
+}
+
+int client_request(struct client *c, const char *method, const char *path, json_t *body,
+                   struct client_response *ret_resp)
+{
+        struct client_sink sink = {0};
+        const struct client_writer w = {client_sink_write, &sink};
+        long status;
+        int r;
+
+        memset(ret_resp, 0, sizeof(*ret_resp));
+        r = client_perform(c, method, path, body, &w, &status);
+        if (r == -EIO && sink.too_big)
+                r = -EFBIG;
+        if (r == 0)
+                r = client_answer(status, &sink.body, ret_resp);
+        free(sink.body.s);
+        return r;
+}
+
+/* A streamed answer: complete lines go to on_line while the status is 2xx;
+ * any other answer is kept whole, to be reported. */
+struct client_lines {
+        struct client *c;
+        int (*on_line)(void *ctx, const char *line, size_t len);
+        void *ctx;
+        struct strbuf buf; /* the partial last line, or the error body */
+        long status;       /* 0 until the first byte */
+        int stopped;       /* on_line asked to stop */
+        int too_big;
+};
+
+static size_t client_lines_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+        struct client_lines *s = userdata;
+        size_t n = size * nmemb, start = 0;
+        char *nl;
+
+        if (!s->status)
+                curl_easy_getinfo(s->c->curl, CURLINFO_RESPONSE_CODE, &s->status);
+        if (n > CLIENT_MAX_RESPONSE - s->buf.len) {
+                s->too_big = 1;
+                return 0;
+        }
+        if (strbuf_add(&s->buf, data, n) < 0)
+                return 0;
+        if (s->status < 200 || s->status > 299)
+                return n;
+        while ((nl = memchr(s->buf.s + start, '\n', s->buf.len - start))) {
+                size_t len = (size_t)(nl - (s->buf.s + start));
+
+                *nl = '\0';
+                if (s->on_line(s->ctx, s->buf.s + start, len)) {
+                        s->stopped = 1;
+                        return 0; /* ends the transfer */
+                }
+                start += len + 1;
+        }
+        memmove(s->buf.s, s->buf.s + start, s->buf.len - start + 1);
+        s->buf.len -= start;
+        return n;
+}
+
+int client_stream(struct client *c, const char *method, const char *path, json_t *body,
+                  int (*on_line)(void *ctx, const char *line, size_t len), void *ctx,
+                  struct client_response *ret_resp)
+{
+        struct client_lines s = {.c = c, .on_line = on_line, .ctx = ctx};
+        const struct client_writer w = {client_lines_write, &s};
+        long status;
+        int r;
+
+        memset(ret_resp, 0, sizeof(*ret_resp));
+        r = client_perform(c, method, path, body, &w, &status);
+        if (r == -EIO && s.stopped)
+                r = 0, status = s.status;
+        else if (r == -EIO && s.too_big)
+                r = -EFBIG;
+        if (r == 0 && status >= 200 && status <= 299) {
+                /* A last line without its newline still counts. */
+                if (!s.stopped && s.buf.len > 0)
+                        on_line(ctx, s.buf.s, s.buf.len);
+                s.buf.len = 0;
+                if (s.buf.s)
+                        s.buf.s[0] = '\0';
+        }
+        if (r == 0)
+                r = client_answer(status, &s.buf, ret_resp);
+        free(s.buf.s);
         return r;
 }
 

@@ -19,6 +19,10 @@ struct client {
         void *curl;       /* CURL handle, reused across requests */
         char errbuf[256]; /* libcurl's message for the last transport failure */
         const char *extra_header; /* "Name: value" sent with every request; may be NULL */
+        /* Called about once a second while a request is in flight, from the
+         * thread that made it; NULL: never. */
+        void (*progress)(void *ctx);
+        void *progress_ctx;
 };
 
 struct client_response {
@@ -47,6 +51,18 @@ void client_done(struct client *c);
  */
 int client_request(struct client *c, const char *method, const char *path, json_t *body,
                    struct client_response *ret_resp);
+
+/*
+ * Like client_request, for an answer that is a stream of lines (NDJSON).
+ * While the status is 2xx, each line, without its newline and
+ * NUL-terminated, goes to on_line as it arrives (the pointer is valid only
+ * during the call); a nonzero return from on_line ends the transfer, and the
+ * call then succeeds. *ret_resp gets the status, and for a non-2xx status
+ * the whole body, as client_request fills it.
+ */
+int client_stream(struct client *c, const char *method, const char *path, json_t *body,
+                  int (*on_line)(void *ctx, const char *line, size_t len), void *ctx,
+                  struct client_response *ret_resp);
 
 /* Releases a response; safe on a zeroed struct. */
 void client_response_done(struct client_response *r);

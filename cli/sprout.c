@@ -1,6 +1,9 @@
 /*
  * sprout: the command-line client for sproutd. Each subcommand is one row of
  * a table (group, name, handler, usage) and one HTTP call through client.c.
+ * This file holds the table, main() and the vm, file and keys basics; the
+ * other groups live in their own files (cli.h lists them), the helpers they
+ * share in cli.c.
  * Reads SPROUT_URL / SPROUT_API_KEY (or FREESTYLE_API_URL / FREESTYLE_API_KEY).
  * Human output by default; --json prints the server's JSON body unchanged.
  *
@@ -25,242 +28,6 @@
 
 /* The most `file put` reads from a file or stdin; the server caps bodies too. */
 #define MAX_UPLOAD (256u * 1024 * 1024)
-
-/* ------------------------------------------------------------------------ */
-/* Output helpers                                                           */
-/* ------------------------------------------------------------------------ */
-
-/* Prints "sprout: <what>: <message>" to stderr and returns EXIT_API. */
-int fail(struct cli *c, const char *fmt, ...)
-{
-        va_list ap;
-
-        fprintf(stderr, "sprout: %s: ", c->what ? c->what : "error");
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return EXIT_API;
-}
-
-/* Reports a non-2xx answer with the server's code and message. */
-int fail_response(struct cli *c, const struct client_response *r)
-{
-        const char *code, *message;
-
-        client_error_fields(r, &code, &message);
-        if (code || message)
-                return fail(c, "%s%s%s (HTTP %ld)", code ? code : "", code && message ? ": " : "",
-                            message ? message : "", r->status);
-        if (r->len > 0 && r->len < 512)
-                return fail(c, "HTTP %ld: %s", r->status, r->body);
-        return fail(c, "HTTP %ld", r->status);
-}
-
-/* Reports a failed client_request (r < 0) and returns the exit status. */
-int fail_transport(struct cli *c, int r)
-{
-        if (r == -EIO)
-                return fail(c, "cannot reach %s: %s", c->api.base_url, c->api.errbuf);
-        if (r == -EFBIG)
-                return fail(c, "response larger than %u bytes", CLIENT_MAX_RESPONSE);
-        return fail(c, "%s", strerror(-r));
-}
-
-/*
- * Sends one request and reports any failure itself. Returns 0 when the
- * server answered 2xx (the response is in *ret_resp, to be released by the
- * caller) or the exit status to return otherwise (the response is released).
- */
-int call(struct cli *c, const char *method, const char *path, json_t *body,
-                struct client_response *ret_resp)
-{
-        int r = client_request(&c->api, method, path, body, ret_resp);
-
-        if (r < 0)
-                return fail_transport(c, r);
-        if (ret_resp->status < 200 || ret_resp->status > 299) {
-                int rc = fail_response(c, ret_resp);
-
-                client_response_done(ret_resp);
-                return rc;
-        }
-        return 0;
-}
-
-/* Prints a body as the server sent it, newline-terminated. */
-void print_raw(const struct client_response *r)
-{
-        fwrite(r->body, 1, r->len, stdout);
-        if (r->len == 0 || r->body[r->len - 1] != '\n')
-                fputc('\n', stdout);
-}
-
-/* A JSON value's text for a table cell; "-" for null or absent. */
-const char *cell(json_t *v, char *buf, size_t size)
-{
-        if (json_is_string(v))
-                return json_string_value(v);
-        if (json_is_integer(v)) {
-                snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-                return buf;
-        }
-        if (json_is_real(v)) {
-                snprintf(buf, size, "%g", json_real_value(v));
-                return buf;
-        }
-        if (json_is_true(v))
-                return "true";
-        if (json_is_false(v))
-                return "false";
-        return "-";
-}
-
-/* Flushes stdout and turns a write error (a full disk, a closed pipe) into a failure. */
-int finish(struct cli *c, int rc)
-{
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-                fail(c, "writing output: %s", strerror(errno));
-                return rc ? rc : EXIT_API;
-        }
-        return rc;
-}
-
-/* A request whose answer needs no more than "VERB WHAT" (or, with --json,
- * the body as sent). */
-static int call_and_say(struct cli *c, const char *method, const char *path, const char *verb, const char *what)
-{
-        struct client_response r;
-        int rc = call(c, method, path, NULL, &r);
-
-        if (rc)
-                return rc;
-        if (c->json)
-                print_raw(&r);
-        else
-                printf("%s %s\n", verb, what);
-        client_response_done(&r);
-        return finish(c, 0);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Argument parsing                                                         */
-/* ------------------------------------------------------------------------ */
-
-/*
- * Splits argv into options (per opts; --json is always accepted) and
- * positionals, stored in pos[] (at most max_pos). After "--", or once
- * stop_after positionals have been seen (0 = never), every remaining word is
- * positional. Returns the number of positionals, or -1 after printing a
- * usage error.
- */
-int parse_args(struct cli *c, int argc, char **argv, const struct opt *opts, int stop_after,
-                      char **pos, int max_pos)
-{
-        int npos = 0, rest = 0;
-
-        for (int i = 0; i < argc; i++) {
-                const char *a = argv[i];
-                const struct opt *o = NULL;
-                const char *eq = NULL;
-                size_t n;
-
-                if (!rest && stop_after && npos >= stop_after)
-                        rest = 1;
-                if (!rest && strcmp(a, "--") == 0) {
-                        rest = 1;
-                        continue;
-                }
-                if (rest || a[0] != '-' || a[1] == '\0') {
-                        if (npos >= max_pos) {
-                                fprintf(stderr, "sprout: %s: unexpected argument '%s'\n", c->what, a);
-                                return -1;
-                        }
-                        pos[npos++] = argv[i];
-                        continue;
-                }
-                if (strcmp(a, "--json") == 0) {
-                        c->json = 1;
-                        continue;
-                }
-                eq = strchr(a, '=');
-                n = eq && a[1] == '-' ? (size_t)(eq - a) : strlen(a);
-                for (const struct opt *p = opts; p && p->name; p++) {
-                        if ((strlen(p->name) == n && strncmp(a, p->name, n) == 0) ||
-                            (p->alias && strcmp(a, p->alias) == 0)) {
-                                o = p;
-                                break;
-                        }
-                }
-                if (!o || (o->flag && eq && a[1] == '-')) {
-                        fprintf(stderr, "sprout: %s: unknown option '%s'\n", c->what, a);
-                        return -1;
-                }
-                if (o->flag) {
-                        *o->flag = 1;
-                } else if (eq && a[1] == '-') {
-                        *o->value = eq + 1;
-                } else if (i + 1 < argc) {
-                        *o->value = argv[++i];
-                } else {
-                        fprintf(stderr, "sprout: %s: option '%s' needs a value\n", c->what, a);
-                        return -1;
-                }
-        }
-        return npos;
-}
-
-/* Parses a non-negative decimal number; returns -1 when s is not one. */
-long long parse_count(const char *s)
-{
-        char *end;
-        long long v;
-
-        errno = 0;
-        v = strtoll(s, &end, 10);
-        if (errno || end == s || *end || v < 0)
-                return -1;
-        return v;
-}
-
-/*
- * Returns the path "/v1/vms/<id><suffix>" with id percent-encoded, or NULL
- * when out of memory. The caller frees it.
- */
-char *vm_path(const char *id, const char *suffix)
-{
-        char *e = client_escape_segment(id), *p = NULL;
-
-        if (e && asprintf(&p, "/v1/vms/%s%s", e, suffix) < 0)
-                p = NULL;
-        free(e);
-        return p;
-}
-
-int get_vm(struct cli *c, const char *id, struct client_response *ret)
-{
-        char *path = vm_path(id, "");
-        int rc;
-
-        if (!path)
-                return fail(c, "out of memory");
-        rc = call(c, "GET", path, NULL, ret);
-        free(path);
-        return rc;
-}
-
-/* Returns "/v1/vms/<id>/files/<path as ONE encoded segment>", or NULL. */
-static char *file_path(const char *id, const char *path)
-{
-        char *e = client_escape_segment(path), *p = NULL;
-        char *suffix = NULL;
-
-        if (e && asprintf(&suffix, "/files/%s", e) >= 0)
-                p = vm_path(id, suffix);
-        free(e);
-        free(suffix);
-        return p;
-}
 
 /* Appends s to the shell command in *buf, single-quoted when it needs quoting. */
 static int append_word(char **buf, size_t *len, const char *s)
@@ -391,69 +158,25 @@ static int cmd_vm_list(struct cli *c, int argc, char **argv)
                                    {"--offset", NULL, &offset, NULL},
                                    {"--state", NULL, &state, NULL},
                                    {0}};
-        char path[256], *estate = NULL;
-        struct client_response r;
-        json_t *vms, *vm;
-        size_t i;
-        int rc, n;
+        static const struct column cols[] = {
+            {"ID", "id", 22}, {"NAME", "name", 20}, {"STATE", "state", 10}, {"CREATED", "createdAt", 0}, {0}};
+        static const char *const counts[] = {"running", "starting", "suspended", "stopped", NULL};
+        struct strbuf path = {0};
+        int rc;
 
         if (parse_args(c, argc, argv, opts, 0, NULL, 0) < 0)
                 return EXIT_USAGE;
-        if ((limit && parse_count(limit) < 0) || (offset && parse_count(offset) < 0)) {
-                fprintf(stderr, "sprout: %s: --limit and --offset take a non-negative number\n", c->what);
+        if (check_count(c, "--limit", limit, 0) || check_count(c, "--offset", offset, 0))
                 return EXIT_USAGE;
-        }
-        if (state && !(estate = client_escape_segment(state)))
+        strbuf_printf(&path, "/v1/vms");
+        if (add_query(&path, "limit", limit) < 0 || add_query(&path, "offset", offset) < 0 ||
+            add_query(&path, "vmState", state) < 0) {
+                free(path.s);
                 return fail(c, "out of memory");
-        n = snprintf(path, sizeof(path), "/v1/vms?%s%s%s%s%s%s", limit ? "&limit=" : "", limit ? limit : "",
-                     offset ? "&offset=" : "", offset ? offset : "", estate ? "&vmState=" : "",
-                     estate ? estate : "");
-        free(estate);
-        if (n < 0 || (size_t)n >= sizeof(path)) {
-                fprintf(stderr, "sprout: %s: arguments too long\n", c->what);
-                return EXIT_USAGE;
         }
-        /* "/v1/vms?&limit=1" reads oddly; drop the first '&' or a bare '?'. */
-        if (path[8] == '&')
-                memmove(path + 8, path + 9, strlen(path + 9) + 1);
-        else
-                path[7] = '\0';
-        rc = call(c, "GET", path, NULL, &r);
-        if (rc)
-                return rc;
-        if (c->json) {
-                print_raw(&r);
-                goto out;
-        }
-        vms = json_object_get(r.json, "vms");
-        if (!json_is_array(vms)) {
-                rc = fail(c, "unexpected response: %.200s", r.body);
-                goto out;
-        }
-        printf("%-22s %-20s %-10s %s\n", "ID", "NAME", "STATE", "CREATED");
-        json_array_foreach(vms, i, vm)
-        {
-                char b1[64], b2[64], b3[64], b4[64];
-
-                printf("%-22s %-20s %-10s %s\n", cell(json_object_get(vm, "id"), b1, sizeof(b1)),
-                       cell(json_object_get(vm, "name"), b2, sizeof(b2)),
-                       cell(json_object_get(vm, "state"), b3, sizeof(b3)),
-                       cell(json_object_get(vm, "createdAt"), b4, sizeof(b4)));
-        }
-        {
-                static const char *const counts[] = {"running", "starting", "suspended", "stopped"};
-                char b[64], key[32];
-
-                printf("%s total", cell(json_object_get(r.json, "totalCount"), b, sizeof(b)));
-                for (i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
-                        snprintf(key, sizeof(key), "%sCount", counts[i]);
-                        printf(", %s %s", cell(json_object_get(r.json, key), b, sizeof(b)), counts[i]);
-                }
-                printf("\n");
-        }
-out:
-        client_response_done(&r);
-        return finish(c, rc);
+        rc = show_list(c, path.s, "vms", cols, counts);
+        free(path.s);
+        return rc;
 }
 
 /* vm get: GET /v1/vms/ID; one "field value" line per top-level field. */
@@ -461,37 +184,11 @@ static int cmd_vm_get(struct cli *c, int argc, char **argv)
 {
         struct client_response r;
         char *pos[1];
-        const char *key;
-        json_t *v;
-        int rc;
+        int rc = want_args(c, argc, argv, NULL, pos, 1);
 
-        if (parse_args(c, argc, argv, NULL, 0, pos, 1) != 1) {
-                fprintf(stderr, "usage: sprout vm get ID [--json]\n");
-                return EXIT_USAGE;
-        }
-        rc = get_vm(c, pos[0], &r);
-        if (rc)
-                return rc;
-        if (c->json || !json_is_object(r.json)) {
-                print_raw(&r);
-        } else {
-                /* Every field, in the server's order; nested values as compact JSON. */
-                json_object_foreach(r.json, key, v)
-                {
-                        char b[64];
-
-                        if (json_is_object(v) || json_is_array(v)) {
-                                char *s = json_dumps(v, JSON_COMPACT);
-
-                                printf("%-20s %s\n", key, s ? s : "?");
-                                free(s);
-                        } else {
-                                printf("%-20s %s\n", key, cell(v, b, sizeof(b)));
-                        }
-                }
-        }
-        client_response_done(&r);
-        return finish(c, 0);
+        if (!rc)
+                rc = get_vm(c, pos[0], &r);
+        return rc ? rc : show_object(c, &r);
 }
 
 /* vm delete: DELETE /v1/vms/ID. */
@@ -506,7 +203,7 @@ static int cmd_vm_delete(struct cli *c, int argc, char **argv)
         }
         if (!(path = vm_path(pos[0], "")))
                 return fail(c, "out of memory");
-        rc = call_and_say(c, "DELETE", path, "deleted", pos[0]);
+        rc = call_and_say(c, "DELETE", path, NULL, "deleted", pos[0]);
         free(path);
         return rc;
 }
@@ -630,7 +327,7 @@ static int cmd_file_get(struct cli *c, int argc, char **argv)
                 fprintf(stderr, "usage: sprout file get ID PATH [-o FILE] [--json]\n");
                 return EXIT_USAGE;
         }
-        if (!(path = file_path(pos[0], pos[1])))
+        if (!(path = vm_item_path(pos[0], "/files/", pos[1], "")))
                 return fail(c, "out of memory");
         rc = call(c, "GET", path, NULL, &r);
         free(path);
@@ -721,7 +418,7 @@ static int cmd_file_put(struct cli *c, int argc, char **argv)
         body = json_object();
         if (!b64 || !body || json_object_set_new(body, "content", json_string(b64)) < 0 ||
             json_object_set_new(body, "encoding", json_string("base64")) < 0 ||
-            !(path = file_path(pos[0], pos[1]))) {
+            !(path = vm_item_path(pos[0], "/files/", pos[1], ""))) {
                 rc = fail(c, "out of memory");
                 goto out;
         }
@@ -812,35 +509,17 @@ static int cmd_keys_create(struct cli *c, int argc, char **argv)
 /* keys list: GET /admin/v1/keys; a table (an admin key sees every account's). */
 static int cmd_keys_list(struct cli *c, int argc, char **argv)
 {
-        struct client_response r;
-        json_t *keys, *k;
-        size_t i;
-        int rc;
+        static const struct column cols[] = {{"ID", "id", 28},
+                                             {"ACCOUNT", "account", 20},
+                                             {"PREFIX", "prefix", 10},
+                                             {"ADMIN", "admin", 6},
+                                             {"CREATED", "createdAt", 0},
+                                             {"(bootstrap)", "bootstrap", -1},
+                                             {0}};
 
         if (parse_args(c, argc, argv, NULL, 0, NULL, 0) < 0)
                 return EXIT_USAGE;
-        rc = call(c, "GET", "/admin/v1/keys", NULL, &r);
-        if (rc)
-                return rc;
-        keys = json_object_get(r.json, "keys");
-        if (c->json) {
-                print_raw(&r);
-        } else if (!json_is_array(keys)) {
-                rc = fail(c, "unexpected response: %.200s", r.body);
-        } else {
-                printf("%-28s %-20s %-10s %-6s %s\n", "ID", "ACCOUNT", "PREFIX", "ADMIN", "CREATED");
-                json_array_foreach(keys, i, k)
-                {
-                        char b[5][64];
-
-                        printf("%-28s %-20s %-10s %-6s %s%s\n", cell(json_object_get(k, "id"), b[0], 64),
-                               cell(json_object_get(k, "account"), b[1], 64), cell(json_object_get(k, "prefix"), b[2], 64),
-                               cell(json_object_get(k, "admin"), b[3], 64), cell(json_object_get(k, "createdAt"), b[4], 64),
-                               json_is_true(json_object_get(k, "bootstrap")) ? " (bootstrap)" : "");
-                }
-        }
-        client_response_done(&r);
-        return finish(c, rc);
+        return show_list(c, "/admin/v1/keys", "keys", cols, NULL);
 }
 
 /* keys revoke: DELETE /admin/v1/keys/ID. */
@@ -859,7 +538,7 @@ static int cmd_keys_revoke(struct cli *c, int argc, char **argv)
                 return fail(c, "out of memory");
         }
         free(e);
-        rc = call_and_say(c, "DELETE", path, "revoked", pos[0]);
+        rc = call_and_say(c, "DELETE", path, NULL, "revoked", pos[0]);
         free(path);
         return rc;
 }
@@ -870,7 +549,7 @@ static int cmd_keys_revoke(struct cli *c, int argc, char **argv)
 
 /* One row of the subcommand table. */
 struct command {
-        const char *group; /* "vm", "file", "keys" */
+        const char *group; /* "vm", "file", "keys", ... */
         const char *name;  /* "create" ... */
         int (*run)(struct cli *c, int argc, char **argv);
         const char *args;    /* usage after "sprout GROUP NAME" */
@@ -887,6 +566,25 @@ static const struct command commands[] = {
     {"vm", "exec", cmd_vm_exec, "ID [--timeout MS] [--json] -- COMMAND...",
      "run a shell command in the VM; exits with its status"},
     {"vm", "delete", cmd_vm_delete, "ID [--json]", "delete a VM"},
+    {"vm", "suspend", cmd_vm_suspend, "ID [--json]", "suspend a VM: memory to disk, processes kept"},
+    {"vm", "start", cmd_vm_start, "ID [--json]", "resume a suspended VM or boot a stopped one"},
+    {"vm", "stop", cmd_vm_stop, "ID [--json]", "power a VM off from inside (its disk is kept)"},
+    {"vm", "kill", cmd_vm_kill, "ID [--json]", "end a VM's QEMU at once"},
+    {"vm", "await", cmd_vm_await, "ID [--json]", "wait until the VM stops; prints the state it ended in"},
+    {"vm", "fork", cmd_vm_fork, "ID [--count N] [--port EXT:TARGET[,...]|none] [--json]",
+     "fork a running VM into N copies (default 1); prints each new id"},
+    {"vm", "snapshot", cmd_vm_snapshot, "ID [--name NAME] [--json]",
+     "snapshot a VM (new VMs can start from it); prints the snapshot id"},
+    {"vm", "optimize", cmd_vm_optimize, "ID [--json]", "suspend a VM and flatten its disk for faster forks"},
+    {"vm", "resize", cmd_vm_resize, "ID [--memory-gb N|--memory-mb N] [--vcpus N] [--disk-gb N] [--json]",
+     "grow a VM: the disk at once, memory and vCPUs at its next boot (memory in whole GB)"},
+    {"vm", "stats", cmd_vm_stats, "ID [--follow|-f] [--interval MS] [--json]",
+     "one memory and CPU sample from inside the VM; --follow: one a line until interrupted"},
+    {"vm", "watch", cmd_vm_watch, "ID [--json]",
+     "print file changes in the VM, one a line, until interrupted"},
+    {"vm", "build", cmd_vm_build, "ID [--json]", "show the build that made a VM"},
+    {"vm", "shell", cmd_vm_shell, "ID [--terminal NAME]",
+     "an interactive shell in the VM (raw terminal, resizes, its exit status); --terminal: a persistent one"},
     {"file", "get", cmd_file_get, "ID PATH [-o FILE] [--json]",
      "write a guest file's bytes to stdout or FILE; a directory lists its entries"},
     {"file", "put", cmd_file_put, "ID PATH [FILE|-] [--json]", "upload FILE (or stdin) to PATH in the guest"},
@@ -899,8 +597,29 @@ static const struct command commands[] = {
     {"snapshot", "create", cmd_snapshot_create, "--spec FILE.json [--name NAME] [--json]",
      "build a snapshot from a spec (a SnapshotSpec; '-' reads stdin), showing each phase as it happens;"
      " prints the snapshot id on its last line"},
+    {"snapshot", "list", cmd_snapshot_list,
+     "[--include-deleted] [--include-failed] [--include-building] [--json]",
+     "list your snapshots (deleted, failed and building ones when asked)"},
+    {"snapshot", "get", cmd_snapshot_get, "ID [--json]", "show one snapshot, deleted or failed ones too"},
+    {"snapshot", "update", cmd_snapshot_update, "ID --name NAME [--json]", "rename a snapshot ('' clears)"},
+    {"snapshot", "delete", cmd_snapshot_delete, "ID [--json]", "delete a snapshot"},
     {"build", "get", cmd_build_get, "ID [--json]", "show a build: its state, planned phases and failure"},
     {"build", "phases", cmd_build_phases, "ID [--json]", "list the phases a build passed through"},
+    {"service", "list", cmd_service_list, "ID [--json]", "list the systemd services the API made in the VM"},
+    {"service", "get", cmd_service_get, "ID NAME [--json]", "show a service's systemd fields"},
+    {"service", "status", cmd_service_status, "ID NAME [--json]", "one line: NAME: ACTIVE (SUB), LOAD"},
+    {"service", "logs", cmd_service_logs, "ID NAME [--lines N] [--since TIME] [--json]",
+     "a service's journal (the last 100 lines unless told)"},
+    {"service", "create", cmd_service_create, "ID --spec FILE.json [--json]",
+     "create and start a service from a SystemdUnitSpec ({name, mode, exec, ...}; '-' reads stdin)"},
+    {"service", "delete", cmd_service_delete, "ID NAME [--json]", "stop and remove a service"},
+    {"service", "start", cmd_service_start, "ID NAME... [--json]", "start services; fails if any did not"},
+    {"service", "stop", cmd_service_stop, "ID NAME... [--json]", "stop services; fails if any did not"},
+    {"service", "restart", cmd_service_restart, "ID NAME... [--json]",
+     "restart services; fails if any did not"},
+    {"terminal", "list", cmd_terminal_list, "ID [--json]", "list the VM's terminals (named exec shells)"},
+    {"terminal", "logs", cmd_terminal_logs, "ID TERMINAL [--xterm] [--json]",
+     "a terminal's output as plain lines; --xterm: as written, escapes and all"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -1005,6 +724,7 @@ int main(int argc, char **argv)
         }
         snprintf(what, sizeof(what), "%s %s", cmd->group, cmd->name);
         c.what = what;
+        c.args = cmd->args;
         if (!key) {
                 fprintf(stderr, "sprout: %s: no API key: set SPROUT_API_KEY (or FREESTYLE_API_KEY)\n", what);
                 return EXIT_USAGE;
