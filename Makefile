@@ -60,12 +60,17 @@ deps:
 image: build/sprout-agent
 	@scripts/build-image.sh build/sprout-agent
 
+# The web console (build/web, served by sproutd at /).
+web: build/web/index.html
+build/web/index.html: $(WEB_SRCS) scripts/build-web.sh
+	@scripts/build-web.sh
+
 run: deps
-	@$(MAKE) --no-print-directory all image
+	@$(MAKE) --no-print-directory all image web
 	@scripts/run.sh $(PORT) $(DATA_DIR)
 
 test: deps
-	@$(MAKE) --no-print-directory all image build/test-unit build/asan/test-unit
+	@$(MAKE) --no-print-directory all image web build/test-unit build/asan/test-unit
 	@tests/run.sh
 
 test-unit: build/test-unit build/asan/test-unit build/sprout-agent

@@ -11,7 +11,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config musl-tools clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libgnutls28-dev openssl
       qemu-system-x86 qemu-utils debootstrap e2fsprogs zstd skopeo docker-registry
-      curl ca-certificates git nodejs npm nftables iproute2 sqlite3)
+      curl ca-certificates git nodejs npm nftables iproute2 sqlite3 chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do

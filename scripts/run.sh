@@ -47,6 +47,7 @@ PROXY_PORT=${SPROUT_PROXY_PORT:-8081}
 
 cat <<EOF
 Sprout API:  $URL
+Web console: $URL/  (sign in with the key below, or any API key)
 Admin key:   $KEY  (kept in $KEY_FILE)
 VMs' ports:  http://<vmId>.vm.localhost:$PROXY_PORT/  (port 443 of a VM; 8081: http://8081-<vmId>.vm.localhost:$PROXY_PORT/)
 

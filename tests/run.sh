@@ -187,13 +187,14 @@ show_sproutd_log() {
 
 # Installs the SDK test's npm dependencies when missing or older than the lock.
 sdk_deps() {
-        local d=$ROOT/tests/sdk
-        if [ -f "$d/node_modules/.package-lock.json" ] && [ ! "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ] \
-                && [ -d "$d/node_modules/freestyle-sandboxes" ]; then
-                return 0
-        fi
-        log "installing SDK test dependencies (npm ci)"
-        (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+        local d
+        for d in "$ROOT/tests/sdk" "$ROOT/tests/browser"; do
+                if [ -f "$d/node_modules/.package-lock.json" ] && [ ! "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; then
+                        continue
+                fi
+                log "installing $(basename "$d") test dependencies (npm ci)"
+                (cd "$d" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+        done
 }
 
 # ------------------------------------------------------------------------
@@ -222,8 +223,9 @@ else
         for f in tests/e2e/*.test.mjs; do
                 [ "$f" = tests/e2e/cli-offline.test.mjs ] || FILES+=("$f")
         done
-        FILES+=(tests/sdk/*.test.mjs)
+        FILES+=(tests/sdk/*.test.mjs tests/browser/*.test.mjs)
 fi
+export SPROUT_SCREENSHOTS=$LOGDIR
 
 # ------------------------------------------------------------------------
 # 3. Start sproutd
