@@ -77,7 +77,7 @@ test-unit: build/test-unit build/asan/test-unit build/sprout-agent
 	@build/test-unit && build/asan/test-unit
 
 bench: deps
-	@$(MAKE) --no-print-directory all image build/sprout-bench-raw
+	@$(MAKE) --no-print-directory all image web build/sprout-bench-raw
 	@bench/run.sh
 
 load: deps

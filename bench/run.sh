@@ -80,6 +80,9 @@ SPROUT_URL=$URL SPROUT_PROXY_URL=http://127.0.0.1:$PPORT SPROUT_API_KEY=$KEY SPR
         SPROUT_IMAGE=$IMAGE SPROUT_MEM_MB=$MEM_MB SPROUT_VCPUS=$VCPUS SPROUT_RAW_TMP=$RAWTMP node bench/bench.mjs
 echo "==> cost at scale: creates on an empty host and with 24 VMs running, idle CPU per VM" >&2
 SPROUT_URL=$URL SPROUT_API_KEY=$KEY SPROUT_DATA=$DATA node bench/scale.mjs
+echo "==> the web console's page load (Chromium, headless)" >&2
+[ -d tests/browser/node_modules/puppeteer-core ] || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+SPROUT_URL=$URL node bench/console.mjs || echo '{"bench":"console_page_load","error":"no Chromium or puppeteer-core (make test installs them)"}'
 echo "==> with the warm pool: create, fork into 4, create from a cached template" >&2
 SPROUT_URL=$URL SPROUT_API_KEY=$KEY POOL=on node bench/pool_compare.mjs
 
