@@ -44,44 +44,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#define TERM_NAME_MAX 64
-#define TERM_NONCE_LEN 16
-#define TERM_GRACE_NS (2000ULL * 1000000) /* SIGINT -> SIGKILL -> give up */
-#define TERM_CHECK_NS (50ULL * 1000000)   /* look for a foreground job to interrupt */
-#define TERM_MAX_LINE 4000                /* the tty's canonical line limit is 4095 */
-#define TERM_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-struct agent_term {
-        struct agent_term *next;
-        char name[TERM_NAME_MAX + 1];
-        uid_t uid;   /* the owner: only its requests may use the terminal */
-        char *owner; /* its name, for messages */
-        pid_t pid;   /* the shell */
-        int master;  /* PTY master, non-blocking */
-        int hup;     /* the master reported EOF/EIO: stop polling it */
-        int exited;  /* the shell was reaped; removed at the next tick */
-        int status;
-        uint8_t *sb; /* scrollback ring, AGENT_TERM_SCROLLBACK bytes */
-        size_t sb_start, sb_len;
-        char *in; /* input not yet written to the shell */
-        size_t in_len, in_off;
-        struct agent_stream *cur;       /* the command's stream, NULL when idle */
-        char nonce[TERM_NONCE_LEN + 1]; /* marker of cur's command, "" if none */
-        char stale[TERM_NONCE_LEN + 1]; /* marker of an abandoned command, "" if none */
-        uint8_t hold[64];               /* output that may be the start of a marker */
-        size_t hold_len;
-        uint64_t deadline_ns; /* cur's timeout, 0 = none */
-        uint64_t kill_ns;     /* next escalation step, 0 = none */
-        int kill_stage;       /* 1: interrupting, 2: SIGKILL sent */
-        uint64_t check_ns;    /* stage 1: next look for a foreground job */
-        pid_t int_pg;         /* stage 1: the group SIGINT was sent to */
-        int timed_out;
-        int interactive;          /* a PTY for a person: no commands, bytes both ways */
-        int ephemeral;            /* interactive: its shell is hung up when its stream ends */
-        struct agent_stream *att; /* interactive: the stream attached to it, or NULL */
-};
-
-#define TERM_PTY_IN_MAX (1 << 20) /* input queued for an interactive shell that does not read */
+#include "term.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -98,7 +61,7 @@ static int name_valid(const char *s)
         return 1;
 }
 
-static struct agent_term *term_find(struct agent *a, const char *name)
+struct agent_term *term_find(struct agent *a, const char *name)
 {
         for (struct agent_term *t = a->terms; t; t = t->next)
                 if (strcmp(t->name, name) == 0)
@@ -107,7 +70,7 @@ static struct agent_term *term_find(struct agent *a, const char *name)
 }
 
 /* Gets and checks the TERMINAL name; sends the error RESULT on failure. */
-static int req_name(struct agent *a, uint32_t id, const uint8_t *p, size_t n, char **ret_name)
+int req_name(struct agent *a, uint32_t id, const uint8_t *p, size_t n, char **ret_name)
 {
         int r = proto_get_str(p, n, PROTO_TAG_TERMINAL, ret_name);
 
@@ -149,7 +112,7 @@ static void sb_append(struct agent_term *t, const uint8_t *p, size_t n)
         }
 }
 
-static pid_t fg_pgrp(const struct agent_term *t)
+pid_t fg_pgrp(const struct agent_term *t)
 {
         return t->master >= 0 && !t->hup ? tcgetpgrp(t->master) : -1;
 }
@@ -348,7 +311,7 @@ static void flush_input(struct agent_term *t)
 }
 
 /* Queues s for the shell. Returns 0 or -ENOMEM. */
-static int queue_input(struct agent_term *t, const char *s, size_t n)
+int queue_input(struct agent_term *t, const char *s, size_t n)
 {
         char *in = realloc(t->in, t->in_len + n);
 
@@ -446,7 +409,7 @@ static void __attribute__((noreturn)) shell_child(struct agent *a, int slave, co
  * Returns 0 with *ret_term linked into a->terms, or -errno with *ret_msg
  * set to a static message.
  */
-static int term_create(struct agent *a, const char *name, const struct agent_user *u, const struct winsize *size,
+int term_create(struct agent *a, const char *name, const struct agent_user *u, const struct winsize *size,
                        struct agent_term **ret_term, const char **ret_msg)
 {
         struct agent_term *t = NULL;
@@ -714,7 +677,7 @@ void agent_term_list(struct agent *a, uint32_t id)
 }
 
 /* Sends t's scrollback, oldest first, as DATA on stream id. */
-static void sb_send(struct agent *a, uint32_t id, const struct agent_term *t)
+void sb_send(struct agent *a, uint32_t id, const struct agent_term *t)
 {
         size_t first = AGENT_TERM_SCROLLBACK - t->sb_start;
 
@@ -745,157 +708,6 @@ void agent_term_log(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
         proto_put_u64(&b, PROTO_TAG_SIZE, t->sb_len);
         agent_send_result(a, id, &b);
         proto_buf_free(&b);
-}
-
-/* ROWS and COLS of a request into ws (both or neither; 0: absent). */
-static int req_size(const uint8_t *p, size_t n, struct winsize *ws)
-{
-        uint32_t rows = 0, cols = 0;
-        int r1 = proto_get_u32(p, n, PROTO_TAG_ROWS, &rows), r2 = proto_get_u32(p, n, PROTO_TAG_COLS, &cols);
-
-        if ((r1 < 0 && r1 != -ENOENT) || (r2 < 0 && r2 != -ENOENT) || (r1 == 0) != (r2 == 0) ||
-            (r1 == 0 && (rows < 1 || rows > 1000 || cols < 1 || cols > 1000)))
-                return -EINVAL;
-        *ws = (struct winsize){.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-        return r1 == 0;
-}
-
-/* The interactive terminal a PTY request names, for its user; NULL after
- * answering the request with an error. */
-static struct agent_term *pty_find(struct agent *a, uint32_t id, const char *name, const struct agent_user *u)
-{
-        struct agent_term *t = term_find(a, name);
-
-        if (!t)
-                return NULL;
-        if (t->exited || t->hup)
-                agent_send_error(a, id, EBUSY, "terminal %s is closing", name);
-        else if (!t->interactive)
-                agent_send_error(a, id, EBUSY, "terminal %s runs commands; it cannot be attached", name);
-        else if (t->uid != (u->set ? u->uid : geteuid()))
-                agent_send_error(a, id, EPERM, "terminal %s belongs to user %s", name, t->owner);
-        else
-                return t;
-        return NULL;
-}
-
-void agent_term_pty(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
-{
-        struct agent_user u = {0};
-        struct agent_term *t;
-        struct agent_stream *s;
-        struct winsize ws = {.ws_row = 24, .ws_col = 80};
-        char *name = NULL, *msg = NULL;
-        const char *cmsg = NULL;
-        uint32_t eph = 0;
-        int sized, r;
-
-        if (req_name(a, id, p, n, &name) < 0)
-                return;
-        sized = req_size(p, n, &ws);
-        if (sized < 0 || ((r = proto_get_u32(p, n, PROTO_TAG_EPHEMERAL, &eph)) < 0 && r != -ENOENT)) {
-                agent_send_error(a, id, EBADMSG, "bad ROWS, COLS or EPHEMERAL");
-                goto out;
-        }
-        r = agent_req_user(p, n, &u, &msg);
-        if (r < 0) {
-                agent_send_error(a, id, -r, "%s", msg ? msg : strerror(-r));
-                goto out;
-        }
-        t = pty_find(a, id, name, &u);
-        if (!t && term_find(a, name))
-                goto out; /* answered */
-        if (!t && a->n_terms >= AGENT_MAX_TERMS) {
-                agent_send_error(a, id, EAGAIN, "too many terminals (max %d)", AGENT_MAX_TERMS);
-                goto out;
-        }
-        s = agent_stream_new(a, id, AGENT_STREAM_PTY);
-        if (!s) {
-                agent_send_error(a, id, ENOMEM, "out of memory");
-                goto out;
-        }
-        if (!t) {
-                r = term_create(a, name, &u, &ws, &t, &cmsg);
-                if (r < 0) {
-                        agent_stream_free(a, s);
-                        agent_send_error(a, id, -r, "terminal %s: %s: %s", name, cmsg, strerror(-r));
-                        goto out;
-                }
-                t->ephemeral = eph == 1;
-        } else {
-                if (t->att) {
-                        agent_send_error(a, t->att->id, EBUSY, "terminal %s was attached elsewhere", name);
-                        agent_stream_free(a, t->att);
-                }
-                if (sized)
-                        ioctl(t->master, TIOCSWINSZ, &ws);
-                sb_send(a, id, t);
-        }
-        s->term = t;
-        t->att = s;
-out:
-        free(name);
-        free(msg);
-        agent_user_clear(&u);
-}
-
-void agent_term_pty_resize(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
-{
-        struct agent_user u = {0};
-        struct proto_buf b = {0};
-        struct agent_term *t;
-        struct winsize ws;
-        char *name = NULL, *msg = NULL;
-        int r;
-
-        if (req_name(a, id, p, n, &name) < 0)
-                return;
-        if (req_size(p, n, &ws) != 1) {
-                agent_send_error(a, id, EINVAL, "PTY_RESIZE needs ROWS and COLS, 1 to 1000");
-        } else if ((r = agent_req_user(p, n, &u, &msg)) < 0) {
-                agent_send_error(a, id, -r, "%s", msg ? msg : strerror(-r));
-        } else if (!(t = pty_find(a, id, name, &u))) {
-                if (!term_find(a, name))
-                        agent_send_error(a, id, ENOENT, "no terminal named %s", name);
-        } else if (ioctl(t->master, TIOCSWINSZ, &ws) < 0) {
-                agent_send_error(a, id, errno, "resize: %s", strerror(errno));
-        } else {
-                agent_send_result(a, id, &b);
-        }
-        free(name);
-        free(msg);
-        agent_user_clear(&u);
-}
-
-void agent_term_pty_input(struct agent *a, struct agent_stream *s, const uint8_t *p, size_t n)
-{
-        struct agent_term *t = s->term;
-
-        (void)a;
-        /* A shell that reads nothing (stopped, stuck) does not make the
-         * agent hold unbounded input: past the cap it is dropped. */
-        if (t->in_len - t->in_off + n <= TERM_PTY_IN_MAX)
-                queue_input(t, (const char *)p, n);
-}
-
-void agent_term_pty_detach(struct agent *a, struct agent_stream *s, int send_result)
-{
-        struct agent_term *t = s->term;
-
-        if (send_result)
-                agent_send_error(a, s->id, ECANCELED, "detached");
-        agent_stream_free(a, s);
-        t->att = NULL;
-        /* Hung up as a closed terminal would be: its session's foreground
-         * job and the shell. */
-        if (t->ephemeral && !t->exited) {
-                pid_t pg = fg_pgrp(t);
-
-                if (pg > 0)
-                        kill(-pg, SIGHUP);
-                kill(-t->pid, SIGHUP);
-                kill(t->pid, SIGCONT);
-        }
 }
 
 /* ---------------------------------------------------------------- loop hooks */
@@ -942,6 +754,8 @@ uint64_t agent_term_next_deadline(const struct agent *a)
                                                                                            : t->kill_ns;
                 if (t->kill_stage == 1 && (!d || t->check_ns < d))
                         d = t->check_ns;
+                if (t->hup_ns && (!d || t->hup_ns < d))
+                        d = t->hup_ns;
                 if (d && (!next || d < next))
                         next = d;
         }
@@ -979,6 +793,15 @@ void agent_term_tick(struct agent *a, uint64_t now)
                         agent_log("terminal %s: shell exited (%d)", t->name, code);
                         term_free(a, t);
                         continue;
+                }
+                if (t->hup_ns && now >= t->hup_ns) {
+                        pid_t pg = fg_pgrp(t);
+
+                        agent_log("terminal %s: still there after SIGHUP; killed", t->name);
+                        if (pg > 0)
+                                kill(-pg, SIGKILL);
+                        kill(-t->pid, SIGKILL);
+                        t->hup_ns = 0;
                 }
                 if (t->deadline_ns && now >= t->deadline_ns) {
                         t->deadline_ns = 0;

@@ -332,6 +332,7 @@ static void sandbox_make(void)
 #include "../../agent/exec.c"
 #include "../../agent/fs.c"
 #include "../../agent/ident.c"
+#include "../../agent/pty.c"
 #include "../../agent/term.c"
 #include "../../agent/watch.c"
 
