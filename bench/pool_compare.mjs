@@ -1,5 +1,5 @@
-// What the warm pool buys, for `make bench`: run against a sproutd with its
-// pool ($POOL=on) and one started with --warm-pool 0 ($POOL=off), the same
+// What the warm pools buy, for `make bench`: run against a sproutd with its
+// pools ($POOL=on) and with none ($POOL=off), the same
 // three measurements: create -> first exec, fork into 4 -> all exec, and a
 // create from a cached template (a spec built once) -> first exec. Each
 // create waits a moment first, so a pool that refills between requests
@@ -26,18 +26,18 @@ async function createToExec(body) {
   await exec(id);
   return { id, ms: performance.now() - t0 };
 }
-// Waits up to 60 s for the pool to hold n VMs (no-op without a pool).
+// Waits up to 60 s for the pools to hold n VMs (no-op without them).
 async function settle(n = 1) {
   for (let i = 0; pool === "on" && i < 300 && (await health()).vms < n; i++) await sleep(200);
   await sleep(1500);
 }
 
 try {
-  const runs = async (n, fn) => {
+  const runs = async (n, fn, pooled = 1) => {
     const times = [];
     const h = (await health()).hits;
     for (let i = 0; i < n; i++) {
-      await settle();
+      await settle(pooled);
       times.push(await fn());
     }
     return { times, hits: (await health()).hits - h };
@@ -71,11 +71,12 @@ try {
                             exec: ["/bin/sh -c 'echo built > /root/built'"] }] },
   };
   const { snapshotId } = await call("POST", "/v1/vms/snapshots", { spec });
+  // The default snapshot's 2 pooled VMs and the template's own.
   r = await runs(5, async () => {
     const { id, ms } = await createToExec({ template: spec });
     await del(id);
     return ms;
-  });
+  }, 3);
   out({ bench: "pool_compare_create_from_cached_template_to_first_exec", pool, runs: 5, median_ms: r1(median(r.times)),
         runs_ms: r.times.map(r1), pool_hits: r.hits,
         note: "the template's snapshot was used a moment ago, so it gets a pooled VM of its own (with the pool on)" });

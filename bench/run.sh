@@ -86,19 +86,6 @@ SPROUT_URL=$URL node bench/console.mjs || echo '{"bench":"console_page_load","er
 echo "==> with the warm pool: create, fork into 4, create from a cached template" >&2
 SPROUT_URL=$URL SPROUT_API_KEY=$KEY POOL=on node bench/pool_compare.mjs
 
-# The same without a pool: this sproutd again, with --warm-pool 0.
-kill -TERM $PID 2>/dev/null || true
-wait $PID 2>/dev/null || true
-SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$PORT --data-dir "$DATA" --image "$IMAGE" \
-        --mem-mb $MEM_MB --vcpus $VCPUS --warm-pool 0 >>"$LOG" 2>&1 &
-PID=$!
-for i in $(seq 1 300); do
-        curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-        kill -0 $PID 2>/dev/null || { tail -30 "$LOG" >&2; exit 1; }
-        sleep 1
-done
-echo "==> without the warm pool (--warm-pool 0): the same" >&2
-SPROUT_URL=$URL SPROUT_API_KEY=$KEY POOL=off node bench/pool_compare.mjs
 
 # The same create and exec on an unconfined sproutd (its own data dir and
 # default snapshot: user-mode networking saves other device state), to
@@ -123,3 +110,18 @@ SPROUT_URL=$URL UNCONFINED_URL=http://127.0.0.1:$UPORT SPROUT_API_KEY=$KEY SPROU
 kill -TERM $UPID 2>/dev/null || true
 wait $UPID 2>/dev/null || true
 kill_qemus_under "$UDATA/vms"
+
+# Last, the same without any pool: this sproutd again, with --warm-pool 0
+# and --warm-pool-memory-mb 0 (no pools for snapshots either).
+kill -TERM $PID 2>/dev/null || true
+wait $PID 2>/dev/null || true
+SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$PORT --data-dir "$DATA" --image "$IMAGE" \
+        --mem-mb $MEM_MB --vcpus $VCPUS --warm-pool 0 --warm-pool-memory-mb 0 >>"$LOG" 2>&1 &
+PID=$!
+for i in $(seq 1 300); do
+        curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+        kill -0 $PID 2>/dev/null || { tail -30 "$LOG" >&2; exit 1; }
+        sleep 1
+done
+echo "==> without pools (--warm-pool 0 --warm-pool-memory-mb 0): the same" >&2
+SPROUT_URL=$URL SPROUT_API_KEY=$KEY POOL=off node bench/pool_compare.mjs
