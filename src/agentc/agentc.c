@@ -439,22 +439,11 @@ static int request(struct agentc *a, const struct proto_buf *req, const void *up
         if (!s)
                 return r;
         if (r == 0 && upload) {
-                const uint8_t *p = upload;
-
-                for (size_t off = 0; r == 0 && off < upload_len; off += AGENTC_CHUNK) {
-                        size_t n = upload_len - off < AGENTC_CHUNK ? upload_len - off : AGENTC_CHUNK;
-                        int done;
-
-                        /* The agent may have refused the upload already. */
-                        pthread_mutex_lock(&a->lock);
-                        done = s->done || a->dead;
-                        pthread_mutex_unlock(&a->lock);
-                        if (done)
-                                break;
-                        r = send_frame(a, s->id, PROTO_T_DATA, p + off, n);
-                }
+                r = agentc_stream_write(a, s->id, upload, upload_len);
                 if (r == 0)
                         r = send_frame(a, s->id, PROTO_T_EOF, NULL, 0);
+                else if (r == -EPIPE)
+                        r = 0; /* the agent refused the upload already: its RESULT says why */
         }
         pthread_mutex_lock(&a->lock);
         if (r == 0)
@@ -529,20 +518,26 @@ int agentc_pty_open(struct agentc *a, const struct agentc_pty *p, size_t cap, ui
         return r;
 }
 
+/* Whether stream id is open: known, not ended, the transport alive. */
+static int stream_open_now(struct agentc *a, uint32_t id)
+{
+        struct stream *s;
+        int open;
+
+        pthread_mutex_lock(&a->lock);
+        s = stream_find(a, id);
+        open = s && !s->done && !a->dead;
+        pthread_mutex_unlock(&a->lock);
+        return open;
+}
+
 int agentc_stream_write(struct agentc *a, uint32_t id, const void *data, size_t len)
 {
         const uint8_t *p = data;
         int r = 0;
 
         for (size_t off = 0; r == 0 && off < len; off += AGENTC_CHUNK) {
-                struct stream *s;
-                int open;
-
-                pthread_mutex_lock(&a->lock);
-                s = stream_find(a, id);
-                open = s && !s->done && !a->dead;
-                pthread_mutex_unlock(&a->lock);
-                if (!open)
+                if (!stream_open_now(a, id))
                         return -EPIPE;
                 r = send_frame(a, id, PROTO_T_DATA, p + off, len - off < AGENTC_CHUNK ? len - off : AGENTC_CHUNK);
         }
@@ -587,13 +582,8 @@ long agentc_stream_read(struct agentc *a, uint32_t id, void *buf, size_t max, in
 void agentc_stream_close(struct agentc *a, uint32_t id)
 {
         struct stream *s;
-        int open;
 
-        pthread_mutex_lock(&a->lock);
-        s = stream_find(a, id);
-        open = s && !s->done && !a->dead;
-        pthread_mutex_unlock(&a->lock);
-        if (open)
+        if (stream_open_now(a, id))
                 send_frame(a, id, PROTO_T_CANCEL, NULL, 0);
         pthread_mutex_lock(&a->lock);
         s = stream_find(a, id);
