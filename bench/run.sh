@@ -29,6 +29,18 @@ kill_qemus_under() {
         done
         return 0
 }
+# Waits until the sproutd (PID, on PORT, logging to LOG) answers /healthz,
+# saying so every 15 s; exits with its log's tail if it dies first.
+wait_healthy() { # PORT PID LOG
+        local i
+        for i in $(seq 1 900); do
+                curl -fs "http://127.0.0.1:$1/healthz" >/dev/null && return 0
+                kill -0 "$2" 2>/dev/null || { tail -30 "$3" >&2; exit 1; }
+                [ $((i % 15)) -eq 0 ] && echo "    still preparing ($i s)" >&2
+                sleep 1
+        done
+}
+
 # Only the default snapshot is worth keeping between runs: the database,
 # VMs and layers start fresh (a database from an older sproutd may not
 # match its schema), and QEMU left over from an aborted run is ended.
@@ -63,12 +75,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> waiting for sproutd (the first run cold-boots the guest to make the snapshot)" >&2
-for i in $(seq 1 900); do
-        curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-        kill -0 $PID 2>/dev/null || { tail -30 "$LOG" >&2; exit 1; }
-        [ $((i % 15)) -eq 0 ] && echo "    still preparing ($i s)" >&2
-        sleep 1
-done
+wait_healthy $PORT $PID "$LOG"
 SNAP=$(ls -td "$DATA"/snapshots/base-* | head -1)
 
 echo "==> load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (timings assume an otherwise idle machine)" >&2
@@ -100,11 +107,7 @@ SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$UPORT --data-dir "$U
         --mem-mb $MEM_MB --vcpus $VCPUS --unconfined >"$ULOG" 2>&1 &
 UPID=$!
 echo "==> waiting for an unconfined sproutd (its first run cold-boots its own snapshot)" >&2
-for i in $(seq 1 900); do
-        curl -fs "http://127.0.0.1:$UPORT/healthz" >/dev/null && break
-        kill -0 $UPID 2>/dev/null || { tail -30 "$ULOG" >&2; exit 1; }
-        sleep 1
-done
+wait_healthy $UPORT $UPID "$ULOG"
 echo "==> confined against unconfined" >&2
 SPROUT_URL=$URL UNCONFINED_URL=http://127.0.0.1:$UPORT SPROUT_API_KEY=$KEY SPROUT_LOG=$LOG node bench/confinement.mjs || true
 kill -TERM $UPID 2>/dev/null || true
@@ -118,10 +121,6 @@ wait $PID 2>/dev/null || true
 SPROUT_BOOTSTRAP_KEY=$KEY build/sproutd --listen 127.0.0.1:$PORT --data-dir "$DATA" --image "$IMAGE" \
         --mem-mb $MEM_MB --vcpus $VCPUS --warm-pool 0 --warm-pool-memory-mb 0 >>"$LOG" 2>&1 &
 PID=$!
-for i in $(seq 1 300); do
-        curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break
-        kill -0 $PID 2>/dev/null || { tail -30 "$LOG" >&2; exit 1; }
-        sleep 1
-done
+wait_healthy $PORT $PID "$LOG"
 echo "==> without pools (--warm-pool 0 --warm-pool-memory-mb 0): the same" >&2
 SPROUT_URL=$URL SPROUT_API_KEY=$KEY POOL=off node bench/pool_compare.mjs
