@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "lib/ws.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -98,39 +99,53 @@ static int send_resize(int fd)
         return send_frame(fd, WS_TEXT, msg, strlen(msg));
 }
 
-/* Connects to the host and port of an http:// base URL; *ret_prefix gets
- * the path after them ("" or "/something"). */
-static int connect_url(struct cli *c, const char *url, const char **ret_prefix)
+/* Connects to the host and port of an http:// base URL (libcurl's URL
+ * parser takes it apart); prefix gets the path after them, without a
+ * trailing slash ("" or "/something"). */
+static int connect_url(struct cli *c, const char *url, char prefix[512])
 {
-        char host[256], port[16] = "80";
-        const char *p, *end, *colon;
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-        int fd = -1;
+        char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+        CURLU *u = curl_url();
+        int fd = -1, ok;
 
-        if (strncasecmp(url, "http://", 7) != 0)
-                return fail(c, "`vm shell` needs an http:// server URL, not %s", url), -1;
-        p = url + 7;
-        end = p + strcspn(p, "/");
-        colon = memchr(p, ':', (size_t)(end - p));
-        if ((size_t)((colon ? colon : end) - p) >= sizeof(host) ||
-            (colon && (size_t)(end - colon) > sizeof(port)))
-                return fail(c, "bad server URL %s", url), -1;
-        snprintf(host, sizeof(host), "%.*s", (int)((colon ? colon : end) - p), p);
-        if (colon)
-                snprintf(port, sizeof(port), "%.*s", (int)(end - colon - 1), colon + 1);
-        *ret_prefix = end;
-        if (getaddrinfo(host, port, &hints, &res) != 0)
-                return fail(c, "cannot resolve %s", host), -1;
-        for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-                fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-                if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-                        close(fd);
-                        fd = -1;
+        ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK;
+        if (!ok || strcasecmp(scheme, "http") || strlen(path) >= 512) {
+                fail(c, "`vm shell` needs an http:// server URL, not %s", url);
+        } else {
+                size_t n = strlen(path), hl = strlen(host);
+
+                while (n > 0 && path[n - 1] == '/')
+                        n--;
+                snprintf(prefix, 512, "%.*s", (int)n, path);
+                /* An IPv6 literal comes in brackets. */
+                if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+                        memmove(host, host + 1, hl - 2);
+                        host[hl - 2] = 0;
                 }
+                if (getaddrinfo(host, port, &hints, &res) != 0)
+                        fail(c, "cannot resolve %s", host);
+                for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+                        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+                        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+                                close(fd);
+                                fd = -1;
+                        }
+                }
+                if (res && fd < 0)
+                        fail(c, "cannot connect to %s port %s: %s", host, port, strerror(errno));
+                if (res)
+                        freeaddrinfo(res);
         }
-        freeaddrinfo(res);
-        if (fd < 0)
-                return fail(c, "cannot connect to %s:%s: %s", host, port, strerror(errno)), -1;
+        curl_free(scheme);
+        curl_free(host);
+        curl_free(port);
+        curl_free(path);
+        curl_url_cleanup(u);
         return fd;
 }
 
@@ -236,8 +251,9 @@ static int take_frames(struct cli *c, int fd, char *buf, size_t *have, int *code
 
 int cmd_vm_shell(struct cli *c, int argc, char **argv)
 {
-        const char *terminal = NULL, *prefix = "";
-        char name[80], path[1024], *buf = malloc(SHELL_MAX_FRAME + WS_HDR_MAX + 1), *vpath = NULL, *id;
+        const char *terminal = NULL;
+        char name[80], path[1024], prefix[512], *buf = malloc(SHELL_MAX_FRAME + WS_HDR_MAX + 1),
+                                                *vpath = NULL, *id;
         struct opt opts[] = {{"--terminal", NULL, &terminal, NULL}, {0}};
         size_t have = 0;
         int fd, code = -1, rows, cols, in_open = 1, r;
@@ -255,7 +271,7 @@ int cmd_vm_shell(struct cli *c, int argc, char **argv)
         else
                 snprintf(name, sizeof(name), "shell-%08x", (unsigned)getpid() ^ (unsigned)time(NULL));
         window_size(&rows, &cols);
-        fd = connect_url(c, c->api.base_url, &prefix);
+        fd = connect_url(c, c->api.base_url, prefix);
         vpath = fd >= 0 ? vm_path(id, "/terminals/") : NULL;
         if (fd < 0 || !vpath) {
                 free(buf);

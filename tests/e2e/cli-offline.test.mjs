@@ -641,3 +641,14 @@ test("long operations show elapsed seconds on a terminal's stderr, and only ther
   assert.equal(plain.stderr, "");
   assert.equal(plain.out, `${"f".repeat(20)}\n`);
 });
+
+test("vm shell: only http:// server URLs, and a server that is not there is said so", async () => {
+  let r = await runCli(["vm", "shell", "abc"], { env: { SPROUT_URL: "https://127.0.0.1:9", SPROUT_API_KEY: "k" }, timeoutMs: 20_000 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /needs an http:\/\/ server URL/);
+  r = await runCli(["vm", "shell", "abc"], { env: { SPROUT_URL: "http://127.0.0.1:9/", SPROUT_API_KEY: "k" }, timeoutMs: 20_000 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /cannot connect to 127\.0\.0\.1 port 9/);
+  r = await runCli(["vm", "shell"], { env: { SPROUT_URL: "http://127.0.0.1:9", SPROUT_API_KEY: "k" }, timeoutMs: 20_000 });
+  assert.equal(r.code, 2, r.stderr);
+});
