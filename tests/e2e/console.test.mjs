@@ -109,3 +109,15 @@ test("hostile frames close the connection; the daemon and the VM go on", async (
   const r = await ok("POST", `/v1/vms/${vm.id}/exec-await`, { body: { command: "echo alive" } });
   assert.equal(r.stdout.trim(), "alive");
 });
+
+test("a guest flooding its terminal: the connection carries it, and the terminal still answers", async () => {
+  const { ws } = await wsOpen(wsPath(vm.id, "flood", "?ephemeral=1"));
+  ws.type("head -c 6000000 /dev/urandom | base64 -w 0; echo; echo flood-$((5*5))\r");
+  await ws.until(() => ws.output.includes("flood-25"), 240_000, "flood-25 after 8 MB of output");
+  assert.ok(ws.output.length > 1_000_000, `output received: ${ws.output.length} bytes`);
+  ws.type("echo still-$((2*4))\r");
+  await ws.until(() => ws.output.includes("still-8"), 30_000, "still-8");
+  ws.destroy();
+  assert.equal((await fetch(`${process.env.SPROUT_URL}/healthz`)).status, 200);
+});
+
