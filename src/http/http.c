@@ -30,10 +30,13 @@ struct http {
 };
 
 /* Per-connection request state, kept between the handler's calls. */
+struct upgrade;
+
 struct req_ctx {
         struct strbuf body;
         int too_large;
-        uint64_t drained; /* bytes received, kept or not */
+        uint64_t drained;         /* bytes received, kept or not */
+        struct upgrade *upgrade;  /* a 101 queued whose socket nobody took yet */
 };
 
 static int hexval(char c)
@@ -216,7 +219,10 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
         pthread_attr_t attr;
         pthread_t t;
 
-        (void)conn, (void)con_cls;
+        (void)conn;
+        /* The upgrade's thread owns it now (see on_completed). */
+        if (con_cls)
+                ((struct req_ctx *)con_cls)->upgrade = NULL;
         u->fd = sock;
         u->urh = urh;
         u->extra = extra_in_size ? malloc(extra_in_size) : NULL;
@@ -252,7 +258,7 @@ static int ws_accept(const char *key, char out[32])
         return 0;
 }
 
-static enum MHD_Result send_upgrade(struct MHD_Connection *conn, const struct http_resp *resp)
+static enum MHD_Result send_upgrade(struct MHD_Connection *conn, struct req_ctx *ctx, const struct http_resp *resp)
 {
         const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
         struct upgrade *u = calloc(1, sizeof(*u));
@@ -275,6 +281,8 @@ static enum MHD_Result send_upgrade(struct MHD_Connection *conn, const struct ht
         if (ret != MHD_YES) {
                 resp->upgrade_done(resp->upgrade_ctx);
                 free(u);
+        } else {
+                ctx->upgrade = u;
         }
         return ret;
 }
@@ -349,7 +357,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (resp.upgrade) {
                 json_decref(resp.body);
                 free(resp.text);
-                return send_upgrade(conn, &resp);
+                return send_upgrade(conn, ctx, &resp);
         }
         if (resp.stream) {
                 json_decref(resp.body);
@@ -384,6 +392,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
         (void)cls, (void)conn, (void)toe;
         if (ctx) {
+                /* A client gone before its 101 went out: the upgrade never
+                 * ran, and what it holds is let go here. */
+                if (ctx->upgrade) {
+                        ctx->upgrade->done(ctx->upgrade->ctx);
+                        free(ctx->upgrade);
+                }
                 free(ctx->body.s);
                 free(ctx);
                 *con_cls = NULL;

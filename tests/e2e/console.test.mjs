@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { VmTracker, enc, newAccount, ok, rand, sleep } from "./lib.mjs";
+import net from "node:net";
+import { randomBytes } from "node:crypto";
 import { WS_OPCODES, frame, wsOpen } from "./ws.mjs";
 
 const vms = new VmTracker();
@@ -119,5 +121,33 @@ test("a guest flooding its terminal: the connection carries it, and the terminal
   await ws.until(() => ws.output.includes("still-8"), 30_000, "still-8");
   ws.destroy();
   assert.equal((await fetch(`${process.env.SPROUT_URL}/healthz`)).status, 200);
+});
+
+test("clients that leave in the middle of the upgrade hold nothing: no terminal, no long-request slot", async () => {
+  // More than the account's 32 long requests, each gone before or as its
+  // 101 is sent.
+  const url = new URL(process.env.SPROUT_URL);
+  await Promise.all(Array.from({ length: 40 }, (_, i) => new Promise((resolve) => {
+    const sock = net.connect(Number(url.port), url.hostname, () => {
+      sock.write([`GET ${wsPath(vm.id, `gone${i}`, "?ephemeral=1")} HTTP/1.1`, `Host: ${url.host}`, "Upgrade: websocket",
+        "Connection: Upgrade", `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}`, "Sec-WebSocket-Version: 13",
+        `Authorization: Bearer ${process.env.SPROUT_API_KEY}`, "", ""].join("\r\n"));
+      if (i % 2) sock.destroy(); else setTimeout(() => sock.destroy(), 20);
+    });
+    sock.on("close", resolve);
+    sock.on("error", resolve);
+  })));
+  let names = [];
+  for (let i = 0; i < 75; i++) {
+    names = (await ok("GET", `/v1/vms/${vm.id}/terminals`)).terminals.map((t) => t.name).filter((n) => n.startsWith("gone"));
+    if (!names.length) break;
+    await sleep(200);
+  }
+  assert.deepEqual(names, [], "ephemeral terminals of clients that left");
+  const { status, ws } = await wsOpen(wsPath(vm.id, "after", "?ephemeral=1"));
+  assert.equal(status, 101, "the account still has its long-request slots");
+  ws.type("echo after-$((3+3))\r");
+  await ws.until(() => ws.output.includes("after-6"), 30_000, "after-6");
+  ws.destroy();
 });
 
