@@ -78,12 +78,15 @@ int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
          * snapshot that a write of another cannot upgrade once the txn
          * connection has committed (SQLITE_BUSY at once, no busy wait).
          * Outside a transaction the write can simply go again once that
-         * read is over. */
+         * read is over. It is reset before it waits: a statement that
+         * failed stays active until then and holds the connection's old
+         * snapshot itself, so that writers of several threads waiting at
+         * once kept it for each other, and failed for good. */
         for (int i = 0; ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) && i < 100 &&
                         sqlite3_get_autocommit(s->db);
              i++) {
-                sleep_ms(50);
                 sqlite3_reset(st);
+                sleep_ms(50);
                 rc = sqlite3_step(st);
         }
         r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;

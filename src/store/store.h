@@ -216,6 +216,9 @@ int store_build_insert(struct store *s, const struct store_build *b);
 int store_build_get(struct store *s, const char *account, const char *id, struct store_build *ret);
 /* Calls fn for each build still pending or running, oldest first. */
 int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *b, void *ud), void *ud);
+/* Calls fn for at most limit builds of account, newest first. */
+int store_build_list(struct store *s, const char *account, int limit,
+                     int (*fn)(const struct store_build *b, void *ud), void *ud);
 /* Sets a build's state (and, when not NULL, its failure reason and the
  * snapshot it made); "succeeded" and "failed" also set finished_at. */
 int store_build_set_state(struct store *s, const char *id, const char *state, const char *failure_reason,

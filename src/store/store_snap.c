@@ -89,6 +89,8 @@ int store_snapshot_get(struct store *s, const char *account, const char *id, str
 int store_snapshot_foreach(struct store *s, const char *account,
                            int (*fn)(const struct store_snapshot *snap, void *ud), void *ud)
 {
+        struct store_snapshot *rows = NULL;
+        size_t n = 0;
         sqlite3_stmt *st;
         int r = sq_prepare(s, &st,
                            "SELECT " SNAPSHOT_COLS
@@ -98,17 +100,31 @@ int store_snapshot_foreach(struct store *s, const char *account,
 
         if (r < 0)
                 return r;
+        /* Every row first, fn after: the read ends before fn runs, however
+         * slow fn is (a snapshot's disk usage), since writes of other
+         * threads wait while it is open (see sq_finish). */
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                struct store_snapshot snap = {0};
+                struct store_snapshot *grown = realloc(rows, (n + 1) * sizeof(*rows));
 
-                r = snapshot_row(st, &snap);
+                if (!grown) {
+                        r = -ENOMEM;
+                        break;
+                }
+                rows = grown;
+                rows[n] = (struct store_snapshot){0};
+                r = snapshot_row(st, &rows[n]);
                 if (r == 0)
-                        r = fn(&snap, ud);
-                store_snapshot_clear(&snap);
+                        n++;
         }
         if (r == 0 && rc != SQLITE_DONE)
                 r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
+        for (size_t i = 0; i < n; i++) {
+                if (r == 0)
+                        r = fn(&rows[i], ud);
+                store_snapshot_clear(&rows[i]);
+        }
+        free(rows);
         return r;
 }
 
@@ -243,29 +259,64 @@ int store_build_get(struct store *s, const char *account, const char *id, struct
         return one_row(s, st, r, build_row_fn, ret);
 }
 
-int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *b, void *ud), void *ud)
+/* Calls fn for each build a prepared statement yields, once it has read
+ * them all (see store_snapshot_foreach). */
+static int build_each(struct store *s, sqlite3_stmt *st, int r,
+                      int (*fn)(const struct store_build *b, void *ud), void *ud)
 {
-        sqlite3_stmt *st;
-        int r = sq_prepare(s, &st,
-                           "SELECT " BUILD_COLS
-                           " FROM builds WHERE state IN ('pending', 'running') ORDER BY started_at",
-                           NULL),
-            rc = SQLITE_DONE;
+        struct store_build *rows = NULL;
+        size_t n = 0;
+        int rc = SQLITE_DONE;
 
+        (void)s;
         if (r < 0)
                 return r;
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                struct store_build b = {0};
+                struct store_build *grown = realloc(rows, (n + 1) * sizeof(*rows));
 
-                r = build_row(st, &b);
+                if (!grown) {
+                        r = -ENOMEM;
+                        break;
+                }
+                rows = grown;
+                rows[n] = (struct store_build){0};
+                r = build_row(st, &rows[n]);
                 if (r == 0)
-                        r = fn(&b, ud);
-                store_build_clear(&b);
+                        n++;
         }
         if (r == 0 && rc != SQLITE_DONE)
                 r = sq_err(rc) ? sq_err(rc) : -EIO;
         sqlite3_finalize(st);
+        for (size_t i = 0; i < n; i++) {
+                if (r == 0)
+                        r = fn(&rows[i], ud);
+                store_build_clear(&rows[i]);
+        }
+        free(rows);
         return r;
+}
+
+int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *b, void *ud), void *ud)
+{
+        sqlite3_stmt *st = NULL;
+        int r = sq_prepare(s, &st,
+                           "SELECT " BUILD_COLS
+                           " FROM builds WHERE state IN ('pending', 'running') ORDER BY started_at",
+                           NULL);
+
+        return build_each(s, st, r, fn, ud);
+}
+
+int store_build_list(struct store *s, const char *account, int limit,
+                     int (*fn)(const struct store_build *b, void *ud), void *ud)
+{
+        sqlite3_stmt *st = NULL;
+        int r = sq_prepare(s, &st,
+                           "SELECT " BUILD_COLS " FROM builds WHERE account_id = ?1"
+                           " ORDER BY started_at DESC, id LIMIT ?2",
+                           "si", account, limit);
+
+        return build_each(s, st, r, fn, ud);
 }
 
 int store_build_set_state(struct store *s, const char *id, const char *state, const char *failure_reason,

@@ -107,6 +107,7 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         if (r == 0) {
                 int64_t t0 = now_ms();
 
+                step = "confine it";
                 r = vm_jail_prepare(m, vm, vj);
                 if (r == 0)
                         log_info("vm %s: confined in %lld ms (uid %u, cgroup, network namespace)", vm->id,
@@ -117,8 +118,10 @@ int vm_boot(struct vmm *m, struct vm *vm, const char *state_path)
         else if (r == 1)
                 r = 0; /* unconfined */
         /* On a loaded host QEMU may take a while to open its QMP socket. */
-        step = "start QEMU";
-        r = r < 0 ? r : qemu_spawn(&c, SPAWN_TIMEOUT_MS, &q);
+        if (r == 0) {
+                step = "start QEMU";
+                r = qemu_spawn(&c, SPAWN_TIMEOUT_MS, &q);
+        }
         free(vj);
         if (r < 0) {
                 log_err("vm %s: could not %s: %s", vm->id, step, strerror(-r));

@@ -7,6 +7,8 @@
 #include "lib/util.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,6 +369,13 @@ static int count_unfinished(const struct store_build *b, void *ud)
         return 0;
 }
 
+static int build_ids(const struct store_build *b, void *ud)
+{
+        strcat(ud, b->id);
+        strcat(ud, ";");
+        return 0;
+}
+
 TEST(store_builds_phases_and_the_layer_cache)
 {
         char dir[] = "/tmp/sprout-store-XXXXXX", names[256] = "";
@@ -411,6 +420,16 @@ TEST(store_builds_phases_and_the_layer_cache)
         store_build_clear(&b);
         unfinished = 0;
         CHECK(store_build_unfinished(s, count_unfinished, &unfinished) == 0 && unfinished == 0);
+        /* The list: the account's own, newest first, as many as asked. */
+        struct store_build rec2 = {.id = "bd-2", .account_id = aid, .state = "failed", .planned_phases = "[]",
+                                   .started_at = 17};
+        CHECK(store_build_insert(s, &rec2) == 0);
+        names[0] = 0;
+        CHECK(store_build_list(s, aid, 10, build_ids, names) == 0 && !strcmp(names, "bd-2;bd-1;"));
+        names[0] = 0;
+        CHECK(store_build_list(s, aid, 1, build_ids, names) == 0 && !strcmp(names, "bd-2;"));
+        names[0] = 0;
+        CHECK(store_build_list(s, other, 10, build_ids, names) == 0 && !strcmp(names, ""));
         /* The cache: per account, the newest ready and live one. */
         CHECK(store_snapshot_cached(s, other, "h1", &snap) == -ENOENT);
         CHECK(store_snapshot_cached(s, aid, "h1", &snap) == 0 && !strcmp(snap.id, "sc-1") &&
@@ -478,6 +497,110 @@ TEST(store_ingress_ports_and_domains_go_with_their_vm)
         CHECK(store_vm_delete(s, a.id) == 0);
         CHECK(store_port_target(s, a.id, 8081, &port) == -ENOENT);
         CHECK(store_domain_route(s, "app.example.com", vm, &port) == -ENOENT);
+        store_close(s);
+        free(aid);
+        free(key);
+        free(aname);
+        rm_rf(dir);
+}
+
+/* ---- writers of several threads while a read holds an old snapshot ---- */
+
+struct slow_read {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int reading, release;
+};
+
+static int hold_first_row(const struct store_vm *vm, void *ud)
+{
+        struct slow_read *sr = ud;
+
+        (void)vm;
+        pthread_mutex_lock(&sr->lock);
+        sr->reading = 1;
+        pthread_cond_broadcast(&sr->cond);
+        while (!sr->release)
+                pthread_cond_wait(&sr->cond, &sr->lock);
+        pthread_mutex_unlock(&sr->lock);
+        return 1; /* stop: one row is enough */
+}
+
+struct reader {
+        struct store *s;
+        struct slow_read *sr;
+};
+
+static void *read_slowly(void *arg)
+{
+        struct reader *r = arg;
+
+        store_vm_foreach(r->s, hold_first_row, r->sr);
+        return NULL;
+}
+
+struct writer {
+        struct store *s;
+        char id[21];
+        int r;
+};
+
+static void *write_state(void *arg)
+{
+        struct writer *w = arg;
+
+        w->r = store_vm_set_state(w->s, w->id, "suspended");
+        return NULL;
+}
+
+TEST(store_writers_of_many_threads_outlast_a_read_of_an_old_snapshot)
+{
+        /* A transaction (the second connection) commits while a read of
+         * the shared one is open: writes on the shared one then fail
+         * (SQLITE_BUSY) until the read ends, and must all go through once
+         * it has, however many threads wait to write at once. */
+        char dir[] = "/tmp/sprout-store-XXXXXX";
+        struct store *s = open_tmp(dir);
+        char *aid = NULL, *key = NULL, *aname = NULL;
+        struct slow_read sr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+        struct reader rd = {s, &sr};
+        struct writer w[4];
+        struct store_port port = {443, 3000};
+        pthread_t reader, writers[4];
+
+        CHECK(s);
+        CHECK(store_create_key(s, NULL, 0, &key, &aid, &aname, NULL) == 0);
+        for (int i = 0; i < 4; i++) {
+                struct store_vm v = {.id = w[i].id,
+                                     .account_id = aid,
+                                     .state = "running",
+                                     .created_at = i,
+                                     .mem_mb = 1024,
+                                     .vcpus = 1};
+
+                snprintf(w[i].id, sizeof(w[i].id), "%020d", i);
+                w[i].s = s;
+                w[i].r = 1;
+                CHECK(store_vm_insert(s, &v) == 0);
+        }
+        CHECK(pthread_create(&reader, NULL, read_slowly, &rd) == 0);
+        pthread_mutex_lock(&sr.lock);
+        while (!sr.reading)
+                pthread_cond_wait(&sr.cond, &sr.lock);
+        pthread_mutex_unlock(&sr.lock);
+        CHECK(store_ports_set(s, w[0].id, &port, 1) == 0);
+        for (int i = 0; i < 4; i++)
+                CHECK(pthread_create(&writers[i], NULL, write_state, &w[i]) == 0);
+        sleep_ms(300); /* every writer has failed once and waits */
+        pthread_mutex_lock(&sr.lock);
+        sr.release = 1;
+        pthread_cond_broadcast(&sr.cond);
+        pthread_mutex_unlock(&sr.lock);
+        pthread_join(reader, NULL);
+        for (int i = 0; i < 4; i++) {
+                pthread_join(writers[i], NULL);
+                CHECK(w[i].r == 0);
+        }
         store_close(s);
         free(aid);
         free(key);
