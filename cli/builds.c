@@ -1,5 +1,5 @@
 /*
- * builds: `sprout snapshot create --spec FILE`, `sprout build get|phases`
+ * builds: `sprout snapshot create --spec FILE`, `sprout build list|get|phases`
  * and `sprout vm build`.
  * A snapshot is asked for in the background form (the server answers 202
  * with the build's id at once); the CLI then prints each phase of the build
@@ -157,6 +157,17 @@ static int show_build(struct cli *c, struct client_response *r)
         }
         client_response_done(r);
         return finish(c, 0);
+}
+
+int cmd_build_list(struct cli *c, int argc, char **argv)
+{
+        static const struct column cols[] = {{"BUILD", "buildId", 24},      {"STATE", "state", 10},
+                                             {"STARTED", "startedAt", 25},  {"FINISHED", "finishedAt", 25},
+                                             {"SNAPSHOT", "snapshotId", 0}, {NULL}};
+
+        if (parse_args(c, argc, argv, NULL, 0, NULL, 0) < 0)
+                return EXIT_USAGE;
+        return show_list(c, "/v1/vms/builds", "builds", cols, NULL);
 }
 
 int cmd_build_get(struct cli *c, int argc, char **argv)

@@ -154,6 +154,7 @@ int cmd_vm_url(struct cli *c, int argc, char **argv);
 
 /* builds.c */
 int cmd_snapshot_create(struct cli *c, int argc, char **argv);
+int cmd_build_list(struct cli *c, int argc, char **argv);
 int cmd_build_get(struct cli *c, int argc, char **argv);
 int cmd_build_phases(struct cli *c, int argc, char **argv);
 int cmd_vm_build(struct cli *c, int argc, char **argv);

@@ -603,6 +603,7 @@ static const struct command commands[] = {
     {"snapshot", "get", cmd_snapshot_get, "ID [--json]", "show one snapshot, deleted or failed ones too"},
     {"snapshot", "update", cmd_snapshot_update, "ID --name NAME [--json]", "rename a snapshot ('' clears)"},
     {"snapshot", "delete", cmd_snapshot_delete, "ID [--json]", "delete a snapshot"},
+    {"build", "list", cmd_build_list, "[--json]", "list this account's builds, newest first, failed ones too"},
     {"build", "get", cmd_build_get, "ID [--json]", "show a build: its state, planned phases and failure"},
     {"build", "phases", cmd_build_phases, "ID [--json]", "list the phases a build passed through"},
     {"service", "list", cmd_service_list, "ID [--json]", "list the systemd services the API made in the VM"},

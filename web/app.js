@@ -376,9 +376,11 @@ function servicesPanel(box, id) {
 // ---- snapshots and builds ----
 
 function snapshotsView(view) {
-  const body = h("tbody");
+  const body = h("tbody"), buildRows = h("tbody", { id: "builds" });
   view.append(h("h1", {}, "Snapshots and builds"),
-    h("table", {}, h("thead", {}, h("tr", {}, ["ID", "Name", "State", "Created", "Memory", "Disk", "Source VM", "Build", ""].map((t) => h("th", {}, t)))), body));
+    h("table", {}, h("thead", {}, h("tr", {}, ["ID", "Name", "State", "Created", "Memory", "Disk", "Source VM", "Build", ""].map((t) => h("th", {}, t)))), body),
+    h("h2", {}, "Builds"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Build", "State", "Started", "Took", "Snapshot", "Failure"].map((t) => h("th", {}, t)))), buildRows));
   async function refresh() {
     const { snapshots } = await api("GET", "/v1/vms/snapshots");
     body.replaceChildren(...snapshots.map((s) => h("tr", { "data-id": s.snapshotId },
@@ -391,6 +393,13 @@ function snapshotsView(view) {
         refresh();
       }) }, "Delete")))));
     if (!snapshots.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No snapshots yet.")));
+    // Builds, failed ones too (they left no snapshot to reach them by).
+    const { builds } = await api("GET", "/v1/vms/builds");
+    buildRows.replaceChildren(...builds.map((b) => h("tr", { "data-id": b.buildId },
+      h("td", {}, h("a", { href: `#/build/${enc(b.buildId)}` }, b.buildId)), h("td", {}, h("span", { class: `state ${b.state}` }, b.state)),
+      h("td", {}, when(b.startedAt)), h("td", {}, b.finishedAt ? `${((Date.parse(b.finishedAt) - Date.parse(b.startedAt)) / 1000).toFixed(1)} s` : "-"),
+      h("td", { class: "mono" }, b.snapshotId ?? "-"), h("td", { class: "error" }, b.failureReason ?? ""))));
+    if (!builds.length) buildRows.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No builds yet.")));
   }
   every(5000, refresh);
 }

@@ -48,6 +48,7 @@ static const struct route routes[] = {
         ROUTE("POST", "/v1/vms", "create_vm", api_create_vm),
         ROUTE("GET", "/v1/vms/snapshots", "list_snapshots", api_list_snapshots),
         LONG_ROUTE("POST", "/v1/vms/snapshots", "create_snapshot", api_create_snapshot),
+        ROUTE("GET", "/v1/vms/builds", "list_builds", api_list_builds),
         ROUTE("GET", "/v1/vms/builds/{build_id}", "get_build", api_get_build),
         ROUTE("GET", "/v1/vms/builds/{build_id}/phases", "list_build_phases", api_list_build_phases),
         ROUTE("GET", "/v1/vms/{vm_id}/build", "get_build_for_vm", api_get_vm_build),

@@ -92,6 +92,7 @@ void api_stats_stream(struct api_call *c);
 void api_watch_files(struct api_call *c);
 void api_create_snapshot(struct api_call *c);
 void api_get_build(struct api_call *c);
+void api_list_builds(struct api_call *c);
 void api_list_build_phases(struct api_call *c);
 void api_get_vm_build(struct api_call *c);
 void api_background_request(struct api_call *c);

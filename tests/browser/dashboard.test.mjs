@@ -3,7 +3,8 @@
 // the console lists VMs, creates one and shows it running; on its page
 // the terminal runs what is typed, the stats plot receives points, a file
 // uploaded through the page reads back through the API; deleting the VM
-// makes it go from the list. Screenshots go to $SPROUT_SCREENSHOTS
+// makes it go from the list; the snapshots page lists the snapshots and
+// builds the API lists, and a build shows its phases. Screenshots go to $SPROUT_SCREENSHOTS
 // (build/test-logs) as dashboard-*.png.
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
@@ -116,4 +117,25 @@ test("deleting the VM makes it go from the list", async () => {
   assert.equal((await api("GET", `/v1/vms/${vmId}`)).status, 404);
   vmId = null;
   await shot("5-after-delete");
+});
+
+test("the snapshots page lists what the API lists, builds too, and a build shows its phases", async () => {
+  const { snapshots } = (await api("GET", "/v1/vms/snapshots")).json;
+  const { builds } = (await api("GET", "/v1/vms/builds")).json;
+  await page.goto(`${BASE}/#/snapshots`);
+  await page.waitForFunction(() => document.querySelector("#builds tr"), { timeout: 30_000 });
+  for (const sn of snapshots) await page.waitForSelector(`tr[data-id="${sn.snapshotId}"]`, { timeout: 10_000 });
+  if (!builds.length) {
+    assert.match(await page.$eval("#builds", (e) => e.textContent), /No builds yet/);
+    return;
+  }
+  for (const b of builds) await page.waitForSelector(`#builds tr[data-id="${b.buildId}"]`, { timeout: 10_000 });
+  await shot("6-snapshots-builds");
+  const b = builds[0];
+  const { phases } = (await api("GET", `/v1/vms/builds/${b.buildId}/phases`)).json;
+  await page.click(`#builds tr[data-id="${b.buildId}"] a`);
+  await page.waitForSelector("#timeline");
+  assert.equal(await page.$$eval("#timeline span", (e) => e.length), phases.length);
+  assert.deepEqual(await page.$$eval("tr.phase td:first-child", (e) => e.map((x) => x.textContent)), phases.map((p) => p.name));
+  await shot("7-build");
 });

@@ -204,6 +204,14 @@ test("a failing command fails the build: its record, its snapshot and the answer
   assert.equal(build.state, "failed");
   assert.match(build.failureReason, /freestyle-run-command-2[\s\S]*about-to-fail-42/);
   assert.ok(build.finishedAt);
+  // GET /v1/vms/builds (Sprout's extension) lists it, newest first, with its reason.
+  const listed = await ok("GET", "/v1/vms/builds");
+  const mine = listed.builds.find((b) => b.buildId === res.json.buildId);
+  assert.equal(mine?.state, "failed", JSON.stringify(listed).slice(0, 500));
+  assert.match(mine.failureReason, /about-to-fail-42/);
+  const starts = listed.builds.map((b) => Date.parse(b.startedAt));
+  assert.deepEqual(starts, [...starts].sort((a, b) => b - a), "newest first");
+  assert.equal((await ok("GET", "/v1/vms/builds?limit=1")).builds.length, 1);
   const plain = await ok("GET", "/v1/vms/snapshots");
   const all = await ok("GET", "/v1/vms/snapshots?includeFailed=true");
   const failed = all.snapshots.filter((s) => s.buildId === res.json.buildId);
@@ -240,6 +248,8 @@ test("bad input is refused before anything is built", async () => {
   await vm({ template: { snapshotId: "sc-zzzzzzzzzzzzzzzzzzzz" } }, 404, "SNAPSHOT_NOT_FOUND");
   expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz"), 404, "BUILD_NOT_FOUND");
   expectError(await api("GET", "/v1/vms/builds/bd-zzzzzzzzzzzzzzzzzzzz/phases"), 404, "BUILD_NOT_FOUND");
+  for (const q of ["limit=0", "limit=1001", "limit=-1", "limit=x"])
+    expectError(await api("GET", `/v1/vms/builds?${q}`), 400, "INVALID_PARAMETERS");
 });
 
 test("another account sees neither the builds nor the snapshots, nor builds on them", async () => {
@@ -247,6 +257,7 @@ test("another account sees neither the builds nor the snapshots, nor builds on t
   const other = (await newAccount(`builds-${TAG}`)).key;
   expectError(await api("GET", `/v1/vms/builds/${first.buildId}`, { key: other }), 404, "BUILD_NOT_FOUND");
   expectError(await api("GET", `/v1/vms/builds/${first.buildId}/phases`, { key: other }), 404, "BUILD_NOT_FOUND");
+  assert.deepEqual((await ok("GET", "/v1/vms/builds", { key: other })).builds, []);
   expectError(
     await api("POST", "/v1/vms/snapshots", { body: { template: { snapshotId: first.snapshotId, aptDeps: [] } }, key: other }),
     404, "SNAPSHOT_NOT_FOUND");
@@ -303,6 +314,10 @@ test("sprout snapshot create shows each phase, then the snapshot; build get and 
   assert.equal(g.code, 0, g.stderr);
   assert.match(g.out, /state\s+succeeded/);
   assert.match(g.out, new RegExp(`snapshotId\\s+${sid}`));
+  const l = await runCli(["build", "list"], { env });
+  assert.equal(l.code, 0, l.stderr);
+  assert.match(l.out, /^BUILD\s+STATE\s+STARTED/);
+  assert.match(l.out, new RegExp(`^${build}\\s+succeeded\\s.*${sid}$`, "m"));
   const p = await runCli(["build", "phases", build, "--json"], { env });
   assert.deepEqual(JSON.parse(p.out).phases.map((x) => x.name), ["boot", "setup: additionalFiles", "setup: services", "snapshot"]);
   // A failing step: exit 1, the step and its output on stderr.
