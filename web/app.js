@@ -398,7 +398,7 @@ function snapshotsView(view) {
     buildRows.replaceChildren(...builds.map((b) => h("tr", { "data-id": b.buildId },
       h("td", {}, h("a", { href: `#/build/${enc(b.buildId)}` }, b.buildId)), h("td", {}, h("span", { class: `state ${b.state}` }, b.state)),
       h("td", {}, when(b.startedAt)), h("td", {}, b.finishedAt ? `${((Date.parse(b.finishedAt) - Date.parse(b.startedAt)) / 1000).toFixed(1)} s` : "-"),
-      h("td", { class: "mono" }, b.snapshotId ?? "-"), h("td", { class: "error" }, b.failureReason ?? ""))));
+      h("td", { class: "mono" }, b.snapshotId ?? "-"), h("td", { class: "error", title: b.failureReason ?? "" }, (b.failureReason ?? "").length > 120 ? `${b.failureReason.slice(0, 120)}…` : b.failureReason ?? ""))));
     if (!builds.length) buildRows.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No builds yet.")));
   }
   every(5000, refresh);
