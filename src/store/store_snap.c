@@ -261,14 +261,12 @@ int store_build_get(struct store *s, const char *account, const char *id, struct
 
 /* Calls fn for each build a prepared statement yields, once it has read
  * them all (see store_snapshot_foreach). */
-static int build_each(struct store *s, sqlite3_stmt *st, int r,
-                      int (*fn)(const struct store_build *b, void *ud), void *ud)
+static int build_each(sqlite3_stmt *st, int r, int (*fn)(const struct store_build *b, void *ud), void *ud)
 {
         struct store_build *rows = NULL;
         size_t n = 0;
         int rc = SQLITE_DONE;
 
-        (void)s;
         if (r < 0)
                 return r;
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -304,7 +302,7 @@ int store_build_unfinished(struct store *s, int (*fn)(const struct store_build *
                            " FROM builds WHERE state IN ('pending', 'running') ORDER BY started_at",
                            NULL);
 
-        return build_each(s, st, r, fn, ud);
+        return build_each(st, r, fn, ud);
 }
 
 int store_build_list(struct store *s, const char *account, int limit,
@@ -316,7 +314,7 @@ int store_build_list(struct store *s, const char *account, int limit,
                            " ORDER BY started_at DESC, id LIMIT ?2",
                            "si", account, limit);
 
-        return build_each(s, st, r, fn, ud);
+        return build_each(st, r, fn, ud);
 }
 
 int store_build_set_state(struct store *s, const char *id, const char *state, const char *failure_reason,
