@@ -763,6 +763,26 @@ int store_build_get(struct store *s, const char *account, const char *id, struct
         return 0;
 }
 
+int store_build_list(struct store *s, const char *account, int limit,
+                     int (*fn)(const struct store_build *b, void *ud), void *ud)
+{
+        size_t n = ctl.n ? fz_u8(&ctl) % 4 : 2;
+        int r = 0;
+
+        FUZZ_CHECK(limit >= 1 && limit <= 1000);
+        for (size_t i = 0; r == 0 && i < n && (int)i < limit; i++) {
+                struct store_build b;
+                char id[32];
+
+                snprintf(id, sizeof(id), "bd-%020zu", i);
+                if (store_build_get(s, account, id, &b) < 0)
+                        continue;
+                r = fn(&b, ud);
+                store_build_clear(&b);
+        }
+        return r;
+}
+
 int store_build_phase_foreach(struct store *s, const char *build_id,
                               int (*fn)(const struct store_build_phase *p, void *ud), void *ud)
 {
