@@ -116,14 +116,25 @@ int api_parse_vm_id(const char *s, char out[21])
         return 0;
 }
 
-int api_parse_snapshot_id(const char *s)
+/* PREFIX then 20 of [a-z0-9], as snapshot and build ids are. */
+static int parse_prefixed_id(const char *s, const char *prefix)
 {
-        if (strncmp(s, "sc-", 3) || strlen(s) != 23)
+        if (strncmp(s, prefix, 3) || strlen(s) != 23)
                 return -EINVAL;
         for (int i = 3; i < 23; i++)
                 if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i])))
                         return -EINVAL;
         return 0;
+}
+
+int api_parse_snapshot_id(const char *s)
+{
+        return parse_prefixed_id(s, "sc-");
+}
+
+int api_parse_build_id(const char *s)
+{
+        return parse_prefixed_id(s, "bd-");
 }
 
 /* ---- matching ---- */

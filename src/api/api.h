@@ -66,8 +66,9 @@ size_t api_route_count(void);
  * and returns 0, or -EINVAL. */
 int api_parse_vm_id(const char *s, char out[21]);
 
-/* 0 if s is a snapshot id ("sc-" and 20 lowercase alphanumerics), else
- * -EINVAL. */
+/* 0 if s is a snapshot id ("sc-" and 20 lowercase alphanumerics), or
+ * a build id ("bd-" and as many); else -EINVAL. */
 int api_parse_snapshot_id(const char *s);
+int api_parse_build_id(const char *s);
 
 #endif

@@ -70,10 +70,10 @@ void api_list_builds(struct api_call *c)
 /* The route's build of the caller's account; answers 404 when none. */
 static int find_build(struct api_call *c, const char *id, struct store_build *ret)
 {
-        int r = id && strlen(id) < 64 ? store_build_get(c->a->store, c->account, id, ret) : -ENOENT;
+        int r = id && api_parse_build_id(id) == 0 ? store_build_get(c->a->store, c->account, id, ret) : -ENOENT;
 
         if (r == -ENOENT)
-                api_error(c, 404, "BUILD_NOT_FOUND", "build %.64s not found", id ? id : "");
+                api_error(c, 404, "BUILD_NOT_FOUND", "build %.40s not found", id ? id : "");
         else if (r < 0)
                 api_error(c, 500, "INTERNAL_ERROR", "could not read the build: %s", strerror(-r));
         return r;
