@@ -370,10 +370,9 @@ int main(int argc, char **argv)
         if (r > 0) {
                 /* A request can wait on a guest that does not answer (an exec
                  * without a timeout); the VMs and the store survive an exit
-                 * now, and the next start takes them back. The store stays
-                 * open under the threads still using it: every commit is on
-                 * disk already (synchronous=FULL). */
+                 * now, and the next start takes them back. */
                 log_warn("%d requests still in flight after 10 s; exiting without them", r);
+                store_close(d.store);
                 fflush(NULL);
                 _exit(0);
         }
@@ -382,6 +381,7 @@ int main(int argc, char **argv)
                 /* Its next start marks the builds failed and removes their
                  * temporary VMs, as after a crash. */
                 log_warn("%d builds in progress; exiting without them", r);
+                store_close(d.store);
                 fflush(NULL);
                 _exit(0);
         }

@@ -45,7 +45,7 @@ int sq_prepare(struct store *s, sqlite3_stmt **ret, const char *sql, const char 
 {
         sqlite3_stmt *st;
         va_list ap;
-        int rc = sqlite3_prepare_v2(sq_db(s), sql, -1, &st, NULL);
+        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 
         if (rc != SQLITE_OK)
                 return sq_err(rc) ? sq_err(rc) : -EIO;
@@ -74,18 +74,16 @@ int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
         int rc = sqlite3_step(st);
         int r;
 
-        /* A read still open on this connection (a callback of a foreach
-         * that writes) holds a snapshot that the write cannot upgrade once
-         * another connection has committed (SQLITE_BUSY at once, no busy
-         * wait). Outside a transaction the write can go again once that
+        /* The connection is shared by threads: one still reading holds a
+         * snapshot that a write of another cannot upgrade once the txn
+         * connection has committed (SQLITE_BUSY at once, no busy wait).
+         * Outside a transaction the write can simply go again once that
          * read is over. It is reset before it waits: a statement that
-         * failed stays active until then and holds the old snapshot
-         * itself (when all threads shared one connection, writers of
-         * several threads waiting at once kept it for each other, and
-         * failed for good). */
-        (void)s;
+         * failed stays active until then and holds the connection's old
+         * snapshot itself, so that writers of several threads waiting at
+         * once kept it for each other, and failed for good. */
         for (int i = 0; ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) && i < 100 &&
-                        sqlite3_get_autocommit(sqlite3_db_handle(st));
+                        sqlite3_get_autocommit(s->db);
              i++) {
                 sqlite3_reset(st);
                 sleep_ms(50);
@@ -93,7 +91,7 @@ int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
         }
         r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
 
-        if (r == 0 && must_change && sqlite3_changes(sqlite3_db_handle(st)) == 0)
+        if (r == 0 && must_change && sqlite3_changes(s->db) == 0)
                 r = -ENOENT;
         sqlite3_finalize(st);
         return r;
@@ -101,7 +99,7 @@ int sq_finish(struct store *s, sqlite3_stmt *st, int must_change)
 
 static int exec_script(struct store *s, const char *sql)
 {
-        int rc = sqlite3_exec(sq_db(s), sql, NULL, NULL, NULL);
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 
         return rc == SQLITE_OK ? 0 : sq_err(rc) ? sq_err(rc) : -EIO;
 }
@@ -334,69 +332,16 @@ static int migrate(struct store *s)
 
 /* FULL: a commit is on disk when it returns, so nothing the daemon has
  * answered for is lost with the power. */
-static int connect_db(const char *path, sqlite3 **ret)
+static int connect_db(const char *path, struct store *s)
 {
-        int rc = sqlite3_open_v2(path, ret,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+        int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                                 NULL);
 
         if (rc == SQLITE_OK)
-                rc = sqlite3_busy_timeout(*ret, 10000);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_exec(*ret,
-                                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-                                  NULL, NULL, NULL);
-        if (rc != SQLITE_OK) {
-                sqlite3_close(*ret);
-                *ret = NULL;
+                rc = sqlite3_busy_timeout(s->db, 10000);
+        if (rc != SQLITE_OK)
                 return sq_err(rc) ? sq_err(rc) : -EIO;
-        }
-        return 0;
-}
-
-struct store_conn {
-        sqlite3 *db;
-        struct store *s;
-        struct store_conn *next;
-};
-
-/* A thread that ends closes its connection. */
-static void conn_gone(void *arg)
-{
-        struct store_conn *c = arg, **p;
-
-        pthread_mutex_lock(&c->s->conns_lock);
-        for (p = &c->s->conns; *p && *p != c; p = &(*p)->next)
-                ;
-        if (*p)
-                *p = c->next;
-        pthread_mutex_unlock(&c->s->conns_lock);
-        sqlite3_close(c->db);
-        free(c);
-}
-
-sqlite3 *sq_db(struct store *s)
-{
-        struct store_conn *c;
-
-        if (!s->per_thread)
-                return s->db;
-        c = pthread_getspecific(s->key);
-        if (c)
-                return c->db;
-        /* A thread that cannot have its own uses the first one. */
-        c = calloc(1, sizeof(*c));
-        if (!c || connect_db(s->path, &c->db) < 0 || pthread_setspecific(s->key, c) != 0) {
-                if (c)
-                        sqlite3_close(c->db);
-                free(c);
-                return s->db;
-        }
-        c->s = s;
-        pthread_mutex_lock(&s->conns_lock);
-        c->next = s->conns;
-        s->conns = c;
-        pthread_mutex_unlock(&s->conns_lock);
-        return c->db;
+        return exec_script(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
 }
 
 int store_open(const char *path, struct store **ret)
@@ -407,50 +352,29 @@ int store_open(const char *path, struct store **ret)
         if (!s)
                 return -ENOMEM;
         pthread_mutex_init(&s->tx_lock, NULL);
-        pthread_mutex_init(&s->conns_lock, NULL);
-        r = connect_db(path, &s->db);
+        r = connect_db(path, s);
         if (r == 0)
                 r = migrate(s);
         if (r == 0 && !(s->tx = calloc(1, sizeof(*s->tx))))
                 r = -ENOMEM;
         if (r == 0)
-                r = connect_db(path, &s->tx->db);
-        if (r == 0 && !(s->path = strdup(path)))
-                r = -ENOMEM;
-        if (r == 0 && pthread_key_create(&s->key, conn_gone) != 0)
-                r = -EAGAIN;
+                r = connect_db(path, s->tx);
         if (r < 0) {
                 store_close(s);
                 return r;
         }
-        s->per_thread = 1;
         *ret = s;
         return 0;
 }
 
-/* Every thread that used s is done with it. */
 void store_close(struct store *s)
 {
         if (!s)
                 return;
-        if (s->per_thread) {
-                pthread_key_delete(s->key);
-                pthread_mutex_lock(&s->conns_lock);
-                while (s->conns) {
-                        struct store_conn *c = s->conns;
-
-                        s->conns = c->next;
-                        sqlite3_close(c->db);
-                        free(c);
-                }
-                pthread_mutex_unlock(&s->conns_lock);
-        }
         if (s->tx)
                 sqlite3_close(s->tx->db);
         free(s->tx);
         sqlite3_close(s->db);
-        free(s->path);
-        pthread_mutex_destroy(&s->conns_lock);
         pthread_mutex_destroy(&s->tx_lock);
         free(s);
 }

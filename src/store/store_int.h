@@ -9,28 +9,13 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
-struct store_conn;
-
 struct store {
-        /* The connection store_open made (the migrations'); a transaction's
-         * (s->tx) only connection. */
         sqlite3 *db;
         /* A second connection for store_txn, so that a transaction holds
          * exactly its own statements and never another thread's. */
         struct store *tx;
         pthread_mutex_t tx_lock; /* one transaction at a time */
-        /* Every other thread has a connection of its own (sq_db), so that
-         * no thread's read holds a snapshot another thread reads or
-         * writes on. */
-        char *path;
-        int per_thread;
-        pthread_key_t key;
-        pthread_mutex_t conns_lock;
-        struct store_conn *conns;
 };
-
-/* The calling thread's connection to s's database. */
-sqlite3 *sq_db(struct store *s);
 
 /* SQLite's result code as -errno (0 for OK, DONE and ROW). */
 int sq_err(int rc);
