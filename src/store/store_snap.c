@@ -72,6 +72,41 @@ static int one_row(struct store *s, sqlite3_stmt *st, int r, int (*row_fn)(sqlit
         return r;
 }
 
+/* Reads every row of a prepared query into *ret (n elements of size
+ * bytes, each filled by row_fn from zero) and finalizes it, so that the
+ * read ends before the caller acts on the rows, however slowly (writes
+ * of other threads wait while a read is open, see sq_finish). On failure
+ * the rows read so far are still returned, to be cleared. */
+static int all_rows(sqlite3_stmt *st, int r, size_t size, int (*row_fn)(sqlite3_stmt *st, void *ret),
+                    void **ret, size_t *ret_n)
+{
+        char *rows = NULL;
+        size_t n = 0;
+        int rc = SQLITE_DONE;
+
+        if (r < 0)
+                return r;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                char *grown = realloc(rows, (n + 1) * size);
+
+                if (!grown) {
+                        r = -ENOMEM;
+                        break;
+                }
+                rows = grown;
+                memset(rows + n * size, 0, size);
+                r = row_fn(st, rows + n * size);
+                if (r == 0)
+                        n++;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = sq_err(rc) ? sq_err(rc) : -EIO;
+        sqlite3_finalize(st);
+        *ret = rows;
+        *ret_n = n;
+        return r;
+}
+
 static int snapshot_row_fn(sqlite3_stmt *st, void *ret)
 {
         return snapshot_row(st, ret);
@@ -91,34 +126,12 @@ int store_snapshot_foreach(struct store *s, const char *account,
 {
         struct store_snapshot *rows = NULL;
         size_t n = 0;
-        sqlite3_stmt *st;
-        int r = sq_prepare(s, &st,
-                           "SELECT " SNAPSHOT_COLS
-                           " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
-                           "s", account),
-            rc = SQLITE_DONE;
+        sqlite3_stmt *st = NULL;
+        int r = sq_prepare(
+            s, &st, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE account_id = ? ORDER BY created_at, id",
+            "s", account);
 
-        if (r < 0)
-                return r;
-        /* Every row first, fn after: the read ends before fn runs, however
-         * slow fn is (a snapshot's disk usage), since writes of other
-         * threads wait while it is open (see sq_finish). */
-        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                struct store_snapshot *grown = realloc(rows, (n + 1) * sizeof(*rows));
-
-                if (!grown) {
-                        r = -ENOMEM;
-                        break;
-                }
-                rows = grown;
-                rows[n] = (struct store_snapshot){0};
-                r = snapshot_row(st, &rows[n]);
-                if (r == 0)
-                        n++;
-        }
-        if (r == 0 && rc != SQLITE_DONE)
-                r = sq_err(rc) ? sq_err(rc) : -EIO;
-        sqlite3_finalize(st);
+        r = all_rows(st, r, sizeof(*rows), snapshot_row_fn, (void **)&rows, &n);
         for (size_t i = 0; i < n; i++) {
                 if (r == 0)
                         r = fn(&rows[i], ud);
@@ -260,31 +273,13 @@ int store_build_get(struct store *s, const char *account, const char *id, struct
 }
 
 /* Calls fn for each build a prepared statement yields, once it has read
- * them all (see store_snapshot_foreach). */
+ * them all. */
 static int build_each(sqlite3_stmt *st, int r, int (*fn)(const struct store_build *b, void *ud), void *ud)
 {
         struct store_build *rows = NULL;
         size_t n = 0;
-        int rc = SQLITE_DONE;
 
-        if (r < 0)
-                return r;
-        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                struct store_build *grown = realloc(rows, (n + 1) * sizeof(*rows));
-
-                if (!grown) {
-                        r = -ENOMEM;
-                        break;
-                }
-                rows = grown;
-                rows[n] = (struct store_build){0};
-                r = build_row(st, &rows[n]);
-                if (r == 0)
-                        n++;
-        }
-        if (r == 0 && rc != SQLITE_DONE)
-                r = sq_err(rc) ? sq_err(rc) : -EIO;
-        sqlite3_finalize(st);
+        r = all_rows(st, r, sizeof(*rows), build_row_fn, (void **)&rows, &n);
         for (size_t i = 0; i < n; i++) {
                 if (r == 0)
                         r = fn(&rows[i], ud);
